@@ -1,0 +1,87 @@
+//! Typed errors of the engine. Each maps to duplicity's exit code so scripts
+//! that test `$?` keep working.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad time string {0:?}: expected now, seconds since the epoch, an interval like 60D/2W/1h30m, YYYY-MM-DD or an ISO date-time")]
+    BadTime(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("bad URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("backup source {0:?} does not exist or is not readable")]
+    SourceMissing(PathBuf),
+    #[error("restore target {0:?} exists and is not empty (use --force to restore into it)")]
+    RestoreTargetNotEmpty(PathBuf),
+    #[error("no backup found at {0}")]
+    NoBackups(String),
+    #[error("no signature chain found at {0}: run a full backup first")]
+    NoSignatures(String),
+    #[error("{0:?} not found in archive (no file by that name was backed up)")]
+    PathNotFound(String),
+    #[error("volume {name} is missing from the target")]
+    MissingVolume { name: String },
+    #[error("volume {name} is corrupt: SHA-1 {got} does not match the manifest's {expected}")]
+    HashMismatch {
+        name: String,
+        expected: String,
+        got: String,
+    },
+    #[error("volume {name} is corrupt: {reason}")]
+    CorruptVolume { name: String, reason: String },
+    #[error("manifest {name} is malformed: {reason}")]
+    BadManifest { name: String, reason: String },
+    #[error("signature file {name} is corrupt: {reason}")]
+    BadSignature { name: String, reason: String },
+    #[error("backend {url}: {reason}")]
+    Backend { url: String, reason: String },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// duplicity's exit code for this error (reference section 10.5).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => 1,
+            Error::BadTime(_) | Error::Usage(_) => 2,
+            Error::BadUrl { .. } => 8,
+            Error::SourceMissing(_) => 13,
+            Error::RestoreTargetNotEmpty(_) => 11,
+            Error::NoBackups(_) => 4,
+            Error::NoSignatures(_) => 17,
+            Error::PathNotFound(_) => 19,
+            Error::MissingVolume { .. } => 53,
+            Error::HashMismatch { .. } | Error::CorruptVolume { .. } => 21,
+            Error::BadManifest { .. } => 6,
+            Error::BadSignature { .. } => 18,
+            Error::Backend { .. } => 50,
+        }
+    }
+}
+
+/// Attach a path to an `io::Error`.
+pub trait IoContext<T> {
+    fn ctx(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}
