@@ -1,3 +1,247 @@
-fn main() {
-    println!("dupr");
+//! dupr: the command-line edge. Parses duplicity's command line, runs the
+//! engine's operations, and turns errors into one line and duplicity's exit
+//! codes.
+
+mod cli;
+mod progress;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use dupr_core::backup::Counters;
+use dupr_core::crypt::Codec;
+use dupr_core::index::Index;
+use dupr_core::naming::Prefixes;
+use dupr_core::ops::{self, BackupRequest, Settings, Target};
+use dupr_core::time;
+
+use cli::{Cli, Command};
+
+/// An error with a chosen exit code that is not a core error.
+#[derive(Debug)]
+struct Exit(i32, String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(Exit(2, msg.into()))
+}
+
+fn init_logging(v: Option<&str>) -> anyhow::Result<()> {
+    let level = match v.unwrap_or("3") {
+        "0" | "e" | "error" => "error",
+        "1" | "2" | "w" | "warning" => "warn",
+        "3" | "4" | "n" | "notice" => "warn",
+        "5" | "6" | "7" | "8" | "i" | "info" => "info",
+        "9" | "d" | "debug" => "debug",
+        other => {
+            return Err(usage(format!(
+                "bad verbosity {other:?}: use 0-9 or e, w, n, i, d"
+            )))
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "dupr_core={level},dupr={level}"
+        )))
+        .init();
+    Ok(())
+}
+
+fn settings(cli: &Cli, url: &OsString) -> anyhow::Result<Settings> {
+    let url = url
+        .to_str()
+        .ok_or_else(|| usage("the target URL is not valid UTF-8"))?
+        .to_string();
+    let codec = if cli.no_encryption {
+        if cli.no_compression {
+            Codec::Plain
+        } else {
+            Codec::Gzip
+        }
+    } else {
+        return Err(anyhow!(Exit(
+            31,
+            "OpenPGP encryption is not in this build of dupr yet: pass --no-encryption".into()
+        )));
+    };
+    Ok(Settings {
+        url,
+        archive_dir: cli.archive_dir.clone(),
+        name: cli.name.clone(),
+        codec,
+        prefixes: Prefixes {
+            file: cli.file_prefix.clone(),
+            archive: cli.file_prefix_archive.clone(),
+            manifest: cli.file_prefix_manifest.clone(),
+            signature: cli.file_prefix_signature.clone(),
+            jsonstat: String::new(),
+        },
+        tempdir: cli.tempdir.clone().unwrap_or_else(std::env::temp_dir),
+    })
+}
+
+fn want_args(args: &[OsString], n: usize, what: &str) -> anyhow::Result<()> {
+    if args.len() != n {
+        return Err(usage(format!(
+            "expected {what}, got {} argument(s)",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+fn parse_time(cli: &Cli) -> anyhow::Result<time::Timestamp> {
+    match &cli.time {
+        Some(s) => Ok(time::parse_time_string(s, time::now())?),
+        None => Ok(time::now()),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let (cmd, args) = cli::resolve(&cli.args).map_err(usage)?;
+    match cmd {
+        Command::Backup | Command::Full | Command::Incremental => {
+            want_args(&args, 2, "SOURCE URL")?;
+            let source = PathBuf::from(&args[0]);
+            if !source.exists() {
+                return Err(dupr_core::Error::SourceMissing(source).into());
+            }
+            let target = Target::open(settings(&cli, &args[1])?)?;
+            let incremental = match cmd {
+                Command::Full => false,
+                Command::Incremental => true,
+                _ => target.has_chain()?,
+            };
+            if incremental {
+                return Err(anyhow!(Exit(
+                    33,
+                    "incremental backups are not in this build of dupr yet: run `dupr full`".into()
+                )));
+            }
+            let counters = cli.progress.then(|| Arc::new(Counters::default()));
+            let bar = counters
+                .as_ref()
+                .map(|c| progress::start(c.clone(), source.clone()));
+            let started = Instant::now();
+            let stats = ops::full_backup(
+                &target,
+                BackupRequest {
+                    source,
+                    source_arg: args[0].as_bytes().to_vec(),
+                    volsize_mib: cli.volsize,
+                    max_blocksize: cli.max_blocksize,
+                    dry_run: cli.dry_run,
+                    counters,
+                },
+            );
+            if let Some(b) = bar {
+                b.finish();
+            }
+            let stats = stats?;
+            if !cli.no_print_statistics {
+                print!("{}", stats.render(started.elapsed().as_secs_f64()));
+            }
+            Ok(0)
+        }
+        Command::Restore => {
+            want_args(&args, 2, "URL DEST")?;
+            let t = parse_time(&cli)?;
+            let target = Target::open(settings(&cli, &args[0])?)?;
+            let path = match &cli.path_to_restore {
+                Some(p) => Some(
+                    Index::parse(p.as_bytes())
+                        .ok_or_else(|| usage(format!("bad path to restore {p:?}")))?,
+                ),
+                None => None,
+            };
+            let stats = ops::restore(
+                &target,
+                t,
+                PathBuf::from(&args[1]),
+                path,
+                cli.force,
+                !cli.no_restore_ownership,
+            )?;
+            tracing::info!("restored {} files, {} bytes", stats.files, stats.bytes);
+            Ok(if stats.errors > 0 { 1 } else { 0 })
+        }
+        Command::ListCurrentFiles => {
+            want_args(&args, 1, "URL")?;
+            let t = parse_time(&cli)?;
+            let target = Target::open(settings(&cli, &args[0])?)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            ops::list_current_files(&target, t, &mut out)?;
+            out.flush().context("writing to stdout")?;
+            Ok(0)
+        }
+        Command::CollectionStatus => {
+            want_args(&args, 1, "URL")?;
+            let target = Target::open(settings(&cli, &args[0])?)?;
+            print!("{}", ops::collection_status(&target)?);
+            Ok(0)
+        }
+        Command::Verify
+        | Command::Cleanup
+        | Command::RemoveOlderThan
+        | Command::RemoveAllButNFull
+        | Command::RemoveAllIncOfButNFull => Err(anyhow!(Exit(
+            33,
+            format!("{cmd:?} is not in this build of dupr yet")
+        ))),
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(x) = e.downcast_ref::<Exit>() {
+        return x.0;
+    }
+    if let Some(x) = e.downcast_ref::<dupr_core::Error>() {
+        return x.exit_code();
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Err(e) = init_logging(cli.verbosity.as_deref()) {
+        eprintln!("dupr: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            // One line naming the culprit; causes joined on it.
+            let mut msg = e.to_string();
+            for c in e.chain().skip(1) {
+                msg.push_str(": ");
+                msg.push_str(&c.to_string());
+            }
+            eprintln!("dupr: {msg}");
+            ExitCode::from(exit_code(&e) as u8)
+        }
+    }
 }

@@ -7,8 +7,25 @@
 //! Restore runs it backwards: `chain` picks sets → `backend` → `crypt` →
 //! `tar` reader → `restore` (patch and write).
 
+pub mod backend;
+pub mod backup;
+pub mod cache;
+pub mod chain;
+pub mod crypt;
+pub mod delta;
+pub mod entry;
 pub mod error;
-pub mod time;
+pub mod index;
+pub mod manifest;
 pub mod naming;
+pub mod ops;
+pub mod restore;
+pub mod signature;
+pub mod sigtar;
+pub mod status;
+pub mod tar;
+pub mod time;
+pub mod volume;
+pub mod walk;
 
 pub use error::{Error, Result};

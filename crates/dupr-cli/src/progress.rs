@@ -1,0 +1,54 @@
+//! `--progress`: files, bytes, rate and ETA on the terminal (indicatif),
+//! fed by the engine's counters; the total comes from a stat-only walk run
+//! beside the backup, as duplicity's dry pass does.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dupr_core::backup::Counters;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Progress {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+pub fn start(c: Arc<Counters>, source: PathBuf) -> Progress {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    {
+        let total = total.clone();
+        std::thread::spawn(move || {
+            let t = dupr_core::walk::total_size(&source);
+            total.store(t.max(1), Ordering::Relaxed);
+        });
+    }
+    let s = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        while !s.load(Ordering::Relaxed) {
+            bar.set_length(total.load(Ordering::Relaxed));
+            bar.set_position(c.bytes.load(Ordering::Relaxed));
+            bar.set_message(format!("{} files", c.files.load(Ordering::Relaxed)));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bar.finish_and_clear();
+    });
+    Progress { stop, handle }
+}
+
+impl Progress {
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}

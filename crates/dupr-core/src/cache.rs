@@ -1,0 +1,144 @@
+//! The local archive cache: plain manifests and gzipped sigtars of the
+//! target, so listing and incrementals never download volumes. The remote is
+//! authoritative; `sync` brings the cache in line with it.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::backend::Backend;
+use crate::crypt::{self, Codec, Encoder};
+use crate::error::{Error, IoContext, Result};
+use crate::naming::{self, FileType, Prefixes};
+
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// `$XDG_CACHE_HOME/dupr`, or `~/.cache/dupr`.
+pub fn default_root() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(x) => PathBuf::from(x).join("dupr"),
+        None => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            PathBuf::from(home).join(".cache").join("dupr")
+        }
+    }
+}
+
+/// duplicity's default `--name`: MD5 hex of the URL exactly as typed.
+pub fn name_for_url(url: &str) -> String {
+    hex::encode(Md5::digest(url.as_bytes()))
+}
+
+impl Cache {
+    pub fn open(archive_dir: Option<&Path>, name: Option<&str>, url: &str) -> Result<Cache> {
+        let root = archive_dir.map_or_else(default_root, Path::to_path_buf);
+        let dir = root.join(name.map_or_else(|| name_for_url(url), str::to_string));
+        std::fs::create_dir_all(&dir).ctx(&dir)?;
+        Ok(Cache { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for de in std::fs::read_dir(&self.dir).ctx(&self.dir)? {
+            let de = de.ctx(&self.dir)?;
+            if let Ok(n) = de.file_name().into_string() {
+                out.push(n);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The cache file name for a remote manifest or sigtar name.
+    pub fn local_name(remote: &str, prefixes: &Prefixes) -> Option<String> {
+        let mut p = naming::parse(remote, prefixes)?;
+        match p.kind {
+            FileType::Manifest => {
+                p.encrypted = false;
+                p.gzipped = false;
+            }
+            FileType::Signature | FileType::JsonStat => {
+                p.encrypted = false;
+                p.gzipped = true;
+            }
+            FileType::Volume(_) => return None,
+        }
+        Some(naming::name(&p, prefixes))
+    }
+
+    /// Download remote manifests and sigtars missing here; drop cached ones
+    /// the remote no longer has.
+    pub fn sync(
+        &self,
+        backend: &dyn Backend,
+        remote: &[String],
+        prefixes: &Prefixes,
+    ) -> Result<()> {
+        let mut wanted = std::collections::BTreeSet::new();
+        for r in remote {
+            let Some(p) = naming::parse(r, prefixes) else {
+                continue;
+            };
+            if p.partial {
+                continue;
+            }
+            let Some(local) = Self::local_name(r, prefixes) else {
+                continue;
+            };
+            wanted.insert(local.clone());
+            let lp = self.path(&local);
+            if lp.exists() {
+                continue;
+            }
+            let codec = Codec::from_flags(p.encrypted, p.gzipped).ok_or_else(|| {
+                Error::Usage(format!(
+                    "{r} is encrypted; this build of dupr cannot decrypt it yet"
+                ))
+            })?;
+            let mut plain = crypt::decoder(backend.open(r)?, codec);
+            let tmp = self.path(&format!(".dupr-tmp.{local}"));
+            let local_codec = if matches!(p.kind, FileType::Manifest) {
+                Codec::Plain
+            } else {
+                Codec::Gzip
+            };
+            let mut enc = Encoder::create(&tmp, local_codec).ctx(&tmp)?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = plain.read(&mut buf).map_err(|e| Error::CorruptVolume {
+                    name: r.clone(),
+                    reason: e.to_string(),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                enc.write_all(&buf[..n]).ctx(&tmp)?;
+            }
+            enc.finish().ctx(&tmp)?;
+            std::fs::rename(&tmp, &lp).ctx(&lp)?;
+        }
+        for l in self.list()? {
+            let Some(p) = naming::parse(&l, prefixes) else {
+                continue;
+            };
+            if matches!(p.kind, FileType::Manifest | FileType::Signature)
+                && !p.partial
+                && !wanted.contains(&l)
+            {
+                let _ = std::fs::remove_file(self.path(&l));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Backup sets, backup chains and signature chains, collected from a target
+//! listing exactly as duplicity does (reference section 6).
+
+use std::collections::BTreeMap;
+
+use crate::naming::{self, FileType, ParsedName, Prefixes, SetType};
+use crate::time::Timestamp;
+
+#[derive(Clone, Debug)]
+pub struct BackupSet {
+    pub set_type: SetType,
+    /// Start time of an incremental (None for a full).
+    pub start: Option<Timestamp>,
+    /// Time of a full, end time of an incremental.
+    pub end: Timestamp,
+    pub volumes: BTreeMap<u32, String>,
+    pub manifest: Option<String>,
+    pub encrypted: bool,
+}
+
+impl BackupSet {
+    pub fn is_complete(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.set_type == SetType::Full
+    }
+
+    /// Every remote file of this set.
+    pub fn files(&self) -> Vec<String> {
+        self.volumes
+            .values()
+            .cloned()
+            .chain(self.manifest.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub full: BackupSet,
+    pub incs: Vec<BackupSet>,
+}
+
+impl Chain {
+    pub fn start(&self) -> Timestamp {
+        self.full.end
+    }
+
+    pub fn end(&self) -> Timestamp {
+        self.incs.last().map_or(self.full.end, |s| s.end)
+    }
+
+    pub fn sets(&self) -> impl Iterator<Item = &BackupSet> {
+        std::iter::once(&self.full).chain(self.incs.iter())
+    }
+
+    /// The full set plus incrementals ending at or before `t`.
+    pub fn sets_at(&self, t: Timestamp) -> Vec<&BackupSet> {
+        self.sets().filter(|s| s.is_full() || s.end <= t).collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SigFile {
+    pub name: String,
+    pub start: Option<Timestamp>,
+    pub end: Timestamp,
+    pub parsed: ParsedName,
+}
+
+#[derive(Clone, Debug)]
+pub struct SigChain {
+    pub full: SigFile,
+    pub incs: Vec<SigFile>,
+}
+
+impl SigChain {
+    pub fn end(&self) -> Timestamp {
+        self.incs.last().map_or(self.full.end, |s| s.end)
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = &SigFile> {
+        std::iter::once(&self.full).chain(self.incs.iter())
+    }
+
+    /// Signature files describing the state at time `t`.
+    pub fn files_at(&self, t: Timestamp) -> Vec<&SigFile> {
+        self.files()
+            .filter(|f| f.start.is_none() || f.end <= t)
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Collection {
+    /// Complete chains sorted by end time.
+    pub chains: Vec<Chain>,
+    /// Complete incrementals that fit no chain.
+    pub orphaned: Vec<BackupSet>,
+    /// Sets without a manifest.
+    pub incomplete: Vec<BackupSet>,
+    pub sig_chains: Vec<SigChain>,
+    pub orphaned_sigs: Vec<SigFile>,
+}
+
+impl Collection {
+    pub fn from_names<S: AsRef<str>>(names: &[S], prefixes: &Prefixes) -> Self {
+        let mut sets: BTreeMap<(u8, Option<Timestamp>, Timestamp), BackupSet> = BTreeMap::new();
+        let mut sigs: Vec<SigFile> = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            let Some(p) = naming::parse(name, prefixes) else {
+                continue;
+            };
+            if p.partial {
+                continue;
+            }
+            match p.kind {
+                FileType::Signature => sigs.push(SigFile {
+                    name: name.to_string(),
+                    start: p.start,
+                    end: p.end,
+                    parsed: p,
+                }),
+                FileType::Volume(_) | FileType::Manifest => {
+                    let key = (p.set as u8, p.start, p.end);
+                    let set = sets.entry(key).or_insert_with(|| BackupSet {
+                        set_type: p.set,
+                        start: p.start,
+                        end: p.end,
+                        volumes: BTreeMap::new(),
+                        manifest: None,
+                        encrypted: p.encrypted,
+                    });
+                    match p.kind {
+                        FileType::Volume(n) => {
+                            set.encrypted |= p.encrypted;
+                            set.volumes.insert(n, name.to_string());
+                        }
+                        _ => set.manifest = Some(name.to_string()),
+                    }
+                }
+                FileType::JsonStat => {}
+            }
+        }
+        let mut c = Collection::default();
+        let (mut fulls, mut incs): (Vec<BackupSet>, Vec<BackupSet>) = (Vec::new(), Vec::new());
+        for s in sets.into_values() {
+            if !s.is_complete() {
+                c.incomplete.push(s);
+            } else if s.is_full() {
+                fulls.push(s);
+            } else {
+                incs.push(s);
+            }
+        }
+        fulls.sort_by_key(|s| s.end);
+        incs.sort_by_key(|s| (s.end, s.start));
+        let mut chains: Vec<Chain> = fulls
+            .into_iter()
+            .map(|full| Chain {
+                full,
+                incs: Vec::new(),
+            })
+            .collect();
+        for inc in incs {
+            let start = inc.start.unwrap_or(inc.end);
+            let mut placed = false;
+            for ch in chains.iter_mut() {
+                if ch.end() == start {
+                    ch.incs.push(inc.clone());
+                    placed = true;
+                    break;
+                }
+                // Same start as the chain's last inc but a later end: replace it.
+                if let Some(last) = ch.incs.last_mut() {
+                    if last.start == inc.start && inc.end > last.end {
+                        *last = inc.clone();
+                        placed = true;
+                        break;
+                    }
+                }
+            }
+            if !placed {
+                c.orphaned.push(inc);
+            }
+        }
+        chains.sort_by_key(|ch| ch.end());
+        c.chains = chains;
+
+        let (mut sfull, mut snew): (Vec<SigFile>, Vec<SigFile>) = sigs
+            .into_iter()
+            .partition(|s| s.parsed.set == SetType::Full);
+        sfull.sort_by_key(|s| s.end);
+        snew.sort_by_key(|s| (s.start, s.end));
+        let mut sch: Vec<SigChain> = sfull
+            .into_iter()
+            .map(|full| SigChain {
+                full,
+                incs: Vec::new(),
+            })
+            .collect();
+        for s in snew {
+            match sch.iter_mut().find(|ch| Some(ch.end()) == s.start) {
+                Some(ch) => ch.incs.push(s),
+                None => c.orphaned_sigs.push(s),
+            }
+        }
+        sch.sort_by_key(|ch| ch.end());
+        c.sig_chains = sch;
+        c
+    }
+
+    /// The latest chain, which incrementals extend.
+    pub fn last_chain(&self) -> Option<&Chain> {
+        self.chains.last()
+    }
+
+    /// The chain whose state is wanted at `t` (reference 6.4): one spanning
+    /// `t`, else the latest ending before `t`, else the oldest.
+    pub fn chain_at(&self, t: Timestamp) -> Option<&Chain> {
+        if let Some(ch) = self
+            .chains
+            .iter()
+            .rev()
+            .find(|ch| ch.start() <= t && t <= ch.end())
+        {
+            return Some(ch);
+        }
+        self.chains
+            .iter()
+            .rev()
+            .find(|ch| ch.end() < t)
+            .or_else(|| self.chains.first())
+    }
+
+    /// The signature chain ending where the given backup chain ends.
+    pub fn sig_chain_for(&self, ch: &Chain) -> Option<&SigChain> {
+        self.sig_chains.iter().rev().find(|s| s.end() == ch.end())
+    }
+
+    /// The signature chain for the state at `t`.
+    pub fn sig_chain_at(&self, t: Timestamp) -> Option<&SigChain> {
+        let ch = self.chain_at(t)?;
+        self.sig_chains
+            .iter()
+            .rev()
+            .find(|s| s.full.end == ch.start())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Collection {
+        Collection::from_names(v, &Prefixes::default())
+    }
+
+    #[test]
+    fn chains_and_orphans() {
+        let c = names(&[
+            "duplicity-full.20200101T000000Z.vol1.difftar.gz",
+            "duplicity-full.20200101T000000Z.manifest",
+            "duplicity-full-signatures.20200101T000000Z.sigtar.gz",
+            "duplicity-inc.20200101T000000Z.to.20200102T000000Z.vol1.difftar.gz",
+            "duplicity-inc.20200101T000000Z.to.20200102T000000Z.manifest",
+            "duplicity-new-signatures.20200101T000000Z.to.20200102T000000Z.sigtar.gz",
+            "duplicity-inc.20200105T000000Z.to.20200106T000000Z.vol1.difftar.gz",
+            "duplicity-inc.20200105T000000Z.to.20200106T000000Z.manifest",
+            "duplicity-full.20200201T000000Z.vol1.difftar.gz",
+            "lockfile",
+        ]);
+        assert_eq!(c.chains.len(), 1);
+        assert_eq!(c.chains[0].incs.len(), 1);
+        assert_eq!(c.orphaned.len(), 1);
+        assert_eq!(c.incomplete.len(), 1);
+        assert_eq!(c.sig_chains.len(), 1);
+        assert_eq!(c.sig_chains[0].incs.len(), 1);
+        let ch = &c.chains[0];
+        assert!(c.sig_chain_for(ch).is_some());
+        let t = crate::time::from_filename("20200101T120000Z").unwrap();
+        assert_eq!(ch.sets_at(t).len(), 1);
+    }
+}

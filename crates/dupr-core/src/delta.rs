@@ -1,0 +1,110 @@
+//! Applying librsync deltas (magic `rs\x026`) streaming: the basis is
+//! random-access (a mapped file), the delta and the output are streams, so
+//! memory does not grow with the file.
+
+use std::io::{self, Read, Write};
+
+pub const DELTA_MAGIC: u32 = 0x7273_0236;
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("bad delta: {msg}"))
+}
+
+fn read_be<R: Read>(r: &mut R, width: usize) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b[8 - width..])?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// Apply `delta` to `base`, writing the new file to `out`; returns its length.
+pub fn apply<R: Read, W: Write>(base: &[u8], mut delta: R, out: &mut W) -> io::Result<u64> {
+    if read_be(&mut delta, 4)? as u32 != DELTA_MAGIC {
+        return Err(bad("wrong magic"));
+    }
+    let widths = [1usize, 2, 4, 8];
+    let mut written = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let mut op = [0u8; 1];
+        if delta.read(&mut op)? == 0 {
+            return Err(bad("missing END command"));
+        }
+        match op[0] {
+            0 => return Ok(written),
+            n @ 0x01..=0x40 => {
+                copy_literal(&mut delta, out, n as u64, &mut buf)?;
+                written += n as u64;
+            }
+            n @ 0x41..=0x44 => {
+                let len = read_be(&mut delta, widths[(n - 0x41) as usize])?;
+                copy_literal(&mut delta, out, len, &mut buf)?;
+                written += len;
+            }
+            n @ 0x45..=0x54 => {
+                let k = (n - 0x45) as usize;
+                let start = read_be(&mut delta, widths[k / 4])?;
+                let len = read_be(&mut delta, widths[k % 4])?;
+                let end = start.checked_add(len).ok_or_else(|| bad("copy overflow"))?;
+                if end > base.len() as u64 {
+                    return Err(bad("copy beyond the end of the basis file"));
+                }
+                out.write_all(&base[start as usize..end as usize])?;
+                written += len;
+            }
+            _ => return Err(bad("reserved command")),
+        }
+    }
+}
+
+fn copy_literal<R: Read, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    mut len: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    while len > 0 {
+        let n = (buf.len() as u64).min(len) as usize;
+        r.read_exact(&mut buf[..n])?;
+        w.write_all(&buf[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_fast_rsync_deltas() {
+        let base: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut new = base.clone();
+        new[1000..1100].fill(7);
+        new.extend_from_slice(b"tail");
+        let sig = fast_rsync::Signature::calculate(
+            &base,
+            fast_rsync::SignatureOptions {
+                block_size: 512,
+                crypto_hash_size: 8,
+            },
+        );
+        let mut d = Vec::new();
+        fast_rsync::diff(&sig.index(), &new, &mut d).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(apply(&base, &d[..], &mut out).unwrap(), new.len() as u64);
+        assert_eq!(out, new);
+    }
+
+    #[test]
+    fn observed_commands_and_errors() {
+        let d = [0x72, 0x73, 0x02, 0x36, 0x45, 0, 3, 0];
+        let mut out = Vec::new();
+        apply(b"abcdef", &d[..], &mut out).unwrap();
+        assert_eq!(out, b"abc");
+        let d = [0x72, 0x73, 0x02, 0x36, 0x45, 4, 9, 0];
+        assert!(apply(b"abcdef", &d[..], &mut Vec::new()).is_err());
+        assert!(apply(b"", &[0u8, 0, 0, 0][..], &mut Vec::new()).is_err());
+        let d = [0x72, 0x73, 0x02, 0x36, 0x02, b'h'];
+        assert!(apply(b"", &d[..], &mut Vec::new()).is_err());
+    }
+}

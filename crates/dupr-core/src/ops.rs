@@ -1,0 +1,168 @@
+//! The commands, as library calls: what the CLI (and later profiles) run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{self, Backend};
+use crate::backup::{self, BackupConfig, Counters, Stats};
+use crate::cache::Cache;
+use crate::chain::Collection;
+use crate::crypt::Codec;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::naming::Prefixes;
+use crate::restore::{self, RestoreOptions, RestoreStats};
+use crate::status;
+use crate::time::Timestamp;
+use crate::walk::Select;
+
+/// Settings shared by every command.
+pub struct Settings {
+    pub url: String,
+    pub archive_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub codec: Codec,
+    pub prefixes: Prefixes,
+    pub tempdir: PathBuf,
+}
+
+pub struct Target {
+    pub backend: Box<dyn Backend>,
+    pub cache: Cache,
+    pub settings: Settings,
+}
+
+impl Target {
+    pub fn open(settings: Settings) -> Result<Self> {
+        let backend = backend::from_url(&settings.url)?;
+        let cache = Cache::open(
+            settings.archive_dir.as_deref(),
+            settings.name.as_deref(),
+            &settings.url,
+        )?;
+        Ok(Target {
+            backend,
+            cache,
+            settings,
+        })
+    }
+
+    pub fn collection(&self) -> Result<(Vec<String>, Collection)> {
+        let names = self.backend.list()?;
+        let c = Collection::from_names(&names, &self.settings.prefixes);
+        Ok((names, c))
+    }
+
+    fn sync(&self, names: &[String]) -> Result<()> {
+        self.cache
+            .sync(self.backend.as_ref(), names, &self.settings.prefixes)
+    }
+
+    /// Whether a backup now would be an incremental (a chain exists).
+    pub fn has_chain(&self) -> Result<bool> {
+        Ok(!self.collection()?.1.chains.is_empty())
+    }
+}
+
+pub struct BackupRequest {
+    pub source: PathBuf,
+    pub source_arg: Vec<u8>,
+    pub volsize_mib: u64,
+    pub max_blocksize: Option<u32>,
+    pub dry_run: bool,
+    pub counters: Option<Arc<Counters>>,
+}
+
+fn hostname() -> Vec<u8> {
+    nix::unistd::gethostname()
+        .map(|h| h.into_encoded_bytes())
+        .unwrap_or_default()
+}
+
+pub fn full_backup(t: &Target, req: BackupRequest) -> Result<Stats> {
+    let cfg = BackupConfig {
+        source: req.source,
+        source_arg: req.source_arg,
+        volsize: req.volsize_mib.max(1) * 1024 * 1024,
+        codec: t.settings.codec,
+        max_blocksize: req.max_blocksize,
+        dry_run: req.dry_run,
+        hostname: hostname(),
+        prefixes: t.settings.prefixes.clone(),
+        counters: req.counters,
+    };
+    // Backups must not include their own target or cache.
+    let excluded: Vec<PathBuf> = [t.backend.local_path(""), Some(t.cache.dir().to_path_buf())]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    let select = Box::new(
+        move |_ix: &Index, path: &std::path::Path, _m: &crate::entry::Meta| {
+            if !excluded.is_empty() {
+                if let Ok(c) = path.canonicalize() {
+                    if excluded.iter().any(|e| *e == c) {
+                        return Select::Exclude;
+                    }
+                }
+            }
+            Select::Include
+        },
+    );
+    backup::full_backup(&cfg, t.backend.as_ref(), &t.cache, select)
+}
+
+pub fn restore(
+    t: &Target,
+    time: Timestamp,
+    dest: PathBuf,
+    path: Option<Index>,
+    force: bool,
+    restore_owner: bool,
+) -> Result<RestoreStats> {
+    let (_, c) = t.collection()?;
+    let ch = c
+        .chain_at(time)
+        .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
+    let sets = ch.sets_at(time);
+    let opts = RestoreOptions {
+        dest,
+        path,
+        force,
+        restore_owner,
+        tempdir: t.settings.tempdir.clone(),
+    };
+    restore::restore(
+        t.backend.as_ref(),
+        Some(&t.cache),
+        &sets,
+        &t.settings.prefixes,
+        &opts,
+    )
+}
+
+pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> Result<u64> {
+    let (names, c) = t.collection()?;
+    if c.chains.is_empty() {
+        return Err(Error::NoBackups(t.backend.display_url()));
+    }
+    t.sync(&names)?;
+    status::list_current_files(
+        t.backend.as_ref(),
+        &t.cache,
+        &c,
+        time,
+        &t.settings.prefixes,
+        out,
+    )
+}
+
+pub fn collection_status(t: &Target) -> Result<String> {
+    let (_, c) = t.collection()?;
+    Ok(status::collection_status(
+        &c,
+        "BackendWrapper",
+        &t.cache.dir().display().to_string(),
+    ))
+}

@@ -1,0 +1,648 @@
+//! Restore: pick the sets for the wanted time, stream each set's needed
+//! volumes (SHA-1 checked against the manifest before any byte is used),
+//! collate the sets by index, rebuild each file from its newest snapshot plus
+//! later deltas, and write it under a temporary name that is renamed into
+//! place only when complete.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::backend::Backend;
+use crate::cache::Cache;
+use crate::chain::BackupSet;
+use crate::crypt::{self, Codec};
+use crate::entry::{parse_entry_name, EntryName, Kind, Meta, Names, Role};
+use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
+use crate::manifest::Manifest;
+use crate::naming::{self, Prefixes};
+use crate::tar;
+
+/// Load a set's manifest: the cached plain copy, else the remote one.
+pub fn load_manifest(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    set: &BackupSet,
+    prefixes: &Prefixes,
+) -> Result<Manifest> {
+    let name = set.manifest.as_deref().ok_or_else(|| Error::BadManifest {
+        name: format!("set {}", crate::time::to_filename(set.end)),
+        reason: "missing".into(),
+    })?;
+    let bad = |reason: String| Error::BadManifest {
+        name: name.to_string(),
+        reason,
+    };
+    let cached = cache
+        .and_then(|c| Cache::local_name(name, prefixes).map(|l| c.path(&l)))
+        .filter(|p| p.exists());
+    let text = match cached {
+        Some(p) => std::fs::read(&p).ctx(&p)?,
+        None => {
+            let p = naming::parse(name, prefixes).ok_or_else(|| bad("unparsable name".into()))?;
+            let codec = Codec::from_flags(p.encrypted, p.gzipped)
+                .ok_or_else(|| bad("encrypted; this build of dupr cannot decrypt it".into()))?;
+            let mut v = Vec::new();
+            crypt::decoder(backend.open(name)?, codec)
+                .read_to_end(&mut v)
+                .map_err(|e| bad(e.to_string()))?;
+            v
+        }
+    };
+    Manifest::parse(&text).map_err(bad)
+}
+
+struct VolRef {
+    name: String,
+    sha1: Option<String>,
+    codec: Codec,
+}
+
+/// The needed volumes of one set read as one tar stream, with multivol
+/// chunks joined back into whole entries.
+struct SetStream<'a> {
+    backend: &'a dyn Backend,
+    tempdir: PathBuf,
+    vols: VecDeque<VolRef>,
+    tar: Option<(tar::Reader<Box<dyn Read + Send>>, String)>,
+    peeked: Option<(EntryName, tar::Header)>,
+    /// Volume temp copies (remote backends) to delete.
+    temp: Option<PathBuf>,
+}
+
+/// A whole logical entry at the head of a set stream.
+struct Head {
+    name: EntryName,
+    header: tar::Header,
+}
+
+impl<'a> SetStream<'a> {
+    fn open_volume(&mut self, v: &VolRef) -> Result<Box<dyn Read + Send>> {
+        let path = match self.backend.local_path(&v.name) {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(Error::MissingVolume {
+                        name: v.name.clone(),
+                    });
+                }
+                p
+            }
+            None => {
+                let tmp = self
+                    .tempdir
+                    .join(format!(".dupr-vol.{}", std::process::id()));
+                let mut r = self.backend.open(&v.name)?;
+                let mut f = File::create(&tmp).ctx(&tmp)?;
+                io::copy(&mut r, &mut f).map_err(|e| Error::Backend {
+                    url: self.backend.display_url(),
+                    reason: format!("download of {}: {e}", v.name),
+                })?;
+                self.temp = Some(tmp.clone());
+                tmp
+            }
+        };
+        if let Some(want) = &v.sha1 {
+            let got = crypt::sha1_file(&path).ctx(&path)?;
+            if &got != want {
+                return Err(Error::HashMismatch {
+                    name: v.name.clone(),
+                    expected: want.clone(),
+                    got,
+                });
+            }
+        }
+        let f = File::open(&path).ctx(&path)?;
+        Ok(crypt::decoder(f, v.codec))
+    }
+
+    fn corrupt(name: &str, e: impl ToString) -> Error {
+        Error::CorruptVolume {
+            name: name.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Next raw tar header across volume boundaries.
+    fn next_raw(&mut self) -> Result<Option<(EntryName, tar::Header)>> {
+        if let Some(p) = self.peeked.take() {
+            return Ok(Some(p));
+        }
+        loop {
+            if self.tar.is_none() {
+                let Some(v) = self.vols.pop_front() else {
+                    return Ok(None);
+                };
+                let r = self.open_volume(&v)?;
+                self.tar = Some((tar::Reader::new(r), v.name));
+            }
+            let (tr, name) = self.tar.as_mut().expect("opened");
+            match tr.next().map_err(|e| Self::corrupt(name, e))? {
+                Some(h) => {
+                    let en = parse_entry_name(&h.name).map_err(|e| Self::corrupt(name, e))?;
+                    return Ok(Some((en, h)));
+                }
+                None => {
+                    // Read to the end so a decryptor reaches its integrity check.
+                    tr.drain().map_err(|e| Self::corrupt(name, e))?;
+                    self.tar = None;
+                    if let Some(t) = self.temp.take() {
+                        let _ = std::fs::remove_file(t);
+                    }
+                }
+            }
+        }
+    }
+
+    fn head(&mut self) -> Result<Option<Head>> {
+        Ok(self.next_raw()?.map(|(name, header)| Head { name, header }))
+    }
+
+    /// Copy the data of `head` (all its chunks) to `w`.
+    fn copy_data(&mut self, head: &Head, w: &mut dyn Write) -> Result<u64> {
+        let mut total = 0;
+        let mut chunk = head.name.chunk;
+        loop {
+            let (tr, name) = self.tar.as_mut().expect("head came from an open volume");
+            let n = io::copy(tr, w).map_err(|e| Self::corrupt(name, e))?;
+            total += n;
+            let Some(c) = chunk else { return Ok(total) };
+            // A chunk shorter than 64 KiB is the last one.
+            if n < 65536 {
+                return Ok(total);
+            }
+            match self.next_raw()? {
+                Some((en, h))
+                    if en.chunk == Some(c + 1)
+                        && en.index == head.name.index
+                        && en.role == head.name.role =>
+                {
+                    chunk = en.chunk;
+                    let _ = h;
+                }
+                other => {
+                    self.peeked = other;
+                    return Ok(total);
+                }
+            }
+        }
+    }
+}
+
+pub struct RestoreOptions {
+    pub dest: PathBuf,
+    /// Restore only this path (relative to the backup root).
+    pub path: Option<Index>,
+    pub force: bool,
+    pub restore_owner: bool,
+    pub tempdir: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// Restore the state given by `sets` (full first, then incrementals in order).
+pub fn restore(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    sets: &[&BackupSet],
+    prefixes: &Prefixes,
+    opts: &RestoreOptions,
+) -> Result<RestoreStats> {
+    check_target(&opts.dest, opts.force)?;
+    let want = opts.path.clone().unwrap_or_default();
+    let mut streams = Vec::new();
+    for set in sets {
+        let m = load_manifest(backend, cache, set, prefixes)?;
+        let mut vols = VecDeque::new();
+        for (n, v) in &m.volumes {
+            if !v.contains(&want) {
+                continue;
+            }
+            let name = set
+                .volumes
+                .get(n)
+                .cloned()
+                .ok_or_else(|| Error::MissingVolume {
+                    name: format!(
+                        "volume {n} of the set at {}",
+                        crate::time::to_filename(set.end)
+                    ),
+                })?;
+            let p = naming::parse(&name, prefixes).expect("listed names parse");
+            let codec =
+                Codec::from_flags(p.encrypted, p.gzipped).ok_or_else(|| Error::CorruptVolume {
+                    name: name.clone(),
+                    reason: "encrypted; this build of dupr cannot decrypt it".into(),
+                })?;
+            let sha1 = match &v.hash {
+                Some((a, h)) if a == "SHA1" => Some(h.clone()),
+                _ => None,
+            };
+            vols.push_back(VolRef { name, sha1, codec });
+        }
+        streams.push(SetStream {
+            backend,
+            tempdir: opts.tempdir.clone(),
+            vols,
+            tar: None,
+            peeked: None,
+            temp: None,
+        });
+    }
+
+    let mut w = TreeWriter::new(opts, want.clone());
+    let mut heads: Vec<Option<Head>> = Vec::new();
+    for s in streams.iter_mut() {
+        heads.push(s.head()?);
+    }
+    let mut found = false;
+    loop {
+        let Some(min) = heads.iter().flatten().map(|h| &h.name.index).min().cloned() else {
+            break;
+        };
+        // All entries for this index, oldest set first.
+        let at: Vec<usize> = (0..heads.len())
+            .filter(|&i| heads[i].as_ref().is_some_and(|h| h.name.index == min))
+            .collect();
+        let wanted = min.starts_with(&want);
+        let base = at
+            .iter()
+            .rposition(|&i| heads[i].as_ref().is_some_and(|h| h.name.role != Role::Diff));
+        let mut work: Option<tempfile::NamedTempFile> = None;
+        let mut meta: Option<Meta> = None;
+        for (k, &i) in at.iter().enumerate() {
+            let head = heads[i].take().expect("filtered");
+            let use_it = wanted && base.is_some_and(|b| k >= b);
+            if !use_it {
+                if wanted && base.is_none() && head.name.role == Role::Diff {
+                    tracing::warn!("no base file for delta of {}; skipped", min);
+                    w.errors += 1;
+                }
+                streams[i].copy_data(&head, &mut io::sink())?;
+            } else {
+                match head.name.role {
+                    Role::Deleted => {
+                        meta = None;
+                        streams[i].copy_data(&head, &mut io::sink())?;
+                    }
+                    Role::Snapshot => {
+                        let m = Meta::from_header(&head.header).ok_or_else(|| {
+                            Error::CorruptVolume {
+                                name: min.to_string(),
+                                reason: format!(
+                                    "unsupported tar type {:?}",
+                                    head.header.typeflag as char
+                                ),
+                            }
+                        })?;
+                        work = None;
+                        if m.kind == Kind::File {
+                            let mut t = w.temp_file()?;
+                            let mut sw = SparseWriter::new(t.as_file_mut());
+                            streams[i].copy_data(&head, &mut sw)?;
+                            sw.finish().ctx(t.path())?;
+                            work = Some(t);
+                        } else {
+                            streams[i].copy_data(&head, &mut io::sink())?;
+                        }
+                        meta = Some(m);
+                    }
+                    Role::Diff => {
+                        let m = Meta::from_header(&head.header).ok_or_else(|| {
+                            Error::CorruptVolume {
+                                name: min.to_string(),
+                                reason: "bad delta entry".into(),
+                            }
+                        })?;
+                        let basis = work.take();
+                        let mut delta = w.temp_file()?;
+                        streams[i].copy_data(&head, delta.as_file_mut())?;
+                        let patched = match basis {
+                            Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
+                                apply_delta(&mut w, b, delta, &min)?
+                            }
+                            _ => {
+                                tracing::warn!(
+                                    "delta for {} has no regular file to patch; skipped",
+                                    min
+                                );
+                                w.errors += 1;
+                                None
+                            }
+                        };
+                        meta = patched.is_some().then_some(m);
+                        work = patched;
+                    }
+                    Role::Signature => {
+                        return Err(Error::CorruptVolume {
+                            name: min.to_string(),
+                            reason: "signature entry inside a volume".into(),
+                        })
+                    }
+                }
+            }
+            heads[i] = streams[i].head()?;
+        }
+        if let Some(m) = meta {
+            found = true;
+            w.place(&min, &m, work)?;
+        }
+    }
+    w.finish()?;
+    if !found {
+        return Err(Error::PathNotFound(
+            String::from_utf8_lossy(want.as_bytes()).into_owned(),
+        ));
+    }
+    Ok(RestoreStats {
+        files: w.files,
+        bytes: w.bytes,
+        errors: w.errors,
+    })
+}
+
+fn apply_delta(
+    w: &mut TreeWriter,
+    basis: tempfile::NamedTempFile,
+    mut delta: tempfile::NamedTempFile,
+    index: &Index,
+) -> Result<Option<tempfile::NamedTempFile>> {
+    let mut out = w.temp_file()?;
+    delta
+        .as_file_mut()
+        .seek(SeekFrom::Start(0))
+        .ctx(delta.path())?;
+    let len = basis.as_file().metadata().ctx(basis.path())?.len();
+    // An empty file cannot be mapped; patch against an empty slice instead.
+    let map = if len > 0 {
+        Some(unsafe { memmap2::Mmap::map(basis.as_file()) }.ctx(basis.path())?)
+    } else {
+        None
+    };
+    let base: &[u8] = map.as_deref().unwrap_or(&[]);
+    let mut bw = io::BufWriter::with_capacity(1 << 20, SparseWriter::new(out.as_file_mut()));
+    let r = crate::delta::apply(base, io::BufReader::new(delta.as_file_mut()), &mut bw);
+    match r {
+        Ok(_) => {
+            let sw = bw
+                .into_inner()
+                .map_err(|e| Error::io(index.to_string(), e.into_error()))?;
+            sw.finish().ctx(out.path())?;
+            Ok(Some(out))
+        }
+        Err(e) => {
+            tracing::error!("cannot apply delta to {}: {}", index, e);
+            w.errors += 1;
+            Ok(None)
+        }
+    }
+}
+
+/// Refuse a non-empty target unless forced.
+fn check_target(dest: &Path, force: bool) -> Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Err(_) => Ok(()),
+        Ok(md) if md.is_dir() => {
+            let non_empty = std::fs::read_dir(dest).ctx(dest)?.next().is_some();
+            if non_empty && !force {
+                Err(Error::RestoreTargetNotEmpty(dest.to_path_buf()))
+            } else {
+                Ok(())
+            }
+        }
+        Ok(_) if force => Ok(()),
+        Ok(_) => Err(Error::RestoreTargetNotEmpty(dest.to_path_buf())),
+    }
+}
+
+/// Writes zeros as holes (restores sparse files sparse).
+struct SparseWriter<'f> {
+    f: &'f mut File,
+    len: u64,
+    hole: bool,
+}
+
+impl<'f> SparseWriter<'f> {
+    fn new(f: &'f mut File) -> Self {
+        SparseWriter {
+            f,
+            len: 0,
+            hole: false,
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        if self.hole {
+            self.f.set_len(self.len)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for SparseWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for piece in buf.chunks(4096) {
+            if piece.len() == 4096 && piece.iter().all(|&b| b == 0) {
+                self.f.seek(SeekFrom::Current(4096))?;
+                self.hole = true;
+            } else {
+                self.f.write_all(piece)?;
+            }
+            self.len += piece.len() as u64;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.f.flush()
+    }
+}
+
+/// Places restored entries under the target, directories' metadata applied
+/// after their contents.
+struct TreeWriter {
+    dest: PathBuf,
+    prefix: Index,
+    restore_owner: bool,
+    names: Names,
+    /// Open directories (index, path, meta), innermost last.
+    dirs: Vec<(Index, PathBuf, Meta)>,
+    files: u64,
+    bytes: u64,
+    errors: u64,
+}
+
+impl TreeWriter {
+    fn new(opts: &RestoreOptions, prefix: Index) -> Self {
+        TreeWriter {
+            dest: opts.dest.clone(),
+            prefix,
+            restore_owner: opts.restore_owner && nix::unistd::geteuid().is_root(),
+            names: Names::default(),
+            dirs: Vec::new(),
+            files: 0,
+            bytes: 0,
+            errors: 0,
+        }
+    }
+
+    /// A temporary file beside the target, so the final rename is atomic.
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        let dir = if self.dest.is_dir() {
+            self.dest.clone()
+        } else {
+            let parent = self
+                .dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).ctx(parent)?;
+            parent.to_path_buf()
+        };
+        tempfile::Builder::new()
+            .prefix(".dupr-restore.")
+            .tempfile_in(&dir)
+            .ctx(&dir)
+    }
+
+    fn close_dirs_until(&mut self, index: &Index) -> Result<()> {
+        while let Some((ix, _, _)) = self.dirs.last() {
+            if index.starts_with(ix) && index != ix {
+                break;
+            }
+            let (_, path, meta) = self.dirs.pop().expect("non-empty");
+            self.set_meta(&path, &meta)?;
+        }
+        Ok(())
+    }
+
+    fn place(
+        &mut self,
+        index: &Index,
+        meta: &Meta,
+        data: Option<tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        self.close_dirs_until(index)?;
+        let rel = index
+            .strip_prefix(&self.prefix)
+            .expect("caller filtered by prefix");
+        let path = rel.to_path(&self.dest);
+        if let Some(parent) = path.parent() {
+            let under_open_dir = self.dirs.last().is_some_and(|(_, p, _)| p == parent);
+            if !rel.is_root() && !under_open_dir {
+                // Never write through a symlink a hostile archive planted.
+                let mut p = self.dest.clone();
+                for c in rel.parent().unwrap_or_default().components() {
+                    p.push(std::ffi::OsStr::from_bytes(c));
+                    if let Ok(md) = std::fs::symlink_metadata(&p) {
+                        if !md.is_dir() {
+                            return Err(Error::CorruptVolume {
+                                name: index.to_string(),
+                                reason: format!("parent {} is not a directory", p.display()),
+                            });
+                        }
+                    }
+                }
+                std::fs::create_dir_all(parent).ctx(parent)?;
+            }
+        }
+        match meta.kind {
+            Kind::Dir => {
+                match std::fs::symlink_metadata(&path) {
+                    Ok(md) if md.is_dir() => {}
+                    Ok(_) => {
+                        std::fs::remove_file(&path).ctx(&path)?;
+                        std::fs::create_dir(&path).ctx(&path)?;
+                    }
+                    Err(_) => std::fs::create_dir(&path).ctx(&path)?,
+                }
+                // Writable while we fill it; the real mode comes at close.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                    .ctx(&path)?;
+                self.dirs.push((index.clone(), path, meta.clone()));
+                return Ok(());
+            }
+            Kind::File => {
+                let t = data.expect("regular files come with data");
+                self.bytes += t.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+                remove_existing(&path)?;
+                t.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+            }
+            Kind::Symlink => {
+                remove_existing(&path)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&meta.link), &path)
+                    .ctx(&path)?;
+            }
+            Kind::Fifo => {
+                remove_existing(&path)?;
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| Error::io(&path, e.into()))?;
+            }
+            Kind::Char | Kind::Block => {
+                remove_existing(&path)?;
+                let kind = if meta.kind == Kind::Char {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                let dev = libc::makedev(meta.devmajor, meta.devminor);
+                nix::sys::stat::mknod(
+                    &path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    dev,
+                )
+                .map_err(|e| Error::io(&path, e.into()))?;
+            }
+            Kind::Socket => return Ok(()),
+        }
+        self.files += 1;
+        self.set_meta(&path, meta)
+    }
+
+    fn set_meta(&mut self, path: &Path, meta: &Meta) -> Result<()> {
+        if self.restore_owner {
+            let uid = self.names.uid_for(&meta.uname, meta.uid);
+            let gid = self.names.gid_for(&meta.gname, meta.gid);
+            // lchown: never follows a symlink; chown before chmod, which
+            // would otherwise lose setuid bits.
+            nix::unistd::fchownat(
+                None,
+                path,
+                Some(uid.into()),
+                Some(gid.into()),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Error::io(path, e.into()))?;
+        }
+        if meta.kind == Kind::Symlink {
+            return Ok(());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.perms)).ctx(path)?;
+        let mt = filetime::FileTime::from_unix_time(meta.mtime, 0);
+        filetime::set_symlink_file_times(path, filetime::FileTime::now(), mt).ctx(path)?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        while let Some((_, path, meta)) = self.dirs.pop() {
+            self.set_meta(&path, &meta)?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_existing(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => std::fs::remove_dir_all(path).ctx(path),
+        Ok(_) => std::fs::remove_file(path).ctx(path),
+        Err(_) => Ok(()),
+    }
+}

@@ -1,0 +1,158 @@
+//! Volumes: tar blocks are packed into stored files of about `--volsize`,
+//! closed on whole entries and ended with NULs to a 10240-byte record, as
+//! duplicity 3.x does. Each finished volume is handed to the backend and
+//! recorded (index range + SHA-1) for the manifest.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::backend::Backend;
+use crate::crypt::{Codec, Encoder};
+use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
+use crate::manifest::VolumeInfo;
+use crate::naming::{self, FileType, ParsedName, Prefixes};
+use crate::tar::RECORD;
+
+/// One whole tar entry (PAX + header + data + padding) and its position.
+pub struct Block {
+    pub index: Index,
+    /// Manifest block number: the chunk number of a multivol chunk that is
+    /// not the file's last, else None.
+    pub chunk: Option<u64>,
+    pub data: Vec<u8>,
+}
+
+pub struct VolumeWriter<'a> {
+    backend: &'a dyn Backend,
+    staging: PathBuf,
+    codec: Codec,
+    set: ParsedName,
+    prefixes: Prefixes,
+    target: u64,
+    num: u32,
+    cur: Option<Open>,
+}
+
+struct Open {
+    enc: Encoder,
+    tmp: PathBuf,
+    plain_len: u64,
+    first: (Index, Option<u64>),
+    last: (Index, Option<u64>),
+}
+
+impl<'a> VolumeWriter<'a> {
+    /// `set` names the backup set (its kind is replaced per volume).
+    pub fn new(
+        backend: &'a dyn Backend,
+        staging: PathBuf,
+        codec: Codec,
+        set: ParsedName,
+        prefixes: Prefixes,
+        volsize: u64,
+    ) -> Self {
+        // duplicity 3.x: aim 50 KiB under volsize and stop once less than one
+        // 64 KiB chunk of room is left.
+        let target = volsize.saturating_sub(50 * 1024).max(1);
+        VolumeWriter {
+            backend,
+            staging,
+            codec,
+            set,
+            prefixes,
+            target,
+            num: 0,
+            cur: None,
+        }
+    }
+
+    fn volume_name(&self, num: u32) -> String {
+        let (encrypted, gzipped) = self.codec.flags();
+        let p = ParsedName {
+            kind: FileType::Volume(num),
+            encrypted,
+            gzipped,
+            partial: false,
+            ..self.set
+        };
+        naming::name(&p, &self.prefixes)
+    }
+
+    /// Add one block; `on_volume` is called for each finished volume.
+    pub fn add(
+        &mut self,
+        b: Block,
+        on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(cur) = &self.cur {
+            if self.target.saturating_sub(cur.enc.stored_bytes()) < 65536 {
+                self.close(on_volume)?;
+            }
+        }
+        if self.cur.is_none() {
+            self.num += 1;
+            let tmp = self.staging.join(format!(
+                ".dupr-tmp.{}.{}",
+                std::process::id(),
+                self.volume_name(self.num)
+            ));
+            let enc = Encoder::create(&tmp, self.codec).ctx(&tmp)?;
+            self.cur = Some(Open {
+                enc,
+                tmp,
+                plain_len: 0,
+                first: (b.index.clone(), b.chunk),
+                last: (b.index.clone(), b.chunk),
+            });
+        }
+        let cur = self.cur.as_mut().expect("opened above");
+        cur.enc.write_all(&b.data).ctx(&cur.tmp)?;
+        cur.plain_len += b.data.len() as u64;
+        cur.last = (b.index, b.chunk);
+        Ok(())
+    }
+
+    fn close(&mut self, on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>) -> Result<()> {
+        let Some(mut cur) = self.cur.take() else {
+            return Ok(());
+        };
+        // End marker: NULs to the next 10240 multiple (a full record if
+        // already aligned), safe for both 0.8 and 3.x readers.
+        let pad = RECORD - (cur.plain_len % RECORD as u64) as usize;
+        cur.enc.write_all(&vec![0u8; pad]).ctx(&cur.tmp)?;
+        let w = cur.enc.finish().ctx(&cur.tmp)?;
+        let name = self.volume_name(self.num);
+        self.backend.put(&cur.tmp, &name)?;
+        on_volume(
+            self.num,
+            VolumeInfo {
+                start: cur.first.0,
+                start_block: cur.first.1,
+                end: cur.last.0,
+                end_block: cur.last.1,
+                hash: Some(("SHA1".into(), w.sha1_hex)),
+            },
+        )
+    }
+
+    /// Close the last volume; returns the number of volumes written.
+    pub fn finish(
+        mut self,
+        on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
+    ) -> Result<u32> {
+        if self.cur.is_none() && self.num == 0 {
+            return Err(Error::Usage("nothing to back up".into()));
+        }
+        self.close(on_volume)?;
+        Ok(self.num)
+    }
+
+    /// Remove a half-written volume after a failure.
+    pub fn abort(mut self) {
+        if let Some(cur) = self.cur.take() {
+            drop(cur.enc);
+            let _ = std::fs::remove_file(&cur.tmp);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Walk the source tree in index order (depth first, each directory's
+//! children sorted by raw name bytes), asking a selection function about each
+//! path. Memory is bounded by the depth times the widest directory, never by
+//! the tree size.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::entry::{Kind, Meta, Names};
+use crate::index::Index;
+
+/// What selection says about one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Select {
+    Include,
+    Exclude,
+    /// A directory kept only if something below it is included (implied parent).
+    Scan,
+}
+
+pub struct WalkEntry {
+    pub index: Index,
+    pub path: PathBuf,
+    pub meta: Meta,
+}
+
+struct Frame {
+    index: Index,
+    path: PathBuf,
+    names: Vec<OsString>,
+    pos: usize,
+}
+
+pub type Selector<'a> = Box<dyn FnMut(&Index, &Path, &Meta) -> Select + 'a>;
+
+pub struct Walker<'a> {
+    stack: Vec<Frame>,
+    /// Directories emitted only once a descendant is (implied parents).
+    pending: Vec<WalkEntry>,
+    first: Option<WalkEntry>,
+    /// Entries ready to hand out before walking further.
+    replay: std::collections::VecDeque<WalkEntry>,
+    select: Selector<'a>,
+    names: Names,
+    /// Warnings (unreadable files, sockets skipped) in the order met.
+    pub errors: u64,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(root: &Path, select: Selector<'a>) -> std::io::Result<Self> {
+        let mut names = Names::default();
+        let md = std::fs::symlink_metadata(root)?;
+        let link = read_link(root, &md);
+        let meta = Meta::from_fs(&md, link, &mut names);
+        let mut w = Walker {
+            stack: Vec::new(),
+            pending: Vec::new(),
+            first: None,
+            replay: Default::default(),
+            select,
+            names,
+            errors: 0,
+        };
+        let e = WalkEntry {
+            index: Index::root(),
+            path: root.to_path_buf(),
+            meta,
+        };
+        if e.meta.kind == Kind::Dir {
+            w.push_dir(&e);
+        }
+        w.first = Some(e);
+        Ok(w)
+    }
+
+    fn push_dir(&mut self, e: &WalkEntry) {
+        match std::fs::read_dir(&e.path) {
+            Ok(rd) => {
+                let mut names: Vec<OsString> = Vec::new();
+                for de in rd {
+                    match de {
+                        Ok(de) => names.push(de.file_name()),
+                        Err(err) => {
+                            self.warn(&e.path, &err);
+                            break;
+                        }
+                    }
+                }
+                names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                self.stack.push(Frame {
+                    index: e.index.clone(),
+                    path: e.path.clone(),
+                    names,
+                    pos: 0,
+                });
+            }
+            Err(err) => {
+                self.warn(&e.path, &err);
+                // Still emitted, as an empty directory; the frame keeps
+                // pending bookkeeping consistent.
+                self.stack.push(Frame {
+                    index: e.index.clone(),
+                    path: e.path.clone(),
+                    names: Vec::new(),
+                    pos: 0,
+                });
+            }
+        }
+    }
+
+    fn warn(&mut self, path: &Path, err: &std::io::Error) {
+        self.errors += 1;
+        tracing::warn!(
+            "Error accessing possibly locked file {}: {}",
+            path.display(),
+            err
+        );
+    }
+}
+
+fn read_link(path: &Path, md: &std::fs::Metadata) -> Vec<u8> {
+    if md.file_type().is_symlink() {
+        std::fs::read_link(path)
+            .map(|p| p.into_os_string().into_vec())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+impl Iterator for Walker<'_> {
+    type Item = WalkEntry;
+
+    fn next(&mut self) -> Option<WalkEntry> {
+        if let Some(root) = self.first.take() {
+            // The root is always included; selection cannot drop it.
+            return Some(root);
+        }
+        if let Some(e) = self.replay.pop_front() {
+            return Some(e);
+        }
+        loop {
+            let frame = self.stack.last_mut()?;
+            if frame.pos >= frame.names.len() {
+                let done = self.stack.pop().expect("non-empty");
+                if self.pending.last().is_some_and(|p| p.index == done.index) {
+                    self.pending.pop();
+                }
+                continue;
+            }
+            let name = std::mem::take(&mut frame.names[frame.pos]);
+            frame.pos += 1;
+            let path = frame.path.join(&name);
+            let index = frame.index.join(name.as_bytes());
+            let md = match std::fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(err) => {
+                    self.warn(&path, &err);
+                    continue;
+                }
+            };
+            let link = read_link(&path, &md);
+            let meta = Meta::from_fs(&md, link, &mut self.names);
+            let sel = (self.select)(&index, &path, &meta);
+            if sel == Select::Exclude {
+                continue;
+            }
+            if meta.kind == Kind::Socket {
+                tracing::info!("Skipping socket {}", path.display());
+                continue;
+            }
+            let e = WalkEntry { index, path, meta };
+            if e.meta.kind == Kind::Dir {
+                self.push_dir(&e);
+                if sel == Select::Scan {
+                    self.pending.push(e);
+                    continue;
+                }
+            }
+            if !self.pending.is_empty() {
+                // Emit implied parents first, in order; they come before `e`.
+                self.replay.extend(self.pending.drain(..));
+                self.replay.push_back(e);
+                return self.replay.pop_front();
+            }
+            return Some(e);
+        }
+    }
+}
+
+/// Total bytes of regular files under `root` (stat only), for progress ETA.
+pub fn total_size(root: &Path) -> u64 {
+    match Walker::new(root, Box::new(|_, _, _| Select::Include)) {
+        Ok(w) => w.map(|e| e.meta.size).sum(),
+        Err(_) => 0,
+    }
+}
