@@ -84,6 +84,14 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub tempdir: Option<PathBuf>,
 
+    /// Make a full backup instead of an incremental when the chain's full is older than TIME (e.g. 14D).
+    #[arg(long, value_name = "TIME")]
+    pub full_if_older_than: Option<String>,
+
+    /// Continue even if the hostname or source path differ from the last backup's.
+    #[arg(long)]
+    pub allow_source_mismatch: bool,
+
     /// Do not restore file owners.
     #[arg(long, visible_alias = "do-not-restore-ownership")]
     pub no_restore_ownership: bool,

@@ -19,7 +19,7 @@ use dupr_core::backup::Counters;
 use dupr_core::crypt::Codec;
 use dupr_core::index::Index;
 use dupr_core::naming::Prefixes;
-use dupr_core::ops::{self, BackupRequest, Settings, Target};
+use dupr_core::ops::{self, BackupKind, BackupRequest, Settings, Target};
 use dupr_core::time;
 
 use cli::{Cli, Command};
@@ -123,23 +123,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 return Err(dupr_core::Error::SourceMissing(source).into());
             }
             let target = Target::open(settings(&cli, &args[1])?)?;
-            let incremental = match cmd {
-                Command::Full => false,
-                Command::Incremental => true,
-                _ => target.has_chain()?,
+            let kind = match cmd {
+                Command::Full => BackupKind::Full,
+                Command::Incremental => BackupKind::Incremental,
+                _ => BackupKind::Auto,
             };
-            if incremental {
-                return Err(anyhow!(Exit(
-                    33,
-                    "incremental backups are not in this build of dupr yet: run `dupr full`".into()
-                )));
-            }
+            let full_if_older_than = match &cli.full_if_older_than {
+                Some(s) => Some(time::parse_time_string(s, time::now())?),
+                None => None,
+            };
             let counters = cli.progress.then(|| Arc::new(Counters::default()));
             let bar = counters
                 .as_ref()
                 .map(|c| progress::start(c.clone(), source.clone()));
             let started = Instant::now();
-            let stats = ops::full_backup(
+            let outcome = ops::backup(
                 &target,
                 BackupRequest {
                     source,
@@ -149,11 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     dry_run: cli.dry_run,
                     counters,
                 },
+                kind,
+                full_if_older_than,
+                cli.allow_source_mismatch,
             );
             if let Some(b) = bar {
                 b.finish();
             }
-            let stats = stats?;
+            let stats = outcome?.stats;
             if !cli.no_print_statistics {
                 print!("{}", stats.render(started.elapsed().as_secs_f64()));
             }

@@ -4,7 +4,7 @@
 //! visibly incomplete.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,13 +14,15 @@ use crate::cache::Cache;
 use crate::crypt::Codec;
 use crate::entry::{entry_name, Kind, Role};
 use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
 use crate::manifest::{Change, Manifest, VolumeInfo};
 use crate::naming::{self, FileType, ParsedName, Prefixes, SetType};
 use crate::signature::{block_len, SigBuilder};
-use crate::sigtar::SigtarWriter;
+use crate::sigtar::{SigEntry, SigMerge, SigtarWriter};
 use crate::tar;
 use crate::time::{self, Timestamp};
 use crate::volume::{Block, VolumeWriter};
+use crate::walk::WalkEntry;
 use crate::walk::Walker;
 
 /// Live counters a progress display can poll.
@@ -164,7 +166,7 @@ pub fn canonical_localdir(arg: &[u8]) -> Vec<u8> {
 }
 
 /// Read until `buf` is full or EOF.
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match f.read(&mut buf[got..]) {
@@ -179,12 +181,288 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 const CHUNK: usize = 65536;
 
-/// Run a full backup of `cfg.source` to `backend`.
-pub fn full_backup(
+/// What kind of set to write.
+pub enum Plan {
+    Full,
+    /// An incremental on top of the chain ending at `start`, whose merged
+    /// signature state is `old`.
+    Incremental {
+        start: Timestamp,
+        old: SigMerge<Box<dyn Read + Send>>,
+    },
+}
+
+/// The producer side of the pipeline: turns walk entries into tar blocks for
+/// the volume writer, sigtar records and Filelist lines.
+struct Emitter<'a> {
+    tx: crossbeam_channel::Sender<Block>,
+    sigtar: &'a mut SigtarWriter,
+    filelist: BufWriter<File>,
+    filelist_path: PathBuf,
+    filelist_count: u64,
+    stats: &'a mut Stats,
+    cfg: &'a BackupConfig,
+    buf: Vec<u8>,
+    /// Scratch file for deltas (anonymous, reused).
+    delta_tmp: File,
+    errors: u64,
+}
+
+impl Emitter<'_> {
+    fn send(&self, b: Block) -> Result<()> {
+        self.tx
+            .send(b)
+            .map_err(|_| Error::Usage("volume writer stopped".into()))
+    }
+
+    fn note(&mut self, change: Change, index: &Index) -> Result<()> {
+        self.filelist
+            .write_all(&Manifest::filelist_line(&change, index))
+            .ctx(&self.filelist_path)?;
+        self.filelist_count += 1;
+        Ok(())
+    }
+
+    fn count(&self, bytes: u64) {
+        if let Some(c) = &self.cfg.counters {
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Stream `r` as `role` entries under the 64 KiB chunk rule.
+    fn chunks(
+        &mut self,
+        e: &WalkEntry,
+        role: Role,
+        r: &mut impl Read,
+        mut sig: Option<&mut SigBuilder>,
+    ) -> Result<u64> {
+        let mut n = 0u64;
+        let mut total = 0u64;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(CHUNK, 0);
+        let res = (|| -> Result<()> {
+            loop {
+                let got = read_full(r, &mut buf).ctx(&e.path)?;
+                if let Some(s) = sig.as_deref_mut() {
+                    s.update(&buf[..got]);
+                }
+                total += got as u64;
+                let last = got < CHUNK;
+                let chunk = if n == 0 && last {
+                    None
+                } else {
+                    n += 1;
+                    Some(n)
+                };
+                let mut data = Vec::with_capacity(got + 2048);
+                e.meta
+                    .header(entry_name(role, &e.index, chunk, false, true), got as u64)
+                    .encode(&mut data);
+                data.extend_from_slice(&buf[..got]);
+                tar::pad_block(&mut data);
+                self.send(Block {
+                    index: e.index.clone(),
+                    chunk: if last { None } else { chunk },
+                    data,
+                })?;
+                self.count(got as u64);
+                if last {
+                    return Ok(());
+                }
+            }
+        })();
+        self.buf = buf;
+        res.map(|_| total)
+    }
+
+    /// A complete copy (or metadata-only entry) of `e`; false if unreadable.
+    fn snapshot(&mut self, e: &WalkEntry) -> Result<bool> {
+        if e.meta.kind != Kind::File {
+            let mut data = Vec::with_capacity(1024);
+            e.meta
+                .header(
+                    entry_name(
+                        Role::Snapshot,
+                        &e.index,
+                        None,
+                        e.meta.kind == Kind::Dir,
+                        true,
+                    ),
+                    0,
+                )
+                .encode(&mut data);
+            self.send(Block {
+                index: e.index.clone(),
+                chunk: None,
+                data,
+            })?;
+            self.sigtar.add_meta(&e.index, Some(&e.meta))?;
+            return Ok(true);
+        }
+        let mut f = match File::open(&e.path) {
+            Ok(f) => f,
+            Err(err) => {
+                self.unreadable(e, &err);
+                return Ok(false);
+            }
+        };
+        let mut sig = SigBuilder::new(block_len(e.meta.size, self.cfg.max_blocksize));
+        let total = self.chunks(e, Role::Snapshot, &mut f, Some(&mut sig))?;
+        self.sigtar
+            .add_signature(&e.index, &e.meta, &sig.finish())?;
+        self.stats.source_file_size += total;
+        Ok(true)
+    }
+
+    fn unreadable(&mut self, e: &WalkEntry, err: &std::io::Error) {
+        self.errors += 1;
+        tracing::warn!(
+            "Error accessing possibly locked file {}: {}",
+            e.path.display(),
+            err
+        );
+    }
+
+    /// A librsync delta of `e` against its previous signature; falls back to
+    /// a snapshot when the old signature cannot be used.
+    fn diff(&mut self, e: &WalkEntry, old_sig: Vec<u8>) -> Result<bool> {
+        let Ok(sig) = fast_rsync::Signature::deserialize(old_sig) else {
+            return self.snapshot(e);
+        };
+        let f = match File::open(&e.path) {
+            Ok(f) => f,
+            Err(err) => {
+                self.unreadable(e, &err);
+                return Ok(false);
+            }
+        };
+        let len = f.metadata().ctx(&e.path)?.len();
+        // Deltas need random access to the new data: map it.
+        let map = if len > 0 {
+            Some(unsafe { memmap2::Mmap::map(&f) }.ctx(&e.path)?)
+        } else {
+            None
+        };
+        let data: &[u8] = map.as_deref().unwrap_or(&[]);
+        let mut newsig = SigBuilder::new(block_len(data.len() as u64, self.cfg.max_blocksize));
+        newsig.update(data);
+        self.delta_tmp.set_len(0).ctx(&e.path)?;
+        self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
+            if fast_rsync::diff(&sig.index(), data, &mut w).is_err() {
+                drop(w);
+                return self.snapshot(e);
+            }
+            w.flush().ctx(&e.path)?;
+        }
+        let dlen = self.delta_tmp.stream_position().ctx(&e.path)?;
+        self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
+        let mut tmp = self.delta_tmp.try_clone().ctx(&e.path)?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, (&mut tmp).take(dlen));
+        self.chunks(e, Role::Diff, &mut r, None)?;
+        self.sigtar
+            .add_signature(&e.index, &e.meta, &newsig.finish())?;
+        self.stats.source_file_size += data.len() as u64;
+        self.stats.delta_entries += 1;
+        self.stats.raw_delta_size += dlen;
+        Ok(true)
+    }
+
+    fn deleted(&mut self, old: &SigEntry) -> Result<()> {
+        let h = tar::Header {
+            name: entry_name(Role::Deleted, &old.index, None, false, false),
+            typeflag: tar::REGTYPE,
+            ..Default::default()
+        };
+        let mut data = Vec::with_capacity(512);
+        h.encode(&mut data);
+        self.send(Block {
+            index: old.index.clone(),
+            chunk: None,
+            data,
+        })?;
+        self.sigtar.add_meta(&old.index, None)?;
+        self.stats.deleted_files += 1;
+        if old.meta.as_ref().is_some_and(|m| m.kind == Kind::File) {
+            self.note(Change::Deleted, &old.index)?;
+        }
+        Ok(())
+    }
+
+    /// Back up `e` given its previous state (None: new path).
+    fn entry(&mut self, e: &WalkEntry, old: Option<SigEntry>, incremental: bool) -> Result<()> {
+        let is_file = e.meta.kind == Kind::File;
+        match old {
+            None => {
+                if self.snapshot(e)? {
+                    if is_file {
+                        self.stats.new_files += 1;
+                        self.stats.new_file_size += e.meta.size;
+                        self.note(Change::New, &e.index)?;
+                    } else if incremental {
+                        self.stats.new_files += 1;
+                    }
+                }
+            }
+            Some(o) => {
+                let om = o.meta.as_ref().expect("present entries carry metadata");
+                let changed = e.meta.differs(om)
+                    || (is_file && size_mismatch(e.meta.size, o.signature.as_deref()));
+                if !changed {
+                    if is_file {
+                        self.stats.source_file_size += e.meta.size;
+                    }
+                    return Ok(());
+                }
+                let ok = match (is_file && om.kind == Kind::File, o.signature) {
+                    (true, Some(sig)) => self.diff(e, sig)?,
+                    _ => self.snapshot(e)?,
+                };
+                if ok {
+                    self.stats.changed_files += 1;
+                    if is_file {
+                        self.stats.changed_file_size += e.meta.size;
+                        self.note(Change::Changed, &e.index)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// dupr's addition to duplicity's change test: a regular file whose size no
+/// longer fits its old signature's block count has changed, even when its
+/// mtime was restored.
+fn size_mismatch(size: u64, sig: Option<&[u8]>) -> bool {
+    let Some(sig) = sig else { return false };
+    if sig.len() < 12 {
+        return false;
+    }
+    let bl = u32::from_be_bytes([sig[4], sig[5], sig[6], sig[7]]) as u64;
+    let strong = u32::from_be_bytes([sig[8], sig[9], sig[10], sig[11]]) as u64;
+    if bl == 0 || (sig.len() as u64 - 12) % (4 + strong) != 0 {
+        return false;
+    }
+    let blocks = (sig.len() as u64 - 12) / (4 + strong);
+    let fits = if blocks == 0 {
+        size == 0
+    } else {
+        size > (blocks - 1) * bl && size <= blocks * bl
+    };
+    !fits
+}
+
+/// Run a backup of `cfg.source` to `backend`: a full set, or an incremental
+/// on top of the given signature state.
+pub fn run_backup(
     cfg: &BackupConfig,
     backend: &dyn Backend,
     cache: &Cache,
     select: crate::walk::Selector<'_>,
+    plan: Plan,
 ) -> Result<Stats> {
     std::fs::symlink_metadata(&cfg.source).map_err(|_| Error::SourceMissing(cfg.source.clone()))?;
     let remote = backend.list()?;
@@ -197,14 +475,24 @@ pub fn full_backup(
             }
         }
     }
+    let (set_type, start, mut old) = match plan {
+        Plan::Full => (SetType::Full, None, None),
+        Plan::Incremental { start, old } => {
+            if start >= t {
+                t = start + 1;
+            }
+            (SetType::Inc, Some(start), Some(old))
+        }
+    };
+    let incremental = old.is_some();
     let mut stats = Stats {
         start_time: t,
         ..Default::default()
     };
     let set = ParsedName {
-        set: SetType::Full,
+        set: set_type,
         kind: FileType::Manifest,
-        start: None,
+        start,
         end: t,
         encrypted: false,
         gzipped: false,
@@ -218,10 +506,6 @@ pub fn full_backup(
         for e in walker.by_ref() {
             stats.source_files += 1;
             stats.source_file_size += e.meta.size;
-            if e.meta.kind == Kind::File {
-                stats.new_files += 1;
-                stats.new_file_size += e.meta.size;
-            }
         }
         stats.errors = walker.errors;
         stats.end_time = time::now();
@@ -267,10 +551,11 @@ pub fn full_backup(
         ..Default::default()
     };
     std::fs::write(&man_part, manifest.header_bytes()).ctx(&man_part)?;
-    let mut filelist = BufWriter::new(File::create(&filelist_path).ctx(&filelist_path)?);
-    let mut filelist_count = 0u64;
+    let filelist = BufWriter::new(File::create(&filelist_path).ctx(&filelist_path)?);
+    let delta_tmp = tempfile::tempfile_in(cache.dir()).ctx(cache.dir())?;
 
     let (tx, rx) = crossbeam_channel::bounded::<Block>(64);
+    let mut filelist_count = 0;
     let result = std::thread::scope(|s| -> Result<(u32, Vec<(u32, VolumeInfo)>)> {
         let writer = s.spawn(|| -> Result<(u32, Vec<(u32, VolumeInfo)>)> {
             let mut vw = VolumeWriter::new(
@@ -301,98 +586,55 @@ pub fn full_backup(
             Ok((n, vols))
         });
 
+        let mut em = Emitter {
+            tx,
+            sigtar: &mut sigtar,
+            filelist,
+            filelist_path: filelist_path.clone(),
+            filelist_count: 0,
+            stats: &mut stats,
+            cfg,
+            buf: Vec::new(),
+            delta_tmp,
+            errors: 0,
+        };
         let produced = (|| -> Result<()> {
             let mut walker = walker;
-            let mut buf = vec![0u8; CHUNK];
+            let mut old_head = match old.as_mut() {
+                Some(o) => o.next_present()?,
+                None => None,
+            };
             while let Some(e) = walker.next() {
-                stats.source_files += 1;
+                em.stats.source_files += 1;
                 if let Some(c) = &cfg.counters {
                     c.files.fetch_add(1, Ordering::Relaxed);
                 }
-                let send = |b: Block| {
-                    tx.send(b)
-                        .map_err(|_| Error::Usage("volume writer stopped".into()))
-                };
-                if e.meta.kind != Kind::File {
-                    let mut data = Vec::with_capacity(1024);
-                    e.meta
-                        .header(
-                            entry_name(
-                                Role::Snapshot,
-                                &e.index,
-                                None,
-                                e.meta.kind == Kind::Dir,
-                                true,
-                            ),
-                            0,
-                        )
-                        .encode(&mut data);
-                    send(Block {
-                        index: e.index.clone(),
-                        chunk: None,
-                        data,
-                    })?;
-                    sigtar.add_meta(&e.index, Some(&e.meta))?;
-                    continue;
+                // Paths the old state has and the walk passed: deleted.
+                while let Some(o) = old_head.take_if(|o| o.index < e.index) {
+                    em.deleted(&o)?;
+                    old_head = old.as_mut().expect("old state").next_present()?;
                 }
-                let mut f = match File::open(&e.path) {
-                    Ok(f) => f,
-                    Err(err) => {
-                        walker.errors += 1;
-                        tracing::warn!(
-                            "Error accessing possibly locked file {}: {}",
-                            e.path.display(),
-                            err
-                        );
-                        continue;
+                let prev = match old_head.take_if(|o| o.index == e.index) {
+                    Some(o) => {
+                        old_head = old.as_mut().expect("old state").next_present()?;
+                        Some(o)
                     }
+                    None => None,
                 };
-                let mut sig = SigBuilder::new(block_len(e.meta.size, cfg.max_blocksize));
-                let mut n = 0u64;
-                let mut total = 0u64;
-                loop {
-                    let got = read_full(&mut f, &mut buf).ctx(&e.path)?;
-                    sig.update(&buf[..got]);
-                    total += got as u64;
-                    let first_short = n == 0 && got < CHUNK;
-                    let last = got < CHUNK;
-                    let chunk = if first_short {
-                        None
-                    } else {
-                        n += 1;
-                        Some(n)
-                    };
-                    let name = entry_name(Role::Snapshot, &e.index, chunk, false, true);
-                    let mut data = Vec::with_capacity(got + 2048);
-                    e.meta.header(name, got as u64).encode(&mut data);
-                    data.extend_from_slice(&buf[..got]);
-                    tar::pad_block(&mut data);
-                    let mchunk = if last { None } else { chunk };
-                    send(Block {
-                        index: e.index.clone(),
-                        chunk: mchunk,
-                        data,
-                    })?;
-                    if let Some(c) = &cfg.counters {
-                        c.bytes.fetch_add(got as u64, Ordering::Relaxed);
-                    }
-                    if last {
-                        break;
-                    }
-                }
-                stats.source_file_size += total;
-                stats.new_files += 1;
-                stats.new_file_size += total;
-                sigtar.add_signature(&e.index, &e.meta, &sig.finish())?;
-                filelist
-                    .write_all(&Manifest::filelist_line(&Change::New, &e.index))
-                    .ctx(&filelist_path)?;
-                filelist_count += 1;
+                em.entry(&e, prev, incremental)?;
             }
-            stats.errors = walker.errors;
+            while let Some(o) = old_head.take() {
+                em.deleted(&o)?;
+                old_head = old.as_mut().expect("old state").next_present()?;
+            }
+            em.errors += walker.errors;
+            em.filelist.flush().ctx(&em.filelist_path)?;
             Ok(())
         })();
-        drop(tx);
+        filelist_count = em.filelist_count;
+        let errors = em.errors;
+        drop(em);
+        stats.errors = errors;
         let written = writer.join().expect("volume writer panicked");
         produced?;
         written
@@ -406,23 +648,19 @@ pub fn full_backup(
     };
     stats.volumes = nvols;
     for (n, v) in vols {
+        stats.dest_size += 0;
         manifest.volumes.insert(n, v);
     }
 
     // Signatures, then the manifest: the manifest marks the set complete.
     let (local_w, remote_w) = sigtar.finish()?;
     stats.dest_size += remote_w.as_ref().map_or(local_w.size, |w| w.size);
-    match remote_w {
-        Some(_) => backend.put(&remote_sig_tmp, &sig_remote_name)?,
-        None => {
-            std::fs::copy(&sig_local_part, &remote_sig_tmp).ctx(&remote_sig_tmp)?;
-            backend.put(&remote_sig_tmp, &sig_remote_name)?;
-        }
+    if remote_w.is_none() {
+        std::fs::copy(&sig_local_part, &remote_sig_tmp).ctx(&remote_sig_tmp)?;
     }
+    backend.put(&remote_sig_tmp, &sig_remote_name)?;
     std::fs::rename(&sig_local_part, &sig_local).ctx(&sig_local)?;
 
-    filelist.flush().ctx(&filelist_path)?;
-    drop(filelist);
     let mut text = manifest.header_bytes();
     for (n, v) in &manifest.volumes {
         text.extend_from_slice(&Manifest::volume_bytes(*n, v));
@@ -442,4 +680,22 @@ pub fn full_backup(
     std::fs::rename(&man_part, &man_local).ctx(&man_local)?;
     stats.end_time = time::now();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_mismatch_uses_block_count() {
+        let sig = crate::signature::signature_of(&[1u8; 1500], 512);
+        assert!(!size_mismatch(1500, Some(&sig)));
+        assert!(!size_mismatch(1025, Some(&sig)));
+        assert!(size_mismatch(1024, Some(&sig)));
+        assert!(size_mismatch(1537, Some(&sig)));
+        let empty = crate::signature::signature_of(b"", 512);
+        assert!(!size_mismatch(0, Some(&empty)));
+        assert!(size_mismatch(1, Some(&empty)));
+        assert!(!size_mismatch(99, None));
+    }
 }

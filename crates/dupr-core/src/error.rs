@@ -41,8 +41,12 @@ pub enum Error {
     CorruptVolume { name: String, reason: String },
     #[error("manifest {name} is malformed: {reason}")]
     BadManifest { name: String, reason: String },
-    #[error("signature file {name} is corrupt: {reason}")]
+    #[error("signature file {name} is corrupt: {reason}; run a full backup to start a new chain")]
     BadSignature { name: String, reason: String },
+    #[error("this backup was made on host {recorded:?} but this is {current:?} (use --allow-source-mismatch to continue)")]
+    HostMismatch { recorded: String, current: String },
+    #[error("this backup's source was {recorded:?} but now it is {current:?} (use --allow-source-mismatch to continue)")]
+    SourceMismatch { recorded: String, current: String },
     #[error("backend {url}: {reason}")]
     Backend { url: String, reason: String },
 }
@@ -70,6 +74,8 @@ impl Error {
             Error::HashMismatch { .. } | Error::CorruptVolume { .. } => 21,
             Error::BadManifest { .. } => 6,
             Error::BadSignature { .. } => 18,
+            Error::HostMismatch { .. } => 3,
+            Error::SourceMismatch { .. } => 42,
             Error::Backend { .. } => 50,
         }
     }

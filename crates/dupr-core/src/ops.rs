@@ -5,17 +5,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::{self, Backend};
-use crate::backup::{self, BackupConfig, Counters, Stats};
+use crate::backup::{self, BackupConfig, Counters, Plan, Stats};
 use crate::cache::Cache;
 use crate::chain::Collection;
+use crate::crypt;
 use crate::crypt::Codec;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::naming::Prefixes;
 use crate::restore::{self, RestoreOptions, RestoreStats};
+use crate::sigtar::{SigMerge, SigtarReader};
 use crate::status;
 use crate::time::Timestamp;
 use crate::walk::Select;
+use std::io::Read;
 
 /// Settings shared by every command.
 pub struct Settings {
@@ -80,7 +83,27 @@ fn hostname() -> Vec<u8> {
         .unwrap_or_default()
 }
 
-pub fn full_backup(t: &Target, req: BackupRequest) -> Result<Stats> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupKind {
+    Full,
+    Incremental,
+    /// Incremental when a usable chain exists, else full.
+    Auto,
+}
+
+pub struct BackupOutcome {
+    pub stats: Stats,
+    pub incremental: bool,
+}
+
+/// Back up `req.source`: a full set or an incremental on the latest chain.
+pub fn backup(
+    t: &Target,
+    req: BackupRequest,
+    kind: BackupKind,
+    full_if_older_than: Option<Timestamp>,
+    allow_source_mismatch: bool,
+) -> Result<BackupOutcome> {
     let cfg = BackupConfig {
         source: req.source,
         source_arg: req.source_arg,
@@ -92,6 +115,15 @@ pub fn full_backup(t: &Target, req: BackupRequest) -> Result<Stats> {
         prefixes: t.settings.prefixes.clone(),
         counters: req.counters,
     };
+    let plan = if kind == BackupKind::Full {
+        Plan::Full
+    } else {
+        match incremental_plan(t, &cfg, kind, full_if_older_than, allow_source_mismatch)? {
+            Some(p) => p,
+            None => Plan::Full,
+        }
+    };
+    let incremental = matches!(plan, Plan::Incremental { .. });
     // Backups must not include their own target or cache.
     let excluded: Vec<PathBuf> = [t.backend.local_path(""), Some(t.cache.dir().to_path_buf())]
         .into_iter()
@@ -110,7 +142,91 @@ pub fn full_backup(t: &Target, req: BackupRequest) -> Result<Stats> {
             Select::Include
         },
     );
-    backup::full_backup(&cfg, t.backend.as_ref(), &t.cache, select)
+    let stats = backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, select, plan)?;
+    Ok(BackupOutcome { stats, incremental })
+}
+
+/// The incremental plan, or None when a full backup must be made instead.
+fn incremental_plan(
+    t: &Target,
+    cfg: &BackupConfig,
+    kind: BackupKind,
+    full_if_older_than: Option<Timestamp>,
+    allow_source_mismatch: bool,
+) -> Result<Option<Plan>> {
+    let (names, c) = t.collection()?;
+    let url = t.backend.display_url();
+    let no_sigs = || Error::NoSignatures(url.clone());
+    let Some(chain) = c.last_chain() else {
+        return if kind == BackupKind::Incremental {
+            Err(no_sigs())
+        } else {
+            Ok(None)
+        };
+    };
+    let Some(sc) = c.sig_chain_for(chain) else {
+        return if kind == BackupKind::Incremental {
+            Err(no_sigs())
+        } else {
+            Ok(None)
+        };
+    };
+    if let Some(limit) = full_if_older_than {
+        if chain.start() < limit {
+            return Ok(None);
+        }
+    }
+    let last = chain.incs.last().unwrap_or(&chain.full);
+    let m = restore::load_manifest(
+        t.backend.as_ref(),
+        Some(&t.cache),
+        last,
+        &t.settings.prefixes,
+    )?;
+    if !allow_source_mismatch {
+        let host = cfg.hostname.clone();
+        if !m.hostname.is_empty() && m.hostname != host {
+            return Err(Error::HostMismatch {
+                recorded: String::from_utf8_lossy(&m.hostname).into_owned(),
+                current: String::from_utf8_lossy(&host).into_owned(),
+            });
+        }
+        let here = backup::canonical_localdir(&cfg.source_arg);
+        if !m.localdir.is_empty() && m.localdir != here {
+            return Err(Error::SourceMismatch {
+                recorded: String::from_utf8_lossy(&m.localdir).into_owned(),
+                current: String::from_utf8_lossy(&here).into_owned(),
+            });
+        }
+    }
+    t.sync(&names)?;
+    let open = |check: bool| -> Result<SigMerge<Box<dyn Read + Send>>> {
+        let mut readers = Vec::new();
+        for f in sc.files() {
+            let local = Cache::local_name(&f.name, &t.settings.prefixes)
+                .map(|l| t.cache.path(&l))
+                .filter(|p| p.exists())
+                .ok_or_else(|| Error::BadSignature {
+                    name: f.name.clone(),
+                    reason: "missing from the cache and the target".into(),
+                })?;
+            let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+            readers.push(SigtarReader::new(
+                crypt::decoder(file, Codec::Gzip),
+                &f.name,
+                !check,
+            ));
+        }
+        SigMerge::new(readers)
+    };
+    // Read the whole signature chain once before writing anything, so a
+    // corrupt one stops the run with nothing uploaded.
+    let mut probe = open(true)?;
+    while probe.next_present()?.is_some() {}
+    Ok(Some(Plan::Incremental {
+        start: chain.end(),
+        old: open(false)?,
+    }))
 }
 
 pub fn restore(

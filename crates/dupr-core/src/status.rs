@@ -25,14 +25,14 @@ fn chain_block(out: &mut String, ch: &Chain) {
     let _ = writeln!(out, "Total number of contained volumes: {vols}");
     let _ = writeln!(
         out,
-        " {:<20}{:>30}{:>15}",
-        "Type of backup set:", "Time:", "Num volumes:"
+        "{:>20}{:>33}{:>18}",
+        " Type of backup set:", "Time:", "Num volumes:"
     );
     for s in ch.sets() {
         let kind = if s.is_full() { "Full" } else { "Incremental" };
         let _ = writeln!(
             out,
-            "{:>20}{:>30}{:>15}",
+            "{:>20}{:>33}{:>18}",
             kind,
             time::pretty_local(s.end),
             s.volumes.len()
@@ -43,6 +43,16 @@ fn chain_block(out: &mut String, ch: &Chain) {
 /// duplicity 3.x's collection-status text.
 pub fn collection_status(c: &Collection, backend_name: &str, archive_dir: &str) -> String {
     let mut out = String::new();
+    match c.chains.last() {
+        Some(ch) => {
+            let _ = writeln!(
+                out,
+                "Last full backup date: {}",
+                time::pretty_local(ch.start())
+            );
+        }
+        None => out.push_str("Last full backup date: none\n"),
+    }
     out.push_str("Collection Status\n-----------------\n");
     let _ = writeln!(out, "Connecting with backend: {backend_name}");
     let _ = writeln!(out, "Archive dir: {archive_dir}");

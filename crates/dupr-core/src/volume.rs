@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::backend::Backend;
 use crate::crypt::{Codec, Encoder};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::index::Index;
 use crate::manifest::VolumeInfo;
 use crate::naming::{self, FileType, ParsedName, Prefixes};
@@ -91,25 +91,30 @@ impl<'a> VolumeWriter<'a> {
             }
         }
         if self.cur.is_none() {
-            self.num += 1;
-            let tmp = self.staging.join(format!(
-                ".dupr-tmp.{}.{}",
-                std::process::id(),
-                self.volume_name(self.num)
-            ));
-            let enc = Encoder::create(&tmp, self.codec).ctx(&tmp)?;
-            self.cur = Some(Open {
-                enc,
-                tmp,
-                plain_len: 0,
-                first: (b.index.clone(), b.chunk),
-                last: (b.index.clone(), b.chunk),
-            });
+            self.open(b.index.clone(), b.chunk)?;
         }
         let cur = self.cur.as_mut().expect("opened above");
         cur.enc.write_all(&b.data).ctx(&cur.tmp)?;
         cur.plain_len += b.data.len() as u64;
         cur.last = (b.index, b.chunk);
+        Ok(())
+    }
+
+    fn open(&mut self, index: Index, chunk: Option<u64>) -> Result<()> {
+        self.num += 1;
+        let tmp = self.staging.join(format!(
+            ".dupr-tmp.{}.{}",
+            std::process::id(),
+            self.volume_name(self.num)
+        ));
+        let enc = Encoder::create(&tmp, self.codec).ctx(&tmp)?;
+        self.cur = Some(Open {
+            enc,
+            tmp,
+            plain_len: 0,
+            first: (index.clone(), chunk),
+            last: (index, chunk),
+        });
         Ok(())
     }
 
@@ -142,7 +147,9 @@ impl<'a> VolumeWriter<'a> {
         on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
     ) -> Result<u32> {
         if self.cur.is_none() && self.num == 0 {
-            return Err(Error::Usage("nothing to back up".into()));
+            // Nothing changed: one volume holding only the end marker, as
+            // duplicity 3.x writes.
+            self.open(Index::root(), None)?;
         }
         self.close(on_volume)?;
         Ok(self.num)
