@@ -16,11 +16,14 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use dupr_core::backup::Counters;
-use dupr_core::crypt::Codec;
+use dupr_core::crypt::{Codec, Crypto};
 use dupr_core::index::Index;
 use dupr_core::naming::Prefixes;
 use dupr_core::ops::{self, BackupKind, BackupRequest, Settings, Target};
 use dupr_core::time;
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
+use zeroize::Zeroizing;
 
 use cli::{Cli, Command};
 
@@ -63,11 +66,47 @@ fn init_logging(v: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn settings(cli: &Cli, url: &OsString) -> anyhow::Result<Settings> {
+/// The passphrase: `PASSPHRASE`, else asked on the terminal (twice when
+/// it protects new data). It is taken out of the environment so that
+/// nothing we start inherits it.
+fn passphrase(confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    if let Some(p) = std::env::var_os("PASSPHRASE") {
+        std::env::remove_var("PASSPHRASE");
+        return Ok(Some(Zeroizing::new(p.into_vec())));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password("GnuPG passphrase for decryption: ")
+            .context("reading the passphrase")?,
+    );
+    if first.is_empty() {
+        return Err(usage("an empty passphrase is not allowed"));
+    }
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password("Retype passphrase for encryption to confirm: ")
+                .context("reading the passphrase")?,
+        );
+        if *again != *first {
+            return Err(usage("the two passphrases do not match"));
+        }
+    }
+    Ok(Some(Zeroizing::new(first.as_bytes().to_vec())))
+}
+
+/// Target settings; `writing` says whether new encrypted data will be made.
+fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings> {
     let url = url
         .to_str()
         .ok_or_else(|| usage("the target URL is not valid UTF-8"))?
         .to_string();
+    let pass = passphrase(writing && !cli.no_encryption)?;
+    let crypto = match pass {
+        Some(p) => Some(Crypto::symmetric(p, !cli.no_compression)?),
+        None => None,
+    };
     let codec = if cli.no_encryption {
         if cli.no_compression {
             Codec::Plain
@@ -75,16 +114,22 @@ fn settings(cli: &Cli, url: &OsString) -> anyhow::Result<Settings> {
             Codec::Gzip
         }
     } else {
-        return Err(anyhow!(Exit(
-            31,
-            "OpenPGP encryption is not in this build of dupr yet: pass --no-encryption".into()
-        )));
+        match &crypto {
+            Some(c) => Codec::Gpg(c.clone()),
+            None if writing => return Err(anyhow!(Exit(
+                31,
+                "no passphrase: set PASSPHRASE, or pass --no-encryption for an unencrypted backup"
+                    .into()
+            ))),
+            None => Codec::Gzip,
+        }
     };
     Ok(Settings {
         url,
         archive_dir: cli.archive_dir.clone(),
         name: cli.name.clone(),
         codec,
+        crypto,
         prefixes: Prefixes {
             file: cli.file_prefix.clone(),
             archive: cli.file_prefix_archive.clone(),
@@ -122,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if !source.exists() {
                 return Err(dupr_core::Error::SourceMissing(source).into());
             }
-            let target = Target::open(settings(&cli, &args[1])?)?;
+            let target = Target::open(settings(&cli, &args[1], !cli.dry_run)?)?;
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
                 Command::Incremental => BackupKind::Incremental,
@@ -163,7 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore => {
             want_args(&args, 2, "URL DEST")?;
             let t = parse_time(&cli)?;
-            let target = Target::open(settings(&cli, &args[0])?)?;
+            let target = Target::open(settings(&cli, &args[0], false)?)?;
             let path = match &cli.path_to_restore {
                 Some(p) => Some(
                     Index::parse(p.as_bytes())
@@ -185,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ListCurrentFiles => {
             want_args(&args, 1, "URL")?;
             let t = parse_time(&cli)?;
-            let target = Target::open(settings(&cli, &args[0])?)?;
+            let target = Target::open(settings(&cli, &args[0], false)?)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             ops::list_current_files(&target, t, &mut out)?;
@@ -194,7 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::CollectionStatus => {
             want_args(&args, 1, "URL")?;
-            let target = Target::open(settings(&cli, &args[0])?)?;
+            let target = Target::open(settings(&cli, &args[0], false)?)?;
             print!("{}", ops::collection_status(&target)?);
             Ok(0)
         }

@@ -484,6 +484,10 @@ pub fn run_backup(
             (SetType::Inc, Some(start), Some(old))
         }
     };
+    // A set dated in the future would be invisible to "now" restores.
+    while time::now() < t {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let incremental = old.is_some();
     let mut stats = Stats {
         start_time: t,
@@ -543,7 +547,7 @@ pub fn run_backup(
     ));
     let mut sigtar = SigtarWriter::create(
         &sig_local_part,
-        (cfg.codec != Codec::Gzip).then_some((remote_sig_tmp.as_path(), cfg.codec)),
+        (cfg.codec != Codec::Gzip).then_some((remote_sig_tmp.as_path(), cfg.codec.clone())),
     )?;
     let mut manifest = Manifest {
         hostname: cfg.hostname.clone(),
@@ -561,7 +565,7 @@ pub fn run_backup(
             let mut vw = VolumeWriter::new(
                 backend,
                 staging.clone(),
-                cfg.codec,
+                cfg.codec.clone(),
                 set,
                 cfg.prefixes.clone(),
                 cfg.volsize,
@@ -673,7 +677,11 @@ pub fn run_backup(
         std::process::id(),
         man_remote_name
     ));
-    crate::crypt::write_file(&man_tmp, &text, if enc { cfg.codec } else { Codec::Plain })?;
+    crate::crypt::write_file(
+        &man_tmp,
+        &text,
+        &if enc { cfg.codec.clone() } else { Codec::Plain },
+    )?;
     stats.dest_size += std::fs::metadata(&man_tmp).map(|m| m.len()).unwrap_or(0);
     backend.put(&man_tmp, &man_remote_name)?;
     std::fs::write(&man_part, &text).ctx(&man_part)?;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 
 use crate::backend::Backend;
-use crate::crypt::{self, Codec, Encoder};
+use std::sync::Arc;
+
+use crate::crypt::{self, Codec, Crypto, Encoder};
 use crate::error::{Error, IoContext, Result};
 use crate::naming::{self, FileType, Prefixes};
 
@@ -84,6 +86,7 @@ impl Cache {
         backend: &dyn Backend,
         remote: &[String],
         prefixes: &Prefixes,
+        crypto: Option<&Arc<Crypto>>,
     ) -> Result<()> {
         let mut wanted = std::collections::BTreeSet::new();
         for r in remote {
@@ -101,19 +104,15 @@ impl Cache {
             if lp.exists() {
                 continue;
             }
-            let codec = Codec::from_flags(p.encrypted, p.gzipped).ok_or_else(|| {
-                Error::Usage(format!(
-                    "{r} is encrypted; this build of dupr cannot decrypt it yet"
-                ))
-            })?;
-            let mut plain = crypt::decoder(backend.open(r)?, codec);
+            let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, r)?;
+            let mut plain = crypt::decoder(backend.open(r)?, &codec)?;
             let tmp = self.path(&format!(".dupr-tmp.{local}"));
             let local_codec = if matches!(p.kind, FileType::Manifest) {
                 Codec::Plain
             } else {
                 Codec::Gzip
             };
-            let mut enc = Encoder::create(&tmp, local_codec).ctx(&tmp)?;
+            let mut enc = Encoder::create(&tmp, &local_codec).ctx(&tmp)?;
             let mut buf = vec![0u8; 1 << 16];
             loop {
                 let n = plain.read(&mut buf).map_err(|e| Error::CorruptVolume {

@@ -47,6 +47,10 @@ pub enum Error {
     HostMismatch { recorded: String, current: String },
     #[error("this backup's source was {recorded:?} but now it is {current:?} (use --allow-source-mismatch to continue)")]
     SourceMismatch { recorded: String, current: String },
+    #[error("wrong passphrase: cannot decrypt the archive with the given PASSPHRASE")]
+    WrongPassphrase,
+    #[error("encryption: {0}")]
+    Crypto(String),
     #[error("backend {url}: {reason}")]
     Backend { url: String, reason: String },
 }
@@ -76,6 +80,7 @@ impl Error {
             Error::BadSignature { .. } => 18,
             Error::HostMismatch { .. } => 3,
             Error::SourceMismatch { .. } => 42,
+            Error::WrongPassphrase | Error::Crypto(_) => 31,
             Error::Backend { .. } => 50,
         }
     }

@@ -9,7 +9,7 @@ use crate::backup::{self, BackupConfig, Counters, Plan, Stats};
 use crate::cache::Cache;
 use crate::chain::Collection;
 use crate::crypt;
-use crate::crypt::Codec;
+use crate::crypt::{Codec, Crypto};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::naming::Prefixes;
@@ -25,7 +25,10 @@ pub struct Settings {
     pub url: String,
     pub archive_dir: Option<PathBuf>,
     pub name: Option<String>,
+    /// How new files are written.
     pub codec: Codec,
+    /// Keys for reading encrypted files (and writing, when `codec` is Gpg).
+    pub crypto: Option<Arc<Crypto>>,
     pub prefixes: Prefixes,
     pub tempdir: PathBuf,
 }
@@ -58,8 +61,12 @@ impl Target {
     }
 
     fn sync(&self, names: &[String]) -> Result<()> {
-        self.cache
-            .sync(self.backend.as_ref(), names, &self.settings.prefixes)
+        self.cache.sync(
+            self.backend.as_ref(),
+            names,
+            &self.settings.prefixes,
+            self.settings.crypto.as_ref(),
+        )
     }
 
     /// Whether a backup now would be an incremental (a chain exists).
@@ -108,7 +115,7 @@ pub fn backup(
         source: req.source,
         source_arg: req.source_arg,
         volsize: req.volsize_mib.max(1) * 1024 * 1024,
-        codec: t.settings.codec,
+        codec: t.settings.codec.clone(),
         max_blocksize: req.max_blocksize,
         dry_run: req.dry_run,
         hostname: hostname(),
@@ -182,6 +189,7 @@ fn incremental_plan(
         Some(&t.cache),
         last,
         &t.settings.prefixes,
+        t.settings.crypto.as_ref(),
     )?;
     if !allow_source_mismatch {
         let host = cfg.hostname.clone();
@@ -212,7 +220,7 @@ fn incremental_plan(
                 })?;
             let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
             readers.push(SigtarReader::new(
-                crypt::decoder(file, Codec::Gzip),
+                crypt::decoder(file, &Codec::Gzip)?,
                 &f.name,
                 !check,
             ));
@@ -248,6 +256,7 @@ pub fn restore(
         force,
         restore_owner,
         tempdir: t.settings.tempdir.clone(),
+        crypto: t.settings.crypto.clone(),
     };
     restore::restore(
         t.backend.as_ref(),
@@ -270,6 +279,7 @@ pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> R
         &c,
         time,
         &t.settings.prefixes,
+        t.settings.crypto.as_ref(),
         out,
     )
 }

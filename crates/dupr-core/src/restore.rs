@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::chain::BackupSet;
-use crate::crypt::{self, Codec};
+use std::sync::Arc;
+
+use crate::crypt::{self, Codec, Crypto};
 use crate::entry::{parse_entry_name, EntryName, Kind, Meta, Names, Role};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
@@ -28,6 +30,7 @@ pub fn load_manifest(
     cache: Option<&Cache>,
     set: &BackupSet,
     prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
 ) -> Result<Manifest> {
     let name = set.manifest.as_deref().ok_or_else(|| Error::BadManifest {
         name: format!("set {}", crate::time::to_filename(set.end)),
@@ -44,10 +47,9 @@ pub fn load_manifest(
         Some(p) => std::fs::read(&p).ctx(&p)?,
         None => {
             let p = naming::parse(name, prefixes).ok_or_else(|| bad("unparsable name".into()))?;
-            let codec = Codec::from_flags(p.encrypted, p.gzipped)
-                .ok_or_else(|| bad("encrypted; this build of dupr cannot decrypt it".into()))?;
+            let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, name)?;
             let mut v = Vec::new();
-            crypt::decoder(backend.open(name)?, codec)
+            crypt::decoder(backend.open(name)?, &codec)?
                 .read_to_end(&mut v)
                 .map_err(|e| bad(e.to_string()))?;
             v
@@ -116,7 +118,7 @@ impl<'a> SetStream<'a> {
             }
         }
         let f = File::open(&path).ctx(&path)?;
-        Ok(crypt::decoder(f, v.codec))
+        crypt::decoder(f, &v.codec)
     }
 
     fn corrupt(name: &str, e: impl ToString) -> Error {
@@ -199,6 +201,7 @@ pub struct RestoreOptions {
     pub force: bool,
     pub restore_owner: bool,
     pub tempdir: PathBuf,
+    pub crypto: Option<Arc<Crypto>>,
 }
 
 #[derive(Debug, Default)]
@@ -220,7 +223,7 @@ pub fn restore(
     let want = opts.path.clone().unwrap_or_default();
     let mut streams = Vec::new();
     for set in sets {
-        let m = load_manifest(backend, cache, set, prefixes)?;
+        let m = load_manifest(backend, cache, set, prefixes, opts.crypto.as_ref())?;
         let mut vols = VecDeque::new();
         for (n, v) in &m.volumes {
             if !v.contains(&want) {
@@ -237,11 +240,7 @@ pub fn restore(
                     ),
                 })?;
             let p = naming::parse(&name, prefixes).expect("listed names parse");
-            let codec =
-                Codec::from_flags(p.encrypted, p.gzipped).ok_or_else(|| Error::CorruptVolume {
-                    name: name.clone(),
-                    reason: "encrypted; this build of dupr cannot decrypt it".into(),
-                })?;
+            let codec = Codec::for_name(p.encrypted, p.gzipped, opts.crypto.as_ref(), &name)?;
             let sha1 = match &v.hash {
                 Some((a, h)) if a == "SHA1" => Some(h.clone()),
                 _ => None,

@@ -7,7 +7,9 @@ use std::io::Write;
 use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::chain::{Chain, Collection};
-use crate::crypt::{self, Codec};
+use std::sync::Arc;
+
+use crate::crypt::{self, Codec, Crypto};
 use crate::error::{Error, Result};
 use crate::naming::{self, Prefixes};
 use crate::sigtar::{SigMerge, SigtarReader};
@@ -109,6 +111,7 @@ pub fn list_current_files(
     c: &Collection,
     t: Timestamp,
     prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
     out: &mut dyn Write,
 ) -> Result<u64> {
     let url = backend.display_url();
@@ -121,17 +124,12 @@ pub fn list_current_files(
         let r: Box<dyn std::io::Read + Send> = match local.filter(|p| p.exists()) {
             Some(p) => crypt::decoder(
                 std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?,
-                Codec::Gzip,
-            ),
+                &Codec::Gzip,
+            )?,
             None => {
                 let p = naming::parse(&f.name, prefixes).expect("listed names parse");
-                let codec = Codec::from_flags(p.encrypted, p.gzipped).ok_or_else(|| {
-                    Error::BadSignature {
-                        name: f.name.clone(),
-                        reason: "encrypted; this build of dupr cannot decrypt it".into(),
-                    }
-                })?;
-                crypt::decoder(backend.open(&f.name)?, codec)
+                let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, &f.name)?;
+                crypt::decoder(backend.open(&f.name)?, &codec)?
             }
         };
         readers.push(SigtarReader::new(r, &f.name, false));

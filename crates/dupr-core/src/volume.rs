@@ -54,7 +54,10 @@ impl<'a> VolumeWriter<'a> {
     ) -> Self {
         // duplicity 3.x: aim 50 KiB under volsize and stop once less than one
         // 64 KiB chunk of room is left.
-        let target = volsize.saturating_sub(50 * 1024).max(1);
+        let mut target = volsize.saturating_sub(50 * 1024).max(1);
+        if matches!(codec, Codec::Gpg(_)) {
+            target = target.saturating_sub(16 * 1024).max(1);
+        }
         VolumeWriter {
             backend,
             staging,
@@ -107,7 +110,7 @@ impl<'a> VolumeWriter<'a> {
             std::process::id(),
             self.volume_name(self.num)
         ));
-        let enc = Encoder::create(&tmp, self.codec).ctx(&tmp)?;
+        let enc = Encoder::create(&tmp, &self.codec).ctx(&tmp)?;
         self.cur = Some(Open {
             enc,
             tmp,

@@ -634,3 +634,255 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         );
     }
 }
+
+// ------------------------------------------------- archive inspection (tests)
+
+/// Path of the built `dupr` executable (for wrapping it in another command,
+/// e.g. `setpriv`).
+pub fn dupr_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("dupr")
+}
+
+/// Volume files (`*.volN.difftar*`) of the full set in `target`, sorted by N.
+/// Panics unless there is exactly one full set.
+pub fn full_volumes(target: &Path) -> Vec<(u32, PathBuf)> {
+    let mut out = Vec::new();
+    let mut times = BTreeSet::new();
+    for e in fs::read_dir(target).unwrap_or_else(|e| panic!("read_dir {}: {e}", target.display())) {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("duplicity-full.") else {
+            continue;
+        };
+        let Some((time, rest)) = rest.split_once(".vol") else {
+            continue;
+        };
+        let Some((n, _)) = rest.split_once(".difftar") else {
+            continue;
+        };
+        times.insert(time.to_string());
+        out.push((n.parse::<u32>().unwrap(), target.join(&name)));
+    }
+    assert_eq!(
+        times.len(),
+        1,
+        "expected one full set in {}",
+        target.display()
+    );
+    out.sort();
+    out
+}
+
+/// The full set's manifest file in `target` (exactly one).
+pub fn full_manifest(target: &Path) -> PathBuf {
+    let found: Vec<PathBuf> = fs::read_dir(target)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("duplicity-full.") && n.contains(".manifest")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "expected one full manifest: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
+/// Undo the manifest quoting (`"..."` with `\xNN` escapes); raw otherwise.
+pub fn manifest_unquote(s: &[u8]) -> Vec<u8> {
+    if s.len() < 2 || s[0] != b'"' || s[s.len() - 1] != b'"' {
+        return s.to_vec();
+    }
+    let inner = &s[1..s.len() - 1];
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'\\' && i + 3 < inner.len() && inner[i + 1] == b'x' {
+            let hex = std::str::from_utf8(&inner[i + 2..i + 4]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 4;
+        } else {
+            out.push(inner[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A path index as duplicity compares it: components; the root `.` is `[]`.
+pub fn index_of(path: &[u8]) -> Vec<Vec<u8>> {
+    if path == b"." || path.is_empty() {
+        return Vec::new();
+    }
+    path.split(|&b| b == b'/').map(|c| c.to_vec()).collect()
+}
+
+/// One `Volume N:` record of a manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestVolume {
+    pub num: u32,
+    pub start: Vec<Vec<u8>>,
+    pub start_block: Option<u64>,
+    pub end: Vec<Vec<u8>>,
+    pub end_block: Option<u64>,
+    pub sha1: String,
+}
+
+impl ManifestVolume {
+    /// duplicity's rule for "this volume is needed to restore `path`":
+    /// `start[:len(p)] <= p <= end` (tuple comparison).
+    pub fn needed_for(&self, path: &[u8]) -> bool {
+        let p = index_of(path);
+        let n = p.len().min(self.start.len());
+        self.start[..n] <= p[..] && p <= self.end
+    }
+}
+
+/// Parse the volume records of a manifest (format reference section 4).
+pub fn parse_manifest(text: &[u8]) -> Vec<ManifestVolume> {
+    let mut vols: Vec<ManifestVolume> = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let trimmed: &[u8] = {
+            let s = line
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(line.len());
+            &line[s..]
+        };
+        if let Some(rest) = trimmed.strip_prefix(b"Volume ") {
+            let n = std::str::from_utf8(rest).unwrap().trim_end_matches(':');
+            vols.push(ManifestVolume {
+                num: n.parse().unwrap(),
+                start: Vec::new(),
+                start_block: None,
+                end: Vec::new(),
+                end_block: None,
+                sha1: String::new(),
+            });
+            continue;
+        }
+        let Some(v) = vols.last_mut() else { continue };
+        let words: Vec<&[u8]> = trimmed
+            .split(|&b| b == b' ')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let path_and_block = |w: &[&[u8]]| {
+            let idx = index_of(&manifest_unquote(w[1]));
+            let block = w
+                .get(2)
+                .map(|b| std::str::from_utf8(b).unwrap().parse::<u64>().unwrap());
+            (idx, block)
+        };
+        match words.first().copied() {
+            Some(b"StartingPath") => (v.start, v.start_block) = path_and_block(&words),
+            Some(b"EndingPath") => (v.end, v.end_block) = path_and_block(&words),
+            Some(b"Hash") => v.sha1 = String::from_utf8(words[2].to_vec()).unwrap(),
+            _ => {}
+        }
+    }
+    vols
+}
+
+/// Paths printed by `list-current-files` (dupr's or duplicity's): records are
+/// `<24-char ctime date> <path>`; a path containing a newline continues on
+/// the following line(s). Other chatter (duplicity's "Synchronizing...",
+/// "Last full backup date: ...", "Duplicity backup complete.") is skipped.
+pub fn parse_listing(stdout: &[u8]) -> BTreeSet<Vec<u8>> {
+    fn is_record(l: &[u8]) -> bool {
+        const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+        l.len() > 25
+            && DAYS.contains(&&l[..3])
+            && l[3] == b' '
+            && l[7] == b' '
+            && l[10] == b' '
+            && l[13] == b':'
+            && l[16] == b':'
+            && l[19] == b' '
+            && l[20..24].iter().all(u8::is_ascii_digit)
+            && l[24] == b' '
+    }
+    let chatter: &[&[u8]] = &[b"Duplicity backup complete.", b""];
+    let mut recs: Vec<Vec<u8>> = Vec::new();
+    for line in stdout.split(|&b| b == b'\n') {
+        if is_record(line) {
+            recs.push(line[25..].to_vec());
+        } else if let Some(last) = recs.last_mut() {
+            if !chatter.contains(&line) {
+                last.push(b'\n');
+                last.extend_from_slice(line);
+            }
+        }
+    }
+    recs.into_iter().collect()
+}
+
+/// `tree_paths(root)` plus the root itself as `.`: what list-current-files prints.
+pub fn listing_of_tree(root: &Path) -> BTreeSet<Vec<u8>> {
+    let mut s = tree_paths(root);
+    s.insert(b".".to_vec());
+    s
+}
+
+/// Lowercase hex SHA-1 of a file (via `sha1sum`).
+pub fn sha1_file(p: &Path) -> String {
+    let out = Command::new("sha1sum")
+        .arg(p)
+        .output()
+        .expect("run sha1sum");
+    assert!(out.status.success(), "sha1sum {} failed", p.display());
+    String::from_utf8_lossy(&out.stdout)[..40].to_string()
+}
+
+/// Flip every bit of the byte in the middle of file `p`.
+pub fn flip_middle_byte(p: &Path) {
+    let mut data = fs::read(p).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(p, data).unwrap();
+}
+
+/// Lossy text of a byte string, for messages.
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `std::process::Command` running `dupr` like [`Env::dupr`], but unable to
+/// bypass file permissions even as root: when run as root it goes through
+/// `setpriv` with `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` removed from
+/// the bounding set (so a `chmod 000` file owned by root is unreadable).
+/// Returns None if that cannot be arranged here (root without a working
+/// `setpriv`), after checking that the trick really denies access.
+pub fn dupr_without_dac_override(env: &Env) -> Option<Command> {
+    const DROP: [&str; 3] = [
+        "--bounding-set",
+        "-dac_override,-dac_read_search",
+        "--inh-caps=-all",
+    ];
+    let mut c = if is_root() {
+        // Probe: can a capability-less root read a mode-000 file?
+        let probe = env.path().join(".dac-probe");
+        fs::write(&probe, b"x").unwrap();
+        chmod(&probe, 0o000);
+        let denied = Command::new("setpriv")
+            .args(DROP)
+            .arg("cat")
+            .arg(&probe)
+            .output()
+            .map(|o| o.status.code() == Some(1) && o.stdout.is_empty())
+            .unwrap_or(false);
+        fs::remove_file(&probe).unwrap();
+        if !denied {
+            return None;
+        }
+        let mut c = Command::new("setpriv");
+        c.args(DROP).arg(dupr_bin());
+        c
+    } else {
+        Command::new(dupr_bin())
+    };
+    for v in SCRUBBED_ENV {
+        c.env_remove(v);
+    }
+    c.env("LC_ALL", "C.UTF-8");
+    c.env("XDG_CACHE_HOME", env.cache());
+    c.current_dir(env.path());
+    Some(c)
+}
