@@ -57,6 +57,7 @@ fn init_logging(v: Option<&str>) -> anyhow::Result<()> {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
@@ -116,11 +117,13 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
     } else {
         match &crypto {
             Some(c) => Codec::Gpg(c.clone()),
-            None if writing => return Err(anyhow!(Exit(
+            None if writing => {
+                return Err(anyhow!(Exit(
                 31,
                 "no passphrase: set PASSPHRASE, or pass --no-encryption for an unencrypted backup"
                     .into()
-            ))),
+            )))
+            }
             None => Codec::Gzip,
         }
     };

@@ -443,7 +443,7 @@ fn size_mismatch(size: u64, sig: Option<&[u8]>) -> bool {
     }
     let bl = u32::from_be_bytes([sig[4], sig[5], sig[6], sig[7]]) as u64;
     let strong = u32::from_be_bytes([sig[8], sig[9], sig[10], sig[11]]) as u64;
-    if bl == 0 || (sig.len() as u64 - 12) % (4 + strong) != 0 {
+    if bl == 0 || !(sig.len() as u64 - 12).is_multiple_of(4 + strong) {
         return false;
     }
     let blocks = (sig.len() as u64 - 12) / (4 + strong);
@@ -608,7 +608,7 @@ pub fn run_backup(
                 Some(o) => o.next_present()?,
                 None => None,
             };
-            while let Some(e) = walker.next() {
+            for e in walker.by_ref() {
                 em.stats.source_files += 1;
                 if let Some(c) = &cfg.counters {
                     c.files.fetch_add(1, Ordering::Relaxed);

@@ -274,7 +274,7 @@ impl Write for GpgWriter {
 
 enum Layer {
     Plain(Stored<BufWriter<File>>),
-    Gzip(GzEncoder<Stored<BufWriter<File>>>),
+    Gzip(Box<GzEncoder<Stored<BufWriter<File>>>>),
     Gpg(GpgWriter),
 }
 
@@ -301,7 +301,7 @@ impl Encoder {
         };
         let layer = match codec {
             Codec::Plain => Layer::Plain(stored),
-            Codec::Gzip => Layer::Gzip(GzEncoder::new(stored, Compression::new(6))),
+            Codec::Gzip => Layer::Gzip(Box::new(GzEncoder::new(stored, Compression::new(6)))),
             Codec::Gpg(c) => {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(8);
                 let c = c.clone();

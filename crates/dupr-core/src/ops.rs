@@ -141,7 +141,7 @@ pub fn backup(
         move |_ix: &Index, path: &std::path::Path, _m: &crate::entry::Meta| {
             if !excluded.is_empty() {
                 if let Ok(c) = path.canonicalize() {
-                    if excluded.iter().any(|e| *e == c) {
+                    if excluded.contains(&c) {
                         return Select::Exclude;
                     }
                 }

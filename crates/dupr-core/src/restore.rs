@@ -55,7 +55,16 @@ pub fn load_manifest(
             v
         }
     };
-    Manifest::parse(&text).map_err(bad)
+    let m = Manifest::parse(&text).map_err(bad)?;
+    // Every set has at least one volume; a manifest that lists none (empty
+    // or garbage text) would otherwise look like an empty backup.
+    if m.volumes.is_empty() && !set.volumes.is_empty() {
+        return Err(bad(format!(
+            "it lists no volumes, but the target holds {} volume file(s) of this set",
+            set.volumes.len()
+        )));
+    }
+    Ok(m)
 }
 
 struct VolRef {
@@ -142,7 +151,7 @@ impl<'a> SetStream<'a> {
                 self.tar = Some((tar::Reader::new(r), v.name));
             }
             let (tr, name) = self.tar.as_mut().expect("opened");
-            match tr.next().map_err(|e| Self::corrupt(name, e))? {
+            match tr.next_header().map_err(|e| Self::corrupt(name, e))? {
                 Some(h) => {
                     let en = parse_entry_name(&h.name).map_err(|e| Self::corrupt(name, e))?;
                     return Ok(Some((en, h)));
@@ -234,10 +243,7 @@ pub fn restore(
                 .get(n)
                 .cloned()
                 .ok_or_else(|| Error::MissingVolume {
-                    name: format!(
-                        "volume {n} of the set at {}",
-                        crate::time::to_filename(set.end)
-                    ),
+                    name: format!("{n} of the set at {}", crate::time::to_filename(set.end)),
                 })?;
             let p = naming::parse(&name, prefixes).expect("listed names parse");
             let codec = Codec::for_name(p.encrypted, p.gzipped, opts.crypto.as_ref(), &name)?;
@@ -263,10 +269,7 @@ pub fn restore(
         heads.push(s.head()?);
     }
     let mut found = false;
-    loop {
-        let Some(min) = heads.iter().flatten().map(|h| &h.name.index).min().cloned() else {
-            break;
-        };
+    while let Some(min) = heads.iter().flatten().map(|h| &h.name.index).min().cloned() {
         // All entries for this index, oldest set first.
         let at: Vec<usize> = (0..heads.len())
             .filter(|&i| heads[i].as_ref().is_some_and(|h| h.name.index == min))

@@ -130,7 +130,11 @@ impl<R: Read> SigtarReader<R> {
     }
 
     pub fn next_entry(&mut self) -> Result<Option<SigEntry>> {
-        let Some(h) = self.tar.next().map_err(|e| self.bad(e.to_string()))? else {
+        let Some(h) = self
+            .tar
+            .next_header()
+            .map_err(|e| self.bad(e.to_string()))?
+        else {
             return Ok(None);
         };
         let en = parse_entry_name(&h.name).map_err(|e| self.bad(e))?;
@@ -142,7 +146,7 @@ impl<R: Read> SigtarReader<R> {
                 })?;
                 let sig = if en.role == Role::Signature && self.want_sigs {
                     let mut v = Vec::with_capacity(h.size as usize);
-                    (&mut self.tar)
+                    self.tar
                         .read_to_end(&mut v)
                         .map_err(|e| self.bad(e.to_string()))?;
                     Some(v)

@@ -185,7 +185,7 @@ impl<R: Read> Reader<R> {
     /// Next header, or None at an all-zero block or a clean EOF on a header
     /// boundary (0.8 volumes have no end marker; gpg volumes may carry
     /// top-off filler after it).
-    pub fn next(&mut self) -> io::Result<Option<Header>> {
+    pub fn next_header(&mut self) -> io::Result<Option<Header>> {
         if self.done {
             return Ok(None);
         }
@@ -447,10 +447,10 @@ mod tests {
         pad_block(&mut buf);
         buf.extend_from_slice(&[0u8; 1024]);
         let mut r = Reader::new(&buf[..]);
-        let got = r.next().unwrap().unwrap();
+        let got = r.next_header().unwrap().unwrap();
         let mut d = Vec::new();
         r.read_to_end(&mut d).unwrap();
-        assert!(r.next().unwrap().is_none());
+        assert!(r.next_header().unwrap().is_none());
         (got, d)
     }
 
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn pax_long_binary_and_big_numbers() {
         let mut name = b"snapshot/".to_vec();
-        name.extend(std::iter::repeat(b'x').take(250));
+        name.extend(std::iter::repeat_n(b'x', 250));
         name.push(0xff);
         let h = Header {
             name,
@@ -516,13 +516,13 @@ mod tests {
         buf.extend_from_slice(b"abc");
         pad_block(&mut buf);
         let mut r = Reader::new(&buf[..]);
-        assert!(r.next().unwrap().is_some());
-        assert!(r.next().unwrap().is_none());
+        assert!(r.next_header().unwrap().is_some());
+        assert!(r.next_header().unwrap().is_none());
         let mut r = Reader::new(&buf[..600]);
-        assert!(r.next().unwrap().is_some());
-        assert!(r.next().is_err());
+        assert!(r.next_header().unwrap().is_some());
+        assert!(r.next_header().is_err());
         let mut corrupt = buf.clone();
         corrupt[10] ^= 1;
-        assert!(Reader::new(&corrupt[..]).next().is_err());
+        assert!(Reader::new(&corrupt[..]).next_header().is_err());
     }
 }

@@ -554,17 +554,15 @@ fn entry_diffs(a: &Path, b: &Path, rel: &str, out: &mut Vec<String>) {
                 out.push(format!("{rel}: symlink target {ta:?} vs {tb:?}"));
             }
         }
-        "chardev" | "blockdev" => {
-            if ma.rdev() != mb.rdev() {
-                let (x, y) = (ma.rdev(), mb.rdev());
-                out.push(format!(
-                    "{rel}: device {},{} vs {},{}",
-                    libc::major(x),
-                    libc::minor(x),
-                    libc::major(y),
-                    libc::minor(y)
-                ));
-            }
+        "chardev" | "blockdev" if ma.rdev() != mb.rdev() => {
+            let (x, y) = (ma.rdev(), mb.rdev());
+            out.push(format!(
+                "{rel}: device {},{} vs {},{}",
+                libc::major(x),
+                libc::minor(x),
+                libc::major(y),
+                libc::minor(y)
+            ));
         }
         _ => {}
     }
