@@ -19,6 +19,7 @@ pub mod index;
 pub mod manifest;
 pub mod naming;
 pub mod ops;
+pub mod stream;
 pub mod restore;
 pub mod signature;
 pub mod sigtar;

@@ -68,13 +68,16 @@ impl<'a> Walker<'a> {
             meta,
         };
         if e.meta.kind == Kind::Dir {
+            std::fs::read_dir(root)?;
             w.push_dir(&e);
         }
         w.first = Some(e);
         Ok(w)
     }
 
-    fn push_dir(&mut self, e: &WalkEntry) {
+    /// Open a directory for walking; false (with a warning) if it cannot
+    /// be listed, in which case duplicity leaves it out entirely.
+    fn push_dir(&mut self, e: &WalkEntry) -> bool {
         match std::fs::read_dir(&e.path) {
             Ok(rd) => {
                 let mut names: Vec<OsString> = Vec::new();
@@ -94,17 +97,11 @@ impl<'a> Walker<'a> {
                     names,
                     pos: 0,
                 });
+                true
             }
             Err(err) => {
                 self.warn(&e.path, &err);
-                // Still emitted, as an empty directory; the frame keeps
-                // pending bookkeeping consistent.
-                self.stack.push(Frame {
-                    index: e.index.clone(),
-                    path: e.path.clone(),
-                    names: Vec::new(),
-                    pos: 0,
-                });
+                false
             }
         }
     }
@@ -172,7 +169,9 @@ impl Iterator for Walker<'_> {
             }
             let e = WalkEntry { index, path, meta };
             if e.meta.kind == Kind::Dir {
-                self.push_dir(&e);
+                if !self.push_dir(&e) {
+                    continue;
+                }
                 if sel == Select::Scan {
                     self.pending.push(e);
                     continue;
