@@ -180,6 +180,8 @@ fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 const CHUNK: usize = 65536;
+/// Bytes of a changed file diffed at a time.
+const DIFF_WINDOW: usize = 8 << 20;
 
 /// What kind of set to write.
 pub enum Plan {
@@ -330,7 +332,7 @@ impl Emitter<'_> {
         let Ok(sig) = fast_rsync::Signature::deserialize(old_sig) else {
             return self.snapshot(e);
         };
-        let f = match File::open(&e.path) {
+        let mut f = match File::open(&e.path) {
             Ok(f) => f,
             Err(err) => {
                 self.unreadable(e, &err);
@@ -338,23 +340,37 @@ impl Emitter<'_> {
             }
         };
         let len = f.metadata().ctx(&e.path)?.len();
-        // Deltas need random access to the new data: map it.
-        let map = if len > 0 {
-            Some(unsafe { memmap2::Mmap::map(&f) }.ctx(&e.path)?)
-        } else {
-            None
-        };
-        let data: &[u8] = map.as_deref().unwrap_or(&[]);
-        let mut newsig = SigBuilder::new(block_len(data.len() as u64, self.cfg.max_blocksize));
-        newsig.update(data);
+        let mut newsig = SigBuilder::new(block_len(len, self.cfg.max_blocksize));
         self.delta_tmp.set_len(0).ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
+        let index = sig.index();
+        let mut total = 0u64;
         {
+            // The new file is diffed in windows so memory stays constant;
+            // a match straddling two windows becomes a short literal.
+            // Each window's delta is concatenated without its magic and END.
             let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
-            if fast_rsync::diff(&sig.index(), data, &mut w).is_err() {
-                drop(w);
-                return self.snapshot(e);
+            w.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes()).ctx(&e.path)?;
+            let mut window = vec![0u8; DIFF_WINDOW];
+            let mut d = Vec::with_capacity(DIFF_WINDOW / 8);
+            loop {
+                let n = read_full(&mut f, &mut window).ctx(&e.path)?;
+                if n == 0 {
+                    break;
+                }
+                newsig.update(&window[..n]);
+                d.clear();
+                if fast_rsync::diff(&index, &window[..n], &mut d).is_err() || d.len() < 5 {
+                    drop(w);
+                    return self.snapshot(e);
+                }
+                w.write_all(&d[4..d.len() - 1]).ctx(&e.path)?;
+                total += n as u64;
+                if n < window.len() {
+                    break;
+                }
             }
+            w.write_all(&[0]).ctx(&e.path)?;
             w.flush().ctx(&e.path)?;
         }
         let dlen = self.delta_tmp.stream_position().ctx(&e.path)?;
@@ -364,7 +380,7 @@ impl Emitter<'_> {
         self.chunks(e, Role::Diff, &mut r, None)?;
         self.sigtar
             .add_signature(&e.index, &e.meta, &newsig.finish())?;
-        self.stats.source_file_size += data.len() as u64;
+        self.stats.source_file_size += total;
         self.stats.delta_entries += 1;
         self.stats.raw_delta_size += dlen;
         Ok(true)

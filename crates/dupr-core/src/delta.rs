@@ -16,8 +16,56 @@ fn read_be<R: Read>(r: &mut R, width: usize) -> io::Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// Random access to the basis file of a delta.
+pub trait Basis {
+    fn len(&self) -> u64;
+    /// Copy `len` bytes at `start` to `out`.
+    fn copy_to(&self, start: u64, len: u64, out: &mut dyn Write) -> io::Result<()>;
+}
+
+impl Basis for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn copy_to(&self, start: u64, len: u64, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&self[start as usize..(start + len) as usize])
+    }
+}
+
+/// A file read with positioned reads: constant memory, unlike a mapping,
+/// whose pages would count against the process however large the file.
+pub struct FileBasis {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl FileBasis {
+    pub fn new(file: std::fs::File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(FileBasis { file, len })
+    }
+}
+
+impl Basis for FileBasis {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn copy_to(&self, mut start: u64, mut len: u64, out: &mut dyn Write) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        while len > 0 {
+            let n = len.min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], start)?;
+            out.write_all(&buf[..n])?;
+            start += n as u64;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+}
+
 /// Apply `delta` to `base`, writing the new file to `out`; returns its length.
-pub fn apply<R: Read, W: Write>(base: &[u8], mut delta: R, out: &mut W) -> io::Result<u64> {
+pub fn apply<B: Basis + ?Sized, R: Read, W: Write>(base: &B, mut delta: R, out: &mut W) -> io::Result<u64> {
     if read_be(&mut delta, 4)? as u32 != DELTA_MAGIC {
         return Err(bad("wrong magic"));
     }
@@ -45,10 +93,10 @@ pub fn apply<R: Read, W: Write>(base: &[u8], mut delta: R, out: &mut W) -> io::R
                 let start = read_be(&mut delta, widths[k / 4])?;
                 let len = read_be(&mut delta, widths[k % 4])?;
                 let end = start.checked_add(len).ok_or_else(|| bad("copy overflow"))?;
-                if end > base.len() as u64 {
+                if end > base.len() {
                     return Err(bad("copy beyond the end of the basis file"));
                 }
-                out.write_all(&base[start as usize..end as usize])?;
+                base.copy_to(start, len, out)?;
                 written += len;
             }
             _ => return Err(bad("reserved command")),
@@ -91,7 +139,7 @@ mod tests {
         let mut d = Vec::new();
         fast_rsync::diff(&sig.index(), &new, &mut d).unwrap();
         let mut out = Vec::new();
-        assert_eq!(apply(&base, &d[..], &mut out).unwrap(), new.len() as u64);
+        assert_eq!(apply(&base[..], &d[..], &mut out).unwrap(), new.len() as u64);
         assert_eq!(out, new);
     }
 
@@ -99,12 +147,12 @@ mod tests {
     fn observed_commands_and_errors() {
         let d = [0x72, 0x73, 0x02, 0x36, 0x45, 0, 3, 0];
         let mut out = Vec::new();
-        apply(b"abcdef", &d[..], &mut out).unwrap();
+        apply(&b"abcdef"[..], &d[..], &mut out).unwrap();
         assert_eq!(out, b"abc");
         let d = [0x72, 0x73, 0x02, 0x36, 0x45, 4, 9, 0];
-        assert!(apply(b"abcdef", &d[..], &mut Vec::new()).is_err());
-        assert!(apply(b"", &[0u8, 0, 0, 0][..], &mut Vec::new()).is_err());
+        assert!(apply(&b"abcdef"[..], &d[..], &mut Vec::new()).is_err());
+        assert!(apply(&b""[..], &[0u8, 0, 0, 0][..], &mut Vec::new()).is_err());
         let d = [0x72, 0x73, 0x02, 0x36, 0x02, b'h'];
-        assert!(apply(b"", &d[..], &mut Vec::new()).is_err());
+        assert!(apply(&b""[..], &d[..], &mut Vec::new()).is_err());
     }
 }

@@ -382,16 +382,10 @@ fn apply_delta(
         .as_file_mut()
         .seek(SeekFrom::Start(0))
         .ctx(delta.path())?;
-    let len = basis.as_file().metadata().ctx(basis.path())?.len();
-    // An empty file cannot be mapped; patch against an empty slice instead.
-    let map = if len > 0 {
-        Some(unsafe { memmap2::Mmap::map(basis.as_file()) }.ctx(basis.path())?)
-    } else {
-        None
-    };
-    let base: &[u8] = map.as_deref().unwrap_or(&[]);
+    let base = crate::delta::FileBasis::new(basis.as_file().try_clone().ctx(basis.path())?)
+        .ctx(basis.path())?;
     let mut bw = io::BufWriter::with_capacity(1 << 20, SparseWriter::new(out.as_file_mut()));
-    let r = crate::delta::apply(base, io::BufReader::new(delta.as_file_mut()), &mut bw);
+    let r = crate::delta::apply(&base, io::BufReader::new(delta.as_file_mut()), &mut bw);
     match r {
         Ok(_) => {
             let sw = bw
