@@ -350,7 +350,8 @@ impl Emitter<'_> {
             // a match straddling two windows becomes a short literal.
             // Each window's delta is concatenated without its magic and END.
             let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
-            w.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes()).ctx(&e.path)?;
+            w.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes())
+                .ctx(&e.path)?;
             let mut window = vec![0u8; DIFF_WINDOW];
             let mut d = Vec::with_capacity(DIFF_WINDOW / 8);
             loop {

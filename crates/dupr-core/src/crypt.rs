@@ -10,30 +10,73 @@
 //! per run and shared by every file of the run, so the deliberately slow
 //! S2K is paid once rather than per volume.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use pgp::composed::{DecryptionOptions, Esk};
+use pgp::composed::{DecryptionOptions, Esk, SignedPublicKey, SignedSecretKey};
 use pgp::composed::{Message, MessageBuilder, PlainSessionKey, RawSessionKey, TheRing};
 use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::public_key::PublicKeyAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::ser::Serialize;
-use pgp::types::{CompressionAlgorithm, Password, Seipdv1ReadMode, StringToKey};
+use pgp::types::{
+    CompressionAlgorithm, KeyDetails, KeyId, Password, Seipdv1ReadMode, StringToKey, VerifyingKey,
+};
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, IoContext, Result};
+use crate::keys::{self, EncryptionKey, KeyRole, Keyring, SignKey};
 
-/// Symmetric OpenPGP settings of one run.
-pub struct Crypto {
-    passphrase: Zeroizing<Vec<u8>>,
+/// Public-key settings of a run, as named on the command line.
+#[derive(Default)]
+pub struct PublicKeyOptions {
+    /// `--encrypt-key` (and `--encrypt-sign-key`) ids.
+    pub encrypt: Vec<String>,
+    /// `--hidden-encrypt-key` ids.
+    pub hidden: Vec<String>,
+    /// `--sign-key` (or `--encrypt-sign-key`) id.
+    pub sign: Option<String>,
+    /// Exported key files whose keys are all recipients (a secret key file
+    /// also decrypts).
+    pub encrypt_files: Vec<PathBuf>,
+    /// Exported key file holding the sign key (secret for signing, public
+    /// is enough for verifying).
+    pub sign_file: Option<PathBuf>,
+    /// `PASSPHRASE`: the secret keys' passphrase (and the symmetric one).
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// `SIGN_PASSPHRASE`.
+    pub sign_passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// The GnuPG home to search (default: `GNUPGHOME` or `~/.gnupg`).
+    pub gnupg_home: Option<PathBuf>,
+    /// New encrypted files will be written (a backup): the sign key's secret
+    /// is needed now. Otherwise the recipients' secret keys are.
+    pub writing: bool,
+    pub compress: bool,
+}
+
+impl PublicKeyOptions {
+    /// Whether any public-key option is set.
+    pub fn any(&self) -> bool {
+        !self.encrypt.is_empty()
+            || !self.hidden.is_empty()
+            || self.sign.is_some()
+            || !self.encrypt_files.is_empty()
+            || self.sign_file.is_some()
+    }
+}
+
+/// The OpenPGP settings of one run, shared by every file.
+struct Shared {
+    /// `PASSPHRASE`: symmetric encryption, and the secret keys' passphrase.
+    passphrase: Option<Zeroizing<Vec<u8>>>,
     s2k: StringToKey,
     sym_alg: SymmetricKeyAlgorithm,
     /// Derived on first use: reading unencrypted archives never pays the S2K.
@@ -41,6 +84,25 @@ pub struct Crypto {
     compression: Option<CompressionAlgorithm>,
     /// Session keys derived while decrypting, by serialized SKESK.
     derived: Mutex<HashMap<Vec<u8>, PlainSessionKey>>,
+    /// Public-key encryption when not empty: (key, hidden recipient).
+    recipients: Vec<(EncryptionKey, bool)>,
+    /// Sign every written file with this (unlocked) key.
+    signer: Option<SignKey>,
+    /// Difftar volumes read must carry a good signature by this key.
+    verifier: Option<(String, SignedPublicKey)>,
+    /// Where secret keys are looked up; loaded on first need when `None`.
+    keyring: Mutex<Option<Keyring>>,
+    /// Unlocked secret keys for decryption.
+    secrets: Mutex<Vec<Arc<SignedSecretKey>>>,
+    /// Primary fingerprints whose secret key was already sought.
+    tried: Mutex<HashSet<Vec<u8>>>,
+}
+
+/// OpenPGP settings of a run; a handle made by [`Codec::for_name`] also
+/// knows which stored file it reads.
+pub struct Crypto {
+    shared: Arc<Shared>,
+    file: Option<String>,
 }
 
 impl fmt::Debug for Crypto {
@@ -53,25 +115,192 @@ impl Crypto {
     /// Derive this run's key from `passphrase` (iterated + salted SHA-256,
     /// the maximum count gpg uses, AES-256).
     pub fn symmetric(passphrase: Zeroizing<Vec<u8>>, compress: bool) -> Result<Arc<Crypto>> {
-        let s2k = StringToKey::new_iterated(rand::thread_rng(), HashAlgorithm::Sha256, 255);
-        let sym_alg = SymmetricKeyAlgorithm::AES256;
         Ok(Arc::new(Crypto {
+            shared: Arc::new(Shared::new(Some(passphrase), compress)),
+            file: None,
+        }))
+    }
+
+    /// Public-key encryption and/or signing (duplicity's `--encrypt-key`,
+    /// `--hidden-encrypt-key`, `--sign-key`). Keys are looked up now: an
+    /// unknown key, a missing secret key or a wrong passphrase fails here,
+    /// before anything is read or written.
+    pub fn public(opts: PublicKeyOptions) -> Result<Arc<Crypto>> {
+        let mut ring = Keyring::new();
+        let mut recipients: Vec<(SignedPublicKey, bool)> = Vec::new();
+        let add = |k: SignedPublicKey, hidden: bool, list: &mut Vec<(SignedPublicKey, bool)>| {
+            let fpr = k.primary_key.fingerprint();
+            match list
+                .iter_mut()
+                .find(|(r, _)| r.primary_key.fingerprint() == fpr)
+            {
+                Some(r) => r.1 &= hidden,
+                None => list.push((k, hidden)),
+            }
+        };
+        for f in &opts.encrypt_files {
+            for k in ring.add_file(f)? {
+                if keys::encryption_key(&k).is_none() {
+                    return Err(Error::BadKey {
+                        role: KeyRole::Encrypt,
+                        id: f.display().to_string(),
+                        reason: format!(
+                            "key {} has no valid encryption (sub)key",
+                            keys::fingerprint_hex(&k)
+                        ),
+                    });
+                }
+                add(k, false, &mut recipients);
+            }
+        }
+        let sign_file_key = match &opts.sign_file {
+            Some(f) => ring.add_file(f)?.into_iter().next(),
+            None => None,
+        };
+        ring.add_gnupg_home(&opts.gnupg_home.clone().unwrap_or_else(keys::gnupg_home))?;
+        for id in &opts.encrypt {
+            add(ring.lookup(id, KeyRole::Encrypt)?, false, &mut recipients);
+        }
+        for id in &opts.hidden {
+            add(
+                ring.lookup(id, KeyRole::HiddenEncrypt)?,
+                true,
+                &mut recipients,
+            );
+        }
+        let sign_key = match (&opts.sign, sign_file_key) {
+            (Some(id), _) => Some((id.clone(), ring.lookup(id, KeyRole::Sign)?)),
+            (None, Some(k)) => Some((keys::fingerprint_hex(&k), k)),
+            (None, None) => None,
+        };
+        let sign_is_recipient = sign_key.as_ref().is_some_and(|(_, s)| {
+            recipients
+                .iter()
+                .any(|(r, _)| r.primary_key.fingerprint() == s.primary_key.fingerprint())
+        });
+        // One passphrase stands in for the other when the sign key is also
+        // a recipient (duplicity's rule); with symmetric encryption gpg gets
+        // only one passphrase, so PASSPHRASE signs too.
+        let pass = match (&opts.passphrase, &opts.sign_passphrase) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(sp)) if sign_is_recipient => Some(sp.clone()),
+            _ => None,
+        };
+        let sign_pass = match (&opts.sign_passphrase, &opts.passphrase) {
+            (Some(sp), _) => Some(sp.clone()),
+            (None, Some(p)) if sign_is_recipient || recipients.is_empty() => Some(p.clone()),
+            _ => None,
+        };
+        if recipients.is_empty() && pass.is_none() && opts.writing {
+            return Err(Error::Crypto(
+                "no passphrase for symmetric encryption: set PASSPHRASE, or name a recipient with --encrypt-key".into(),
+            ));
+        }
+        let mut shared = Shared::new(pass, opts.compress);
+        for (k, hidden) in &recipients {
+            let enc = keys::encryption_key(k).ok_or_else(|| Error::BadKey {
+                role: if *hidden {
+                    KeyRole::HiddenEncrypt
+                } else {
+                    KeyRole::Encrypt
+                },
+                id: keys::fingerprint_hex(k),
+                reason: "no valid encryption (sub)key".into(),
+            })?;
+            shared.recipients.push((enc, *hidden));
+        }
+        if let Some((id, pk)) = &sign_key {
+            if opts.writing {
+                let sec = ring
+                    .secret_for(pk, sign_pass.as_ref().map(|p| p.as_slice()))?
+                    .ok_or_else(|| Error::BadKey {
+                        role: KeyRole::Sign,
+                        id: id.clone(),
+                        reason: format!(
+                            "no secret key for {} in {}",
+                            keys::fingerprint_hex(pk),
+                            ring.searched()
+                        ),
+                    })?;
+                shared.signer = Some(keys::signing_key(&sec).ok_or_else(|| Error::BadKey {
+                    role: KeyRole::Sign,
+                    id: id.clone(),
+                    reason: "no usable signing (sub)key with its secret".into(),
+                })?);
+            }
+            shared.verifier = Some((id.clone(), pk.clone()));
+        }
+        if !opts.writing {
+            // Unlock the recipients' secret keys now, so a wrong passphrase
+            // stops the run before anything is written. A recipient without
+            // a secret key here is fine as long as another one decrypts.
+            let mut wrong = false;
+            for (k, _) in &recipients {
+                shared
+                    .tried
+                    .get_mut()
+                    .expect("fresh")
+                    .insert(k.primary_key.fingerprint().as_bytes().to_vec());
+                match ring.secret_for(k, shared.passphrase.as_ref().map(|p| p.as_slice())) {
+                    Ok(Some(s)) => shared.secrets.get_mut().expect("fresh").push(Arc::new(s)),
+                    Ok(None) => {}
+                    Err(Error::WrongPassphrase) => wrong = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if wrong && shared.secrets.get_mut().expect("fresh").is_empty() {
+                return Err(Error::WrongPassphrase);
+            }
+        }
+        *shared.keyring.get_mut().expect("fresh") = Some(ring);
+        Ok(Arc::new(Crypto {
+            shared: Arc::new(shared),
+            file: None,
+        }))
+    }
+
+    /// A handle for reading the stored file `name`.
+    fn for_file(&self, name: &str) -> Crypto {
+        Crypto {
+            shared: self.shared.clone(),
+            file: Some(name.to_string()),
+        }
+    }
+
+    /// Whether written files are encrypted to public keys.
+    pub fn is_public_key(&self) -> bool {
+        !self.shared.recipients.is_empty()
+    }
+}
+
+impl Shared {
+    fn new(passphrase: Option<Zeroizing<Vec<u8>>>, compress: bool) -> Shared {
+        Shared {
             passphrase,
-            s2k,
-            sym_alg,
+            s2k: StringToKey::new_iterated(rand::thread_rng(), HashAlgorithm::Sha256, 255),
+            sym_alg: SymmetricKeyAlgorithm::AES256,
             key: std::sync::OnceLock::new(),
             compression: compress.then_some(CompressionAlgorithm::ZLIB),
             derived: Mutex::new(HashMap::new()),
-        }))
+            recipients: Vec::new(),
+            signer: None,
+            verifier: None,
+            keyring: Mutex::new(None),
+            secrets: Mutex::new(Vec::new()),
+            tried: Mutex::new(HashSet::new()),
+        }
     }
 
     fn key(&self) -> Result<RawSessionKey> {
         if let Some(k) = self.key.get() {
             return Ok(k.clone());
         }
+        let pass = self.passphrase.as_ref().ok_or_else(|| {
+            Error::Crypto("no passphrase for symmetric encryption: set PASSPHRASE".into())
+        })?;
         let k = self
             .s2k
-            .derive_key(&self.passphrase, self.sym_alg.key_size())
+            .derive_key(pass, self.sym_alg.key_size())
             .map_err(|e| Error::Crypto(format!("key derivation failed: {e}")))?;
         Ok(self.key.get_or_init(|| k).clone())
     }
@@ -88,6 +317,9 @@ impl Crypto {
     /// A session key for an SKESK: ours without derivation, others derived
     /// once and remembered (gpg salts each file differently).
     fn session_key_for(&self, esk: &[Esk]) -> Result<Option<PlainSessionKey>> {
+        let Some(passphrase) = &self.passphrase else {
+            return Ok(None);
+        };
         for e in esk {
             let Esk::SymKeyEncryptedSessionKey(k) = e else {
                 continue;
@@ -107,7 +339,7 @@ impl Crypto {
                     key: self.key()?,
                 }
             } else {
-                let pw = Password::from(self.passphrase.as_slice());
+                let pw = Password::from(passphrase.as_slice());
                 match pgp::composed::decrypt_session_key_with_password(k, &pw) {
                     Ok(sk) => sk,
                     Err(_) => continue,
@@ -120,6 +352,96 @@ impl Crypto {
             return Ok(Some(sk));
         }
         Ok(None)
+    }
+
+    /// Unlocked secret keys for the PKESK recipients `ids` (a wildcard id
+    /// matches every key we hold). Missing ones are looked up in the keyring
+    /// (the GnuPG home by default) once.
+    fn secrets_for(&self, ids: &[KeyId]) -> Result<Vec<Arc<SignedSecretKey>>> {
+        let holds = |s: &SignedSecretKey, id: &KeyId| {
+            id.is_wildcard()
+                || s.primary_key.legacy_key_id() == *id
+                || s.secret_subkeys
+                    .iter()
+                    .any(|k| k.key.legacy_key_id() == *id)
+        };
+        let find = |v: &[Arc<SignedSecretKey>]| -> Vec<Arc<SignedSecretKey>> {
+            v.iter()
+                .filter(|s| ids.iter().any(|id| holds(s, id)))
+                .cloned()
+                .collect()
+        };
+        let found = find(&self.secrets.lock().expect("poisoned"));
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let mut ring = self.keyring.lock().expect("poisoned");
+        if ring.is_none() {
+            let mut r = Keyring::new();
+            r.add_gnupg_home(&keys::gnupg_home())?;
+            *ring = Some(r);
+        }
+        let ring = ring.as_ref().expect("loaded");
+        for id in ids.iter().filter(|id| !id.is_wildcard()) {
+            let Some(pk) = ring.find_id(id) else { continue };
+            let fpr = pk.primary_key.fingerprint().as_bytes().to_vec();
+            if !self.tried.lock().expect("poisoned").insert(fpr) {
+                continue;
+            }
+            let pass = self.passphrase.as_ref().map(|p| p.as_slice());
+            match ring.secret_for(pk, pass) {
+                Ok(Some(s)) => self.secrets.lock().expect("poisoned").push(Arc::new(s)),
+                Ok(None) => {}
+                Err(Error::WrongPassphrase) if pass.is_none() => {
+                    return Err(Error::Crypto(format!(
+                        "the secret key {} is protected by a passphrase: set PASSPHRASE",
+                        keys::fingerprint_hex(pk)
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let found = find(&self.secrets.lock().expect("poisoned"));
+        if found.is_empty() {
+            let named: Vec<String> = ids
+                .iter()
+                .map(|id| {
+                    if id.is_wildcard() {
+                        "an anonymous recipient (hidden key id; name the key with --hidden-encrypt-key, --encrypt-key or --encrypt-key-file)".to_string()
+                    } else {
+                        keys::key_id_hex(id)
+                    }
+                })
+                .collect();
+            return Err(Error::Crypto(format!(
+                "encrypted to {}, but no secret key for {} was found in {}",
+                named.join(", "),
+                if ids.len() > 1 { "them" } else { "it" },
+                ring.searched()
+            )));
+        }
+        Ok(found)
+    }
+}
+
+/// Whether a stored file name is a difftar volume (long or short form).
+fn is_volume_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    parts.any(|p| p == "difftar") || {
+        let parts: Vec<&str> = name.split('.').collect();
+        parts.contains(&"dt") && parts.iter().any(|p| p.ends_with("df") || p.ends_with("di"))
+    }
+}
+
+/// The signature failure carried by an I/O error from reading a volume
+/// (see [`decoder`]), if that is what it is.
+pub fn signature_failure(e: &io::Error) -> Option<Error> {
+    match e.get_ref()?.downcast_ref::<Error>()? {
+        Error::VolumeSignature { name, reason } => Some(Error::VolumeSignature {
+            name: name.clone(),
+            reason: reason.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -160,11 +482,13 @@ impl Codec {
         name: &str,
     ) -> Result<Codec> {
         match (encrypted, gzipped) {
-            (true, _) => crypto.map(|c| Codec::Gpg(c.clone())).ok_or_else(|| {
-                Error::Crypto(format!(
-                    "{name} is encrypted: set PASSPHRASE (or drop --no-encryption)"
-                ))
-            }),
+            (true, _) => crypto
+                .map(|c| Codec::Gpg(Arc::new(c.for_file(name))))
+                .ok_or_else(|| {
+                    Error::Crypto(format!(
+                        "{name} is encrypted: set PASSPHRASE (or drop --no-encryption)"
+                    ))
+                }),
             (false, true) => Ok(Codec::Gzip),
             (false, false) => Ok(Codec::Plain),
         }
@@ -304,24 +628,61 @@ impl Encoder {
             Codec::Gzip => Layer::Gzip(Box::new(GzEncoder::new(stored, Compression::new(6)))),
             Codec::Gpg(c) => {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(8);
-                let c = c.clone();
-                let key = c.key().map_err(io::Error::other)?;
+                let sh = c.shared.clone();
+                let key = if sh.recipients.is_empty() {
+                    Some(sh.key().map_err(io::Error::other)?)
+                } else {
+                    None
+                };
                 let thread = std::thread::spawn(move || -> io::Result<(File, String)> {
                     let mut out = stored;
-                    out.write_all(&c.skesk())?;
                     let reader = ChannelReader {
                         rx,
                         cur: Vec::new(),
                         pos: 0,
                     };
-                    let mut b = MessageBuilder::from_reader("", reader)
-                        .seipd_v1(rand::thread_rng(), c.sym_alg);
-                    b.set_session_key(key).map_err(io::Error::other)?;
-                    if let Some(alg) = c.compression {
+                    let mut rng = rand::thread_rng();
+                    let mut b =
+                        MessageBuilder::from_reader("", reader).seipd_v1(&mut rng, sh.sym_alg);
+                    match key {
+                        Some(key) => {
+                            out.write_all(&sh.skesk())?;
+                            b.set_session_key(key).map_err(io::Error::other)?;
+                        }
+                        None => {
+                            for (k, hidden) in &sh.recipients {
+                                let r = match (k, hidden) {
+                                    (EncryptionKey::Primary(k), false) => {
+                                        b.encrypt_to_key(&mut rng, k)
+                                    }
+                                    (EncryptionKey::Subkey(k), false) => {
+                                        b.encrypt_to_key(&mut rng, k)
+                                    }
+                                    (EncryptionKey::Primary(k), true) => {
+                                        b.encrypt_to_key_anonymous(&mut rng, k)
+                                    }
+                                    (EncryptionKey::Subkey(k), true) => {
+                                        b.encrypt_to_key_anonymous(&mut rng, k)
+                                    }
+                                };
+                                r.map_err(io::Error::other)?;
+                            }
+                        }
+                    }
+                    if let Some(alg) = sh.compression {
                         b.compression(alg);
                     }
-                    b.to_writer(rand::thread_rng(), &mut out)
-                        .map_err(io::Error::other)?;
+                    if let Some(s) = &sh.signer {
+                        // SHA-512 as gpg uses; (EC)DSA keys get their own size.
+                        let hash = match s.algorithm() {
+                            PublicKeyAlgorithm::ECDSA | PublicKeyAlgorithm::DSA => {
+                                s.as_signer().hash_alg()
+                            }
+                            _ => HashAlgorithm::Sha512,
+                        };
+                        b.sign(s.as_signer(), Password::empty(), hash);
+                    }
+                    b.to_writer(&mut rng, &mut out).map_err(io::Error::other)?;
                     let (w, sha) = out.finish()?;
                     let f = w.into_inner().map_err(|e| e.into_error())?;
                     Ok((f, sha))
@@ -386,7 +747,7 @@ pub fn decoder<R: Read + Send + 'static>(r: R, codec: &Codec) -> Result<Box<dyn 
     Ok(match codec {
         Codec::Plain => Box::new(r),
         Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Codec::Gpg(c) => Box::new(open_pgp(r, c)?),
+        Codec::Gpg(c) => open_pgp(r, c)?,
     })
 }
 
@@ -410,37 +771,160 @@ impl<R: io::BufRead> io::BufRead for DebugReader<R> {
     }
 }
 
-fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Message<'static>> {
-    let bad = |e: pgp::errors::Error| Error::Crypto(format!("not a readable OpenPGP message: {e}"));
+fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn Read + Send>> {
+    let sh = &c.shared;
+    let what = c.file.as_deref().unwrap_or("file");
+    let bad = |e: pgp::errors::Error| {
+        Error::Crypto(format!("{what}: not a readable OpenPGP message: {e}"))
+    };
     let msg = Message::from_bytes(DebugReader(r)).map_err(bad)?;
     let Message::Encrypted { esk, .. } = &msg else {
-        return Err(Error::Crypto("file is not encrypted as expected".into()));
+        return Err(Error::Crypto(format!(
+            "{what} is not encrypted as expected"
+        )));
     };
-    if !esk
+    let has_skesk = esk
         .iter()
-        .any(|e| matches!(e, Esk::SymKeyEncryptedSessionKey(_)))
-    {
-        return Err(Error::Crypto(
-            "file is encrypted to a public key, not with a passphrase".into(),
-        ));
-    }
-    let sk = c.session_key_for(esk)?.ok_or(Error::WrongPassphrase)?;
-    let ring = TheRing {
-        session_keys: vec![sk],
-        decrypt_options: DecryptionOptions::new()
-            .set_seipdv1_read_mode(Seipdv1ReadMode::Streaming)
-            .enable_gnupg_aead(),
-        ..Default::default()
+        .any(|e| matches!(e, Esk::SymKeyEncryptedSessionKey(_)));
+    let pkesk_ids: Vec<KeyId> = esk
+        .iter()
+        .filter_map(|e| match e {
+            Esk::PublicKeyEncryptedSessionKey(p) => p.id().ok().cloned(),
+            _ => None,
+        })
+        .collect();
+    let options = DecryptionOptions::new()
+        .set_seipdv1_read_mode(Seipdv1ReadMode::Streaming)
+        .enable_gnupg_aead();
+    let sk = if has_skesk {
+        sh.session_key_for(esk)?
+    } else {
+        None
     };
-    let (msg, _) = msg
-        .decrypt_the_ring(ring, true)
-        .map_err(|_| Error::WrongPassphrase)?;
+    let msg = match sk {
+        Some(sk) => {
+            let ring = TheRing {
+                session_keys: vec![sk],
+                decrypt_options: options,
+                ..Default::default()
+            };
+            msg.decrypt_the_ring(ring, true)
+                .map_err(|_| Error::WrongPassphrase)?
+                .0
+        }
+        None if !pkesk_ids.is_empty() => {
+            let secrets = sh.secrets_for(&pkesk_ids).map_err(|e| match e {
+                Error::Crypto(m) => Error::Crypto(format!("{what} is {m}")),
+                e => e,
+            })?;
+            let ring = TheRing {
+                secret_keys: secrets.iter().map(|s| s.as_ref()).collect(),
+                decrypt_options: options,
+                ..Default::default()
+            };
+            msg.decrypt_the_ring(ring, true)
+                .map_err(|e| {
+                    Error::Crypto(format!(
+                        "{what}: cannot decrypt the session key with the secret key(s) {}: {e}",
+                        secrets
+                            .iter()
+                            .map(|s| keys::fingerprint_hex(&s.to_public_key()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?
+                .0
+        }
+        None if has_skesk && sh.passphrase.is_none() => {
+            return Err(Error::Crypto(format!(
+                "{what} is encrypted with a passphrase: set PASSPHRASE"
+            )))
+        }
+        None if has_skesk => return Err(Error::WrongPassphrase),
+        None => {
+            return Err(Error::Crypto(format!(
+                "{what} has no encrypted session key"
+            )))
+        }
+    };
     let msg = if msg.is_compressed() {
         msg.decompress().map_err(bad)?
     } else {
         msg
     };
-    Ok(msg)
+    match (&sh.verifier, &c.file) {
+        (Some((id, key)), Some(name)) if is_volume_name(name) => Ok(Box::new(Verified {
+            msg,
+            key: key.clone(),
+            id: id.clone(),
+            name: name.clone(),
+            done: false,
+        })),
+        _ => Ok(Box::new(msg)),
+    }
+}
+
+/// A signed message whose signature is checked when its end is read.
+struct Verified {
+    msg: Message<'static>,
+    key: SignedPublicKey,
+    id: String,
+    name: String,
+    done: bool,
+}
+
+impl Verified {
+    fn check(&self) -> Result<()> {
+        let fail = |reason: String| Error::VolumeSignature {
+            name: self.name.clone(),
+            reason,
+        };
+        let Message::Signed { reader, .. } = &self.msg else {
+            return Err(fail(format!(
+                "it is not signed (expected a signature by key {})",
+                self.id
+            )));
+        };
+        let mut keys: Vec<&dyn VerifyingKey> = vec![&self.key.primary_key];
+        keys.extend(
+            self.key
+                .public_subkeys
+                .iter()
+                .map(|s| &s.key as &dyn VerifyingKey),
+        );
+        for i in 0..reader.num_signatures() {
+            if keys
+                .iter()
+                .any(|k| self.msg.verify_nested_explicit(i, *k).is_ok())
+            {
+                return Ok(());
+            }
+        }
+        let issuers: Vec<String> = (0..reader.num_signatures())
+            .filter_map(|i| reader.signature(i))
+            .flat_map(|s| s.issuer_key_id().into_iter().map(keys::key_id_hex))
+            .collect();
+        Err(fail(if issuers.is_empty() {
+            format!("no good signature by key {}", self.id)
+        } else {
+            format!(
+                "signed by key {}, not by {} (or the signature is bad)",
+                issuers.join(", "),
+                self.id
+            )
+        }))
+    }
+}
+
+impl Read for Verified {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.msg.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done {
+            self.done = true;
+            self.check().map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
 }
 
 /// SHA-1 of a file, hex.

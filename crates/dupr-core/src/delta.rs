@@ -65,7 +65,11 @@ impl Basis for FileBasis {
 }
 
 /// Apply `delta` to `base`, writing the new file to `out`; returns its length.
-pub fn apply<B: Basis + ?Sized, R: Read, W: Write>(base: &B, mut delta: R, out: &mut W) -> io::Result<u64> {
+pub fn apply<B: Basis + ?Sized, R: Read, W: Write>(
+    base: &B,
+    mut delta: R,
+    out: &mut W,
+) -> io::Result<u64> {
     if read_be(&mut delta, 4)? as u32 != DELTA_MAGIC {
         return Err(bad("wrong magic"));
     }
@@ -139,7 +143,10 @@ mod tests {
         let mut d = Vec::new();
         fast_rsync::diff(&sig.index(), &new, &mut d).unwrap();
         let mut out = Vec::new();
-        assert_eq!(apply(&base[..], &d[..], &mut out).unwrap(), new.len() as u64);
+        assert_eq!(
+            apply(&base[..], &d[..], &mut out).unwrap(),
+            new.len() as u64
+        );
         assert_eq!(out, new);
     }
 

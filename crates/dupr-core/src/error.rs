@@ -51,6 +51,14 @@ pub enum Error {
     WrongPassphrase,
     #[error("encryption: {0}")]
     Crypto(String),
+    #[error("bad {role} key {id:?}: {reason}")]
+    BadKey {
+        role: crate::keys::KeyRole,
+        id: String,
+        reason: String,
+    },
+    #[error("volume {name} failed signature verification: {reason}")]
+    VolumeSignature { name: String, reason: String },
     #[error("backend {url}: {reason}")]
     Backend { url: String, reason: String },
 }
@@ -81,6 +89,8 @@ impl Error {
             Error::HostMismatch { .. } => 3,
             Error::SourceMismatch { .. } => 42,
             Error::WrongPassphrase | Error::Crypto(_) => 31,
+            Error::BadKey { role, .. } => role.exit_code(),
+            Error::VolumeSignature { .. } => 22,
             Error::Backend { .. } => 50,
         }
     }

@@ -83,6 +83,17 @@ struct SetStream<'a> {
     peeked: Option<(EntryName, tar::Header)>,
     /// Volume temp copies (remote backends) to delete.
     temp: Option<PathBuf>,
+    /// The next volume, being checked ahead.
+    next: Option<Pending>,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+struct Pending {
+    v: VolRef,
+    path: PathBuf,
+    temp: Option<PathBuf>,
+    hash: Option<std::thread::JoinHandle<io::Result<String>>>,
 }
 
 /// A whole logical entry at the head of a set stream.
@@ -92,42 +103,64 @@ struct Head {
 }
 
 impl<'a> SetStream<'a> {
-    fn open_volume(&mut self, v: &VolRef) -> Result<Box<dyn Read + Send>> {
-        let path = match self.backend.local_path(&v.name) {
+    /// Locate (or download) a volume and start hashing it on another
+    /// thread, so the check of volume N+1 overlaps the restore of volume N.
+    fn start(&mut self, v: VolRef) -> Result<Pending> {
+        let (path, temp) = match self.backend.local_path(&v.name) {
             Some(p) => {
                 if !p.exists() {
                     return Err(Error::MissingVolume {
                         name: v.name.clone(),
                     });
                 }
-                p
+                (p, None)
             }
             None => {
-                let tmp = self
-                    .tempdir
-                    .join(format!(".dupr-vol.{}", std::process::id()));
+                self.seq += 1;
+                let tmp =
+                    self.tempdir
+                        .join(format!(".dupr-vol.{}.{}", std::process::id(), self.seq));
                 let mut r = self.backend.open(&v.name)?;
                 let mut f = File::create(&tmp).ctx(&tmp)?;
                 io::copy(&mut r, &mut f).map_err(|e| Error::Backend {
                     url: self.backend.display_url(),
                     reason: format!("download of {}: {e}", v.name),
                 })?;
-                self.temp = Some(tmp.clone());
-                tmp
+                (tmp.clone(), Some(tmp))
             }
         };
-        if let Some(want) = &v.sha1 {
-            let got = crypt::sha1_file(&path).ctx(&path)?;
+        let hash = v.sha1.as_ref().map(|_| {
+            let p = path.clone();
+            std::thread::spawn(move || crypt::sha1_file(&p))
+        });
+        Ok(Pending {
+            v,
+            path,
+            temp,
+            hash,
+        })
+    }
+
+    fn open_pending(&mut self, p: Pending) -> Result<Box<dyn Read + Send>> {
+        if let (Some(want), Some(h)) = (&p.v.sha1, p.hash) {
+            let got = h
+                .join()
+                .map_err(|_| Error::CorruptVolume {
+                    name: p.v.name.clone(),
+                    reason: "hashing thread panicked".into(),
+                })?
+                .ctx(&p.path)?;
             if &got != want {
                 return Err(Error::HashMismatch {
-                    name: v.name.clone(),
+                    name: p.v.name.clone(),
                     expected: want.clone(),
                     got,
                 });
             }
         }
-        let f = File::open(&path).ctx(&path)?;
-        crypt::decoder(f, &v.codec)
+        self.temp = p.temp;
+        let f = File::open(&p.path).ctx(&p.path)?;
+        crypt::decoder(f, &p.v.codec)
     }
 
     fn corrupt(name: &str, e: impl ToString) -> Error {
@@ -144,11 +177,19 @@ impl<'a> SetStream<'a> {
         }
         loop {
             if self.tar.is_none() {
-                let Some(v) = self.vols.pop_front() else {
-                    return Ok(None);
+                let cur = match self.next.take() {
+                    Some(p) => p,
+                    None => match self.vols.pop_front() {
+                        Some(v) => self.start(v)?,
+                        None => return Ok(None),
+                    },
                 };
-                let r = self.open_volume(&v)?;
-                self.tar = Some((tar::Reader::new(r), v.name));
+                if let Some(v) = self.vols.pop_front() {
+                    self.next = Some(self.start(v)?);
+                }
+                let name = cur.v.name.clone();
+                let r = self.open_pending(cur)?;
+                self.tar = Some((tar::Reader::new(r), name));
             }
             let (tr, name) = self.tar.as_mut().expect("opened");
             match tr.next_header().map_err(|e| Self::corrupt(name, e))? {
@@ -178,7 +219,16 @@ impl<'a> SetStream<'a> {
         let mut chunk = head.name.chunk;
         loop {
             let (tr, name) = self.tar.as_mut().expect("head came from an open volume");
-            let n = io::copy(tr, w).map_err(|e| Self::corrupt(name, e))?;
+            let mut n = 0u64;
+            loop {
+                let got = tr.read(&mut self.buf).map_err(|e| Self::corrupt(name, e))?;
+                if got == 0 {
+                    break;
+                }
+                w.write_all(&self.buf[..got])
+                    .map_err(|e| Error::io("restore target", e))?;
+                n += got as u64;
+            }
             total += n;
             let Some(c) = chunk else { return Ok(total) };
             // A chunk shorter than 64 KiB is the last one.
@@ -260,6 +310,9 @@ pub fn restore(
             tar: None,
             peeked: None,
             temp: None,
+            next: None,
+            seq: 0,
+            buf: vec![0u8; 256 * 1024],
         });
     }
 
@@ -445,15 +498,22 @@ impl<'f> SparseWriter<'f> {
 
 impl Write for SparseWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for piece in buf.chunks(4096) {
+        // Runs of data are written at once; whole zero pages become holes.
+        let mut run_start = 0;
+        let mut pos = 0;
+        while pos < buf.len() {
+            let end = (pos + 4096).min(buf.len());
+            let piece = &buf[pos..end];
             if piece.len() == 4096 && piece.iter().all(|&b| b == 0) {
+                self.f.write_all(&buf[run_start..pos])?;
                 self.f.seek(SeekFrom::Current(4096))?;
                 self.hole = true;
-            } else {
-                self.f.write_all(piece)?;
+                run_start = end;
             }
-            self.len += piece.len() as u64;
+            pos = end;
         }
+        self.f.write_all(&buf[run_start..])?;
+        self.len += buf.len() as u64;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -24,7 +24,9 @@ use sha1::{Digest, Sha1};
 #[derive(Clone)]
 pub enum Format {
     Plain,
-    Gzip { level: u32 },
+    Gzip {
+        level: u32,
+    },
     /// Symmetric OpenPGP: the SKESK packet to start with, the AES-256 session
     /// key, and the deflate level (None: no compressed packet).
     Pgp {
@@ -93,7 +95,8 @@ impl Deflater {
     fn remember(&mut self, input: &[u8]) {
         if input.len() >= 32 * 1024 {
             self.last.clear();
-            self.last.extend_from_slice(&input[input.len() - 32 * 1024..]);
+            self.last
+                .extend_from_slice(&input[input.len() - 32 * 1024..]);
         } else {
             self.last.extend_from_slice(input);
             let excess = self.last.len().saturating_sub(32 * 1024);
@@ -572,8 +575,14 @@ mod tests {
         let d = mixed();
         let dir = tempfile::tempdir().unwrap();
         for fmt in [pgp_format("pw"), {
-            let Format::Pgp { skesk, key, .. } = pgp_format("pw") else { unreachable!() };
-            Format::Pgp { skesk, key, deflate_level: None }
+            let Format::Pgp { skesk, key, .. } = pgp_format("pw") else {
+                unreachable!()
+            };
+            Format::Pgp {
+                skesk,
+                key,
+                deflate_level: None,
+            }
         }] {
             let p = dir.path().join("m.gpg");
             let mut e = FastEncoder::new(File::create(&p).unwrap(), fmt).unwrap();
