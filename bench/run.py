@@ -640,6 +640,15 @@ def summarize(results, tools, selected, targets):
             if d and p and p[0]["wall"] > 0:
                 ratios.append(d[0]["wall"] / p[0]["wall"])
         row["ratio"] = statistics.median(ratios) if ratios else None
+        cratios = []
+        for rnd in rounds:
+            d = [r for r in results if r["step"] == key and r["round"] == rnd
+                 and r["tool"] == "dupr" and r["ok"]]
+            p = [r for r in results if r["step"] == key and r["round"] == rnd
+                 and r["tool"] == "duplicity3" and r["ok"]]
+            if d and p and p[0]["cpu"] > 0:
+                cratios.append(d[0]["cpu"] / p[0]["cpu"])
+        row["cpu_ratio"] = statistics.median(cratios) if cratios else None
         lim = parse_le(row["target"])
         row["met"] = (None if row["ratio"] is None or lim is None
                       else row["ratio"] <= lim)
@@ -660,7 +669,7 @@ def table(rows, rss_row, names):
         head.append("duplicity s")
     if has_d:
         head.append("dupr s")
-    head += ["dupr/duplicity", "target", "met?"]
+    head += ["dupr/duplicity", "target", "met?", "CPU ratio"]
     if has_p:
         head.append("duplicity RSS MiB")
     if has_d:
@@ -687,7 +696,8 @@ def table(rows, rss_row, names):
         if has_d:
             c.append(cell_s(row, "dupr"))
         c += ["n/a" if row["ratio"] is None else f"{row['ratio']:.3f}",
-              row["target"] or "-", met(row["met"])]
+              row["target"] or "-", met(row["met"]),
+              "n/a" if row.get("cpu_ratio") is None else f"{row['cpu_ratio']:.3f}"]
         if has_p:
             c.append(fmt_mib(row["duplicity3_rss"]))
         if has_d:
@@ -699,7 +709,7 @@ def table(rows, rss_row, names):
         c.append(fmt_mib(mr.get("duplicity3")))
     if has_d:
         c.append(fmt_mib(mr.get("dupr")))
-    c += ["", rss_row["target"] or "-", met(rss_row["met"])]
+    c += ["", rss_row["target"] or "-", met(rss_row["met"]), ""]
     if has_p:
         c.append("")
     if has_d:
@@ -774,6 +784,8 @@ def markdown(meta, rows, rss_row, names, results, million, notes, a):
     out.append("- restore all is checked by file/dir/symlink count and total size; the single-file "
                f"restores byte for byte (small file: the middle one of `code/` in sorted order; "
                f"large file: `{LARGE_FILE}`, i.e. its full backup plus the mutate step's delta)")
+    out.append("- CPU ratio: dupr's user+sys CPU seconds over duplicity's (from `wait4`), "
+               "less sensitive than wall time to other load on the machine")
     out.append("- targets: the `dupr target ratio` column of /work/shared/README.md (measured there "
                "with symmetric encryption)")
     out.append("")
@@ -801,15 +813,18 @@ def markdown(meta, rows, rss_row, names, results, million, notes, a):
     out.append("")
     out.append("## How to run\n")
     out.append("From the repository root (needs duplicity 3.2.1 from `scripts/install-test-deps`; "
-               "builds `target/release/dupr` if it is missing; work files go to `bench/out/`, "
-               "which is gitignored; the generated dataset is cached there):\n")
+               "the script builds `target/release/dupr` only if it is missing, so build first to "
+               "measure the current tree; it runs a private copy of the binary; work files go to "
+               "`bench/out/`, which is gitignored; the generated dataset is cached there):\n")
     out.append("```sh")
+    out.append("cargo build --release")
     out.append(command_line(a))
     out.append("```\n")
     out.append("Useful options: `--scale 0.05` for a quick end-to-end check, `--rounds 5` for "
                "medians, `--steps full,list`, `--tools dupr`, `--mode symmetric`, `--million` "
                "(dupr's peak RSS on 1,000,000 tiny files), `--dupr PATH`, `--duplicity PATH`, "
-               "`--drop-dataset` to delete the cached dataset at the end. "
+               "`--drop-dataset` to delete the cached dataset at the end, `--from-json FILE` to "
+               "rebuild the table from a saved results file (with extra `--note`s). "
                "Raw results: `bench/out/results.json`; each step's output: `bench/out/logs/`.")
     out.append("")
     return "\n".join(out)
@@ -841,7 +856,20 @@ def main():
     ap.add_argument("--timeout", type=float, default=3600, help="per step, seconds")
     ap.add_argument("--drop-dataset", action="store_true",
                     help="delete the cached dataset when done")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="run nothing: rebuild the table/--markdown from a results.json "
+                         "(its options are used; --markdown and --note from this command line)")
     a = ap.parse_args()
+    if a.from_json:
+        with open(a.from_json) as f:
+            saved = json.load(f)
+        b = argparse.Namespace(**saved["args"])
+        b.markdown, b.note = a.markdown, list(saved["args"].get("note") or []) + a.note
+        names = [n.strip() for n in b.tools.split(",") if n.strip()]
+        selected = [s.strip() for s in b.steps.split(",") if s.strip()]
+        report(saved["meta"], b, saved["results"], saved.get("million"), names, selected,
+               read_targets())
+        return
 
     names = [n.strip() for n in a.tools.split(",") if n.strip()]
     for n in names:
@@ -916,7 +944,18 @@ def main():
                     "loadavg_start": load0, "loadavg_end": load1, "elapsed_s": elapsed}
     meta["mutated"] = bench.mutated_stats  # the mutated tree's stats, if the mutate step ran
 
-    rows, rss_row = summarize(bench.results, tools, selected, targets)
+    with open(work.path("results.json"), "w") as f:
+        json.dump({"meta": meta, "args": vars(a), "results": bench.results, "million": million},
+                  f, indent=1, default=str)
+    report(meta, a, bench.results, million, names, selected, targets)
+
+
+def report(meta, a, results, million, names, selected, targets):
+    """Print the table and write --markdown (also used by --from-json)."""
+    ncpu = meta["machine"]["nproc"] or 1
+    pristine_stats = meta["dataset"]
+    tools = [t for t in TOOL_ORDER if t in names]
+    rows, rss_row = summarize(results, [Tool(n, "", a.mode) for n in tools], selected, targets)
     notes = list(a.note)
     if meta["busy"]["other_pct"] >= 10:
         notes.append(f"busy machine: other processes used {meta['busy']['other_cores']:.2f} of "
@@ -944,12 +983,9 @@ def main():
             print(f"million {r['step']}: " + (f"{r['wall']:.2f} s, {r['rss_mib']:.1f} MiB"
                                               if r["ok"] else f"n/a: {r['error']}"))
 
-    with open(work.path("results.json"), "w") as f:
-        json.dump({"meta": meta, "args": vars(a), "results": bench.results,
-                   "summary": rows, "rss": rss_row, "million": million}, f, indent=1, default=str)
     if a.markdown:
         with open(a.markdown, "w") as f:
-            f.write(markdown(meta, rows, rss_row, names, bench.results, million, notes, a))
+            f.write(markdown(meta, rows, rss_row, names, results, million, notes, a))
         log(f"wrote {a.markdown}")
 
 

@@ -343,37 +343,15 @@ impl Emitter<'_> {
         let mut newsig = SigBuilder::new(block_len(len, self.cfg.max_blocksize));
         self.delta_tmp.set_len(0).ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
-        let index = sig.index();
-        let mut total = 0u64;
-        {
-            // The new file is diffed in windows so memory stays constant;
-            // a match straddling two windows becomes a short literal.
-            // Each window's delta is concatenated without its magic and END.
+        let total = {
             let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
-            w.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes())
-                .ctx(&e.path)?;
-            let mut window = vec![0u8; DIFF_WINDOW];
-            let mut d = Vec::with_capacity(DIFF_WINDOW / 8);
-            loop {
-                let n = read_full(&mut f, &mut window).ctx(&e.path)?;
-                if n == 0 {
-                    break;
-                }
-                newsig.update(&window[..n]);
-                d.clear();
-                if fast_rsync::diff(&index, &window[..n], &mut d).is_err() || d.len() < 5 {
-                    drop(w);
-                    return self.snapshot(e);
-                }
-                w.write_all(&d[4..d.len() - 1]).ctx(&e.path)?;
-                total += n as u64;
-                if n < window.len() {
-                    break;
-                }
-            }
-            w.write_all(&[0]).ctx(&e.path)?;
+            let r = write_delta(&sig, &mut f, &mut w, Some(&mut newsig)).ctx(&e.path)?;
             w.flush().ctx(&e.path)?;
-        }
+            r
+        };
+        let Some(total) = total else {
+            return self.snapshot(e);
+        };
         let dlen = self.delta_tmp.stream_position().ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
         let mut tmp = self.delta_tmp.try_clone().ctx(&e.path)?;
@@ -448,6 +426,54 @@ impl Emitter<'_> {
         }
         Ok(())
     }
+}
+
+/// Write a librsync delta of `new` against `old` to `out`, diffing the new
+/// data in windows so memory stays constant (a match straddling two windows
+/// becomes a short literal; each window's delta is spliced in without its
+/// magic and END). Feeds `newsig` with the same bytes. Returns the bytes
+/// read, or None if `fast_rsync` refuses the old signature.
+pub fn write_delta(
+    old: &fast_rsync::Signature,
+    new: &mut impl Read,
+    out: &mut impl Write,
+    mut newsig: Option<&mut SigBuilder>,
+) -> std::io::Result<Option<u64>> {
+    let index = old.index();
+    out.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes())?;
+    let mut window = vec![0u8; DIFF_WINDOW];
+    let mut d = Vec::with_capacity(DIFF_WINDOW / 8);
+    let mut total = 0u64;
+    loop {
+        let n = read_full(new, &mut window)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(s) = newsig.as_deref_mut() {
+            s.update(&window[..n]);
+        }
+        d.clear();
+        if fast_rsync::diff(&index, &window[..n], &mut d).is_err() || d.len() < 5 {
+            return Ok(None);
+        }
+        out.write_all(&d[4..d.len() - 1])?;
+        total += n as u64;
+        if n < window.len() {
+            break;
+        }
+    }
+    out.write_all(&[0])?;
+    Ok(Some(total))
+}
+
+/// A whole delta in memory (tests, small files).
+pub fn windowed_delta(old_sig: &[u8], new: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let sig = fast_rsync::Signature::deserialize(old_sig.to_vec())
+        .map_err(|_| std::io::Error::other("bad signature"))?;
+    let mut out = Vec::new();
+    write_delta(&sig, new, &mut out, None)?
+        .ok_or_else(|| std::io::Error::other("unusable signature"))?;
+    Ok(out)
 }
 
 /// dupr's addition to duplicity's change test: a regular file whose size no
