@@ -59,6 +59,8 @@ pub enum Error {
     },
     #[error("volume {name} failed signature verification: {reason}")]
     VolumeSignature { name: String, reason: String },
+    #[error("another dupr or duplicity instance is already running with this archive directory (lock {0:?}); if this is not the case, remove that file")]
+    Locked(std::path::PathBuf),
     #[error("backend {url}: {reason}")]
     Backend { url: String, reason: String },
 }
@@ -91,6 +93,7 @@ impl Error {
             Error::WrongPassphrase | Error::Crypto(_) => 31,
             Error::BadKey { role, .. } => role.exit_code(),
             Error::VolumeSignature { .. } => 22,
+            Error::Locked(_) => 23,
             Error::Backend { .. } => 50,
         }
     }

@@ -17,6 +17,7 @@ pub mod entry;
 pub mod error;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod manifest;
 pub mod naming;
 pub mod ops;
@@ -27,6 +28,7 @@ pub mod status;
 pub mod stream;
 pub mod tar;
 pub mod time;
+pub mod verify;
 pub mod volume;
 pub mod walk;
 

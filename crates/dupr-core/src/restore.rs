@@ -163,7 +163,15 @@ impl<'a> SetStream<'a> {
         crypt::decoder(f, &p.v.codec)
     }
 
-    fn corrupt(name: &str, e: impl ToString) -> Error {
+    fn corrupt(name: &str, e: impl ToString + 'static) -> Error {
+        // A volume without the required signature fails on its own terms.
+        let any: &dyn std::any::Any = &e;
+        if let Some(sig) = any
+            .downcast_ref::<io::Error>()
+            .and_then(crypt::signature_failure)
+        {
+            return sig;
+        }
         Error::CorruptVolume {
             name: name.to_string(),
             reason: e.to_string(),
@@ -270,6 +278,23 @@ pub struct RestoreStats {
     pub errors: u64,
 }
 
+/// Where collated entries go: the restore target, or a comparison with the
+/// source tree (verify).
+pub trait Sink {
+    /// A scratch file for data being rebuilt.
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile>;
+    /// One restored path, its data complete and checked.
+    fn place(
+        &mut self,
+        index: &Index,
+        meta: &Meta,
+        data: Option<tempfile::NamedTempFile>,
+    ) -> Result<()>;
+    fn finish(&mut self) -> Result<()>;
+    /// Count a non-fatal error (a delta that did not apply, ...).
+    fn error(&mut self);
+}
+
 /// Restore the state given by `sets` (full first, then incrementals in order).
 pub fn restore(
     backend: &dyn Backend,
@@ -279,6 +304,26 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
     check_target(&opts.dest, opts.force)?;
+    let want = opts.path.clone().unwrap_or_default();
+    let mut w = TreeWriter::new(opts, want.clone());
+    collate(backend, cache, sets, prefixes, opts, &mut w)?;
+    Ok(RestoreStats {
+        files: w.files,
+        bytes: w.bytes,
+        errors: w.errors,
+    })
+}
+
+/// Read the sets' needed volumes and hand every path under `opts.path`, in
+/// index order and rebuilt to its newest state, to `w`.
+pub fn collate(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    sets: &[&BackupSet],
+    prefixes: &Prefixes,
+    opts: &RestoreOptions,
+    w: &mut dyn Sink,
+) -> Result<()> {
     let want = opts.path.clone().unwrap_or_default();
     let mut streams = Vec::new();
     for set in sets {
@@ -316,7 +361,6 @@ pub fn restore(
         });
     }
 
-    let mut w = TreeWriter::new(opts, want.clone());
     let mut heads: Vec<Option<Head>> = Vec::new();
     for s in streams.iter_mut() {
         heads.push(s.head()?);
@@ -339,7 +383,7 @@ pub fn restore(
             if !use_it {
                 if wanted && base.is_none() && head.name.role == Role::Diff {
                     tracing::warn!("no base file for delta of {}; skipped", min);
-                    w.errors += 1;
+                    w.error();
                 }
                 streams[i].copy_data(&head, &mut io::sink())?;
             } else {
@@ -382,14 +426,14 @@ pub fn restore(
                         streams[i].copy_data(&head, delta.as_file_mut())?;
                         let patched = match basis {
                             Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
-                                apply_delta(&mut w, b, delta, &min)?
+                                apply_delta(w, b, delta, &min)?
                             }
                             _ => {
                                 tracing::warn!(
                                     "delta for {} has no regular file to patch; skipped",
                                     min
                                 );
-                                w.errors += 1;
+                                w.error();
                                 None
                             }
                         };
@@ -417,15 +461,11 @@ pub fn restore(
             String::from_utf8_lossy(want.as_bytes()).into_owned(),
         ));
     }
-    Ok(RestoreStats {
-        files: w.files,
-        bytes: w.bytes,
-        errors: w.errors,
-    })
+    Ok(())
 }
 
 fn apply_delta(
-    w: &mut TreeWriter,
+    w: &mut dyn Sink,
     basis: tempfile::NamedTempFile,
     mut delta: tempfile::NamedTempFile,
     index: &Index,
@@ -449,7 +489,7 @@ fn apply_delta(
         }
         Err(e) => {
             tracing::error!("cannot apply delta to {}: {}", index, e);
-            w.errors += 1;
+            w.error();
             Ok(None)
         }
     }
@@ -548,7 +588,9 @@ impl TreeWriter {
             errors: 0,
         }
     }
+}
 
+impl Sink for TreeWriter {
     /// A temporary file beside the target, so the final rename is atomic.
     fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
         let dir = if self.dest.is_dir() {
@@ -568,6 +610,28 @@ impl TreeWriter {
             .ctx(&dir)
     }
 
+    fn place(
+        &mut self,
+        index: &Index,
+        meta: &Meta,
+        data: Option<tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        self.place_entry(index, meta, data)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        while let Some((_, path, meta)) = self.dirs.pop() {
+            self.set_meta(&path, &meta)?;
+        }
+        Ok(())
+    }
+
+    fn error(&mut self) {
+        self.errors += 1;
+    }
+}
+
+impl TreeWriter {
     fn close_dirs_until(&mut self, index: &Index) -> Result<()> {
         while let Some((ix, _, _)) = self.dirs.last() {
             if index.starts_with(ix) && index != ix {
@@ -579,7 +643,7 @@ impl TreeWriter {
         Ok(())
     }
 
-    fn place(
+    fn place_entry(
         &mut self,
         index: &Index,
         meta: &Meta,
@@ -684,13 +748,6 @@ impl TreeWriter {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.perms)).ctx(path)?;
         let mt = filetime::FileTime::from_unix_time(meta.mtime, 0);
         filetime::set_symlink_file_times(path, filetime::FileTime::now(), mt).ctx(path)?;
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        while let Some((_, path, meta)) = self.dirs.pop() {
-            self.set_meta(&path, &meta)?;
-        }
         Ok(())
     }
 }

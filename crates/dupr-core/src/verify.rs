@@ -1,0 +1,196 @@
+//! `verify`: run the whole restore pipeline (download, SHA-1, decrypt, tar,
+//! deltas) without writing anything, and with `--compare-data` compare each
+//! archived path with the source tree, as duplicity does.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::entry::{Kind, Meta};
+use crate::error::{IoContext, Result};
+use crate::index::Index;
+use crate::restore::Sink;
+use crate::walk::{Select, WalkEntry, Walker};
+
+pub struct VerifySink<'a> {
+    tempdir: PathBuf,
+    prefix: Index,
+    compare_data: bool,
+    local: Option<std::iter::Peekable<Walker<'a>>>,
+    pub compared: u64,
+    pub differences: Vec<String>,
+    pub errors: u64,
+}
+
+impl<'a> VerifySink<'a> {
+    /// Compare against `source` (the path `prefix` of the archive) when
+    /// `compare_data` is set.
+    pub fn new(
+        source: PathBuf,
+        prefix: Index,
+        compare_data: bool,
+        tempdir: PathBuf,
+    ) -> Result<Self> {
+        let local = if compare_data {
+            let root = source.clone();
+            let w = Walker::new(&root, Box::new(|_, _, _| Select::Include)).ctx(&root)?;
+            Some(w.peekable())
+        } else {
+            None
+        };
+        Ok(VerifySink {
+            tempdir,
+            prefix,
+            compare_data,
+            local,
+            compared: 0,
+            differences: Vec::new(),
+            errors: 0,
+        })
+    }
+
+    fn diff(&mut self, rel: &Index, what: String) {
+        let line = format!("Difference found: {}: {what}", rel);
+        tracing::warn!("{line}");
+        self.differences.push(line);
+    }
+
+    /// Local paths before `rel` are not in the archive.
+    fn drain_local_before(&mut self, rel: &Index) -> Option<WalkEntry> {
+        let local = self.local.as_mut()?;
+        let mut news = Vec::new();
+        let mut same = None;
+        while let Some(e) = local.peek() {
+            if e.index < *rel {
+                news.push(local.next().expect("peeked").index);
+            } else {
+                if e.index == *rel {
+                    same = local.next();
+                }
+                break;
+            }
+        }
+        for n in news {
+            self.diff(&n, "new file, not in the backup".into());
+        }
+        same
+    }
+
+    fn compare(
+        &mut self,
+        rel: &Index,
+        meta: &Meta,
+        local: Option<WalkEntry>,
+        data: Option<tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        let Some(l) = local else {
+            self.diff(rel, "missing from the source tree".into());
+            return Ok(());
+        };
+        let lm = &l.meta;
+        if lm.kind != meta.kind {
+            self.diff(
+                rel,
+                format!(
+                    "type {:?} in the source, {:?} in the backup",
+                    lm.kind, meta.kind
+                ),
+            );
+            return Ok(());
+        }
+        if lm.perms != meta.perms {
+            self.diff(
+                rel,
+                format!(
+                    "permissions {:o} in the source, {:o} in the backup",
+                    lm.perms, meta.perms
+                ),
+            );
+        }
+        if meta.kind != Kind::Symlink && meta.kind != Kind::Dir && lm.mtime != meta.mtime {
+            self.diff(
+                rel,
+                format!(
+                    "mtime {} in the source, {} in the backup",
+                    lm.mtime, meta.mtime
+                ),
+            );
+        }
+        match meta.kind {
+            Kind::Symlink if lm.link != meta.link => {
+                self.diff(rel, "symlink target differs".into())
+            }
+            Kind::Char | Kind::Block
+                if (lm.devmajor, lm.devminor) != (meta.devmajor, meta.devminor) =>
+            {
+                self.diff(rel, "device numbers differ".into())
+            }
+            Kind::File => {
+                if let Some(t) = data {
+                    if !same_content(t.path(), &l.path)? {
+                        self.diff(rel, "data differs".into());
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn same_content(a: &std::path::Path, b: &std::path::Path) -> Result<bool> {
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).ctx(a)?,
+        std::fs::File::open(b).ctx(b)?,
+    );
+    if fa.metadata().ctx(a)?.len() != fb.metadata().ctx(b)?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba).ctx(a)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n]).ctx(b)?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+impl Sink for VerifySink<'_> {
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".dupr-verify.")
+            .tempfile_in(&self.tempdir)
+            .ctx(&self.tempdir)
+    }
+
+    fn place(
+        &mut self,
+        index: &Index,
+        meta: &Meta,
+        data: Option<tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        self.compared += 1;
+        if !self.compare_data {
+            return Ok(());
+        }
+        let rel = index.strip_prefix(&self.prefix).unwrap_or_default();
+        let local = self.drain_local_before(&rel);
+        self.compare(&rel, meta, local, data)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some(local) = self.local.take() {
+            for e in local {
+                self.diff(&e.index, "new file, not in the backup".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&mut self) {
+        self.errors += 1;
+    }
+}
