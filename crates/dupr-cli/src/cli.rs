@@ -38,6 +38,30 @@ pub struct Cli {
     #[arg(long)]
     pub no_encryption: bool,
 
+    /// Encrypt to this public key (key id, fingerprint or user id; repeatable). Backups then need no passphrase; restores need the secret key and its passphrase in PASSPHRASE.
+    #[arg(long, value_name = "ID")]
+    pub encrypt_key: Vec<String>,
+
+    /// Encrypt to this public key without naming it in the files (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub hidden_encrypt_key: Vec<String>,
+
+    /// Both --encrypt-key ID and --sign-key ID.
+    #[arg(long, value_name = "ID")]
+    pub encrypt_sign_key: Option<String>,
+
+    /// Sign every encrypted file with this key (passphrase: SIGN_PASSPHRASE); at restore, require its signature on every volume.
+    #[arg(long, value_name = "ID")]
+    pub sign_key: Option<String>,
+
+    /// Encrypt to the keys in this exported key file (armored or binary; a secret key file also decrypts; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_key_file: Vec<PathBuf>,
+
+    /// The sign key as an exported key file (secret to sign, public is enough to verify).
+    #[arg(long, value_name = "FILE")]
+    pub sign_key_file: Option<PathBuf>,
+
     /// Do not compress volumes.
     #[arg(long)]
     pub no_compression: bool,
@@ -95,6 +119,10 @@ pub struct Cli {
     /// Do not restore file owners.
     #[arg(long, visible_alias = "do-not-restore-ownership")]
     pub no_restore_ownership: bool,
+
+    /// verify: compare the backup's data and metadata with the source tree.
+    #[arg(long)]
+    pub compare_data: bool,
 
     /// Do not print backup statistics.
     #[arg(long)]

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use dupr_core::backup::Counters;
-use dupr_core::crypt::{Codec, Crypto};
+use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions};
 use dupr_core::index::Index;
 use dupr_core::naming::Prefixes;
 use dupr_core::ops::{self, BackupKind, BackupRequest, Settings, Target};
@@ -67,15 +67,21 @@ fn init_logging(v: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Take a secret variable out of the environment, so that nothing we start
+/// inherits it.
+fn take_env(name: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let p = std::env::var_os(name)?;
+    std::env::remove_var(name);
+    Some(Zeroizing::new(p.into_vec()))
+}
+
 /// The passphrase: `PASSPHRASE`, else asked on the terminal (twice when
-/// it protects new data). It is taken out of the environment so that
-/// nothing we start inherits it.
-fn passphrase(confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
-    if let Some(p) = std::env::var_os("PASSPHRASE") {
-        std::env::remove_var("PASSPHRASE");
-        return Ok(Some(Zeroizing::new(p.into_vec())));
+/// it protects new data) if `ask`.
+fn passphrase(ask: bool, confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    if let Some(p) = take_env("PASSPHRASE") {
+        return Ok(Some(p));
     }
-    if !std::io::stdin().is_terminal() {
+    if !ask || !std::io::stdin().is_terminal() {
         return Ok(None);
     }
     let first = Zeroizing::new(
@@ -97,16 +103,51 @@ fn passphrase(confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
     Ok(Some(Zeroizing::new(first.as_bytes().to_vec())))
 }
 
+/// The public-key options of the command line.
+fn key_options(cli: &Cli) -> PublicKeyOptions {
+    let mut encrypt = cli.encrypt_key.clone();
+    let mut sign = cli.sign_key.clone();
+    if let Some(k) = &cli.encrypt_sign_key {
+        encrypt.push(k.clone());
+        sign.get_or_insert_with(|| k.clone());
+    }
+    PublicKeyOptions {
+        encrypt,
+        hidden: cli.hidden_encrypt_key.clone(),
+        sign,
+        encrypt_files: cli.encrypt_key_file.clone(),
+        sign_file: cli.sign_key_file.clone(),
+        compress: !cli.no_compression,
+        ..Default::default()
+    }
+}
+
 /// Target settings; `writing` says whether new encrypted data will be made.
 fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings> {
     let url = url
         .to_str()
         .ok_or_else(|| usage("the target URL is not valid UTF-8"))?
         .to_string();
-    let pass = passphrase(writing && !cli.no_encryption)?;
-    let crypto = match pass {
-        Some(p) => Some(Crypto::symmetric(p, !cli.no_compression)?),
-        None => None,
+    let mut keys = key_options(cli);
+    let sign_passphrase = take_env("SIGN_PASSPHRASE");
+    let public_key = !keys.encrypt.is_empty()
+        || !keys.hidden.is_empty()
+        || !keys.encrypt_files.is_empty();
+    let crypto = if cli.no_encryption {
+        // Unencrypted archives: a passphrase may still open encrypted files.
+        passphrase(false, false)?
+            .map(|p| Crypto::symmetric(p, !cli.no_compression))
+            .transpose()?
+    } else if keys.any() {
+        // Backups to public keys need no passphrase; everything else asks.
+        keys.passphrase = passphrase(!(writing && public_key), writing && !public_key)?;
+        keys.sign_passphrase = sign_passphrase;
+        keys.writing = writing;
+        Some(Crypto::public(keys)?)
+    } else {
+        passphrase(true, writing)?
+            .map(|p| Crypto::symmetric(p, !cli.no_compression))
+            .transpose()?
     };
     let codec = if cli.no_encryption {
         if cli.no_compression {
@@ -171,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 return Err(dupr_core::Error::SourceMissing(source).into());
             }
             let target = Target::open(settings(&cli, &args[1], !cli.dry_run)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
                 Command::Incremental => BackupKind::Incremental,
@@ -212,6 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             want_args(&args, 2, "URL DEST")?;
             let t = parse_time(&cli)?;
             let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let path = match &cli.path_to_restore {
                 Some(p) => Some(
                     Index::parse(p.as_bytes())
@@ -234,6 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             want_args(&args, 1, "URL")?;
             let t = parse_time(&cli)?;
             let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             ops::list_current_files(&target, t, &mut out)?;
@@ -243,17 +287,67 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::CollectionStatus => {
             want_args(&args, 1, "URL")?;
             let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             print!("{}", ops::collection_status(&target)?);
             Ok(0)
         }
-        Command::Verify
-        | Command::Cleanup
+        Command::Verify => {
+            want_args(&args, 2, "URL SOURCE")?;
+            let t = parse_time(&cli)?;
+            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
+            let path = match &cli.path_to_restore {
+                Some(p) => Some(
+                    Index::parse(p.as_bytes())
+                        .ok_or_else(|| usage(format!("bad path {p:?}")))?,
+                ),
+                None => None,
+            };
+            let r = ops::verify(&target, t, PathBuf::from(&args[1]), path, cli.compare_data)?;
+            for d in &r.differences {
+                println!("{d}");
+            }
+            println!(
+                "Verify complete: {} file(s) compared, {} difference(s) found.",
+                r.compared,
+                r.differences.len()
+            );
+            Ok(if r.differences.is_empty() && r.errors == 0 { 0 } else { 1 })
+        }
+        Command::Cleanup
         | Command::RemoveOlderThan
         | Command::RemoveAllButNFull
-        | Command::RemoveAllIncOfButNFull => Err(anyhow!(Exit(
-            33,
-            format!("{cmd:?} is not in this build of dupr yet")
-        ))),
+        | Command::RemoveAllIncOfButNFull => {
+            let (policy, url) = match cmd {
+                Command::Cleanup => {
+                    want_args(&args, 1, "URL")?;
+                    (ops::Removal::Cleanup, &args[0])
+                }
+                _ => {
+                    want_args(&args, 2, "TIME|COUNT URL")?;
+                    let a = args[0].to_string_lossy();
+                    let count = || -> anyhow::Result<usize> {
+                        a.parse::<usize>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| usage(format!("expected a count above 0, got {a:?}")))
+                    };
+                    let p = match cmd {
+                        Command::RemoveOlderThan => {
+                            ops::Removal::OlderThan(time::parse_time_string(&a, time::now())?)
+                        }
+                        Command::RemoveAllButNFull => ops::Removal::AllButNFull(count()?),
+                        _ => ops::Removal::AllIncOfButNFull(count()?),
+                    };
+                    (p, &args[1])
+                }
+            };
+            let target = Target::open(settings(&cli, url, false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
+            let r = ops::remove(&target, policy, cli.force)?;
+            print!("{}", r.text);
+            Ok(0)
+        }
     }
 }
 

@@ -853,6 +853,12 @@ fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn
         msg
     };
     match (&sh.verifier, &c.file) {
+        (Some((id, _)), Some(name)) if is_volume_name(name) && !msg.is_signed() => {
+            Err(Error::VolumeSignature {
+                name: name.clone(),
+                reason: format!("it is not signed (expected a signature by key {id})"),
+            })
+        }
         (Some((id, key)), Some(name)) if is_volume_name(name) => Ok(Box::new(Verified {
             msg,
             key: key.clone(),
