@@ -130,9 +130,8 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
         .to_string();
     let mut keys = key_options(cli);
     let sign_passphrase = take_env("SIGN_PASSPHRASE");
-    let public_key = !keys.encrypt.is_empty()
-        || !keys.hidden.is_empty()
-        || !keys.encrypt_files.is_empty();
+    let public_key =
+        !keys.encrypt.is_empty() || !keys.hidden.is_empty() || !keys.encrypt_files.is_empty();
     let crypto = if cli.no_encryption {
         // Unencrypted archives: a passphrase may still open encrypted files.
         passphrase(false, false)?
@@ -298,8 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let path = match &cli.path_to_restore {
                 Some(p) => Some(
-                    Index::parse(p.as_bytes())
-                        .ok_or_else(|| usage(format!("bad path {p:?}")))?,
+                    Index::parse(p.as_bytes()).ok_or_else(|| usage(format!("bad path {p:?}")))?,
                 ),
                 None => None,
             };
@@ -312,7 +310,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 r.compared,
                 r.differences.len()
             );
-            Ok(if r.differences.is_empty() && r.errors == 0 { 0 } else { 1 })
+            Ok(if r.differences.is_empty() && r.errors == 0 {
+                0
+            } else {
+                1
+            })
         }
         Command::Cleanup
         | Command::RemoveOlderThan

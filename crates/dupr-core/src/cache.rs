@@ -112,19 +112,33 @@ impl Cache {
             } else {
                 Codec::Gzip
             };
-            let mut enc = Encoder::create(&tmp, &local_codec).ctx(&tmp)?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = plain.read(&mut buf).map_err(|e| Error::CorruptVolume {
+            let corrupt = |reason: String| match p.kind {
+                FileType::Signature => Error::BadSignature {
                     name: r.clone(),
-                    reason: e.to_string(),
-                })?;
-                if n == 0 {
-                    break;
+                    reason,
+                },
+                _ => Error::BadManifest {
+                    name: r.clone(),
+                    reason,
+                },
+            };
+            let copied = (|| -> Result<()> {
+                let mut enc = Encoder::create(&tmp, &local_codec).ctx(&tmp)?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = plain.read(&mut buf).map_err(|e| corrupt(e.to_string()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    enc.write_all(&buf[..n]).ctx(&tmp)?;
                 }
-                enc.write_all(&buf[..n]).ctx(&tmp)?;
+                enc.finish().ctx(&tmp)?;
+                Ok(())
+            })();
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
             }
-            enc.finish().ctx(&tmp)?;
             std::fs::rename(&tmp, &lp).ctx(&lp)?;
         }
         for l in self.list()? {

@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use pgp::composed::{DecryptionOptions, Esk, SignedPublicKey, SignedSecretKey};
 use pgp::composed::{Message, MessageBuilder, PlainSessionKey, RawSessionKey, TheRing};
 use pgp::crypto::hash::HashAlgorithm;
@@ -33,6 +31,12 @@ use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, IoContext, Result};
+use crate::stream::Format;
+
+/// Deflate level for gzip volumes and OpenPGP compression. Data that does not
+/// compress is stored instead (see `stream`), so the level only costs time
+/// on compressible data.
+pub const DEFAULT_LEVEL: u32 = 6;
 use crate::keys::{self, EncryptionKey, KeyRole, Keyring, SignKey};
 
 /// Public-key settings of a run, as named on the command line.
@@ -82,6 +86,8 @@ struct Shared {
     /// Derived on first use: reading unencrypted archives never pays the S2K.
     key: std::sync::OnceLock<RawSessionKey>,
     compression: Option<CompressionAlgorithm>,
+    /// Deflate level of written files.
+    level: u32,
     /// Session keys derived while decrypting, by serialized SKESK.
     derived: Mutex<HashMap<Vec<u8>, PlainSessionKey>>,
     /// Public-key encryption when not empty: (key, hidden recipient).
@@ -281,6 +287,7 @@ impl Shared {
             sym_alg: SymmetricKeyAlgorithm::AES256,
             key: std::sync::OnceLock::new(),
             compression: compress.then_some(CompressionAlgorithm::ZLIB),
+            level: DEFAULT_LEVEL,
             derived: Mutex::new(HashMap::new()),
             recipients: Vec::new(),
             signer: None,
@@ -525,6 +532,8 @@ struct ChannelReader {
     rx: crossbeam_channel::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    /// Bytes handed to the encoder so far (for the in-flight estimate).
+    consumed: Arc<AtomicU64>,
 }
 
 impl Read for ChannelReader {
@@ -541,6 +550,7 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.cur.len() - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -548,6 +558,8 @@ impl Read for ChannelReader {
 struct GpgWriter {
     tx: Option<crossbeam_channel::Sender<Vec<u8>>>,
     buf: Vec<u8>,
+    pushed: u64,
+    consumed: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<io::Result<(File, String)>>>,
 }
 
@@ -559,6 +571,7 @@ impl GpgWriter {
             return Ok(());
         }
         let b = std::mem::replace(&mut self.buf, Vec::with_capacity(GPG_BATCH));
+        self.pushed += b.len() as u64;
         match self.tx.as_ref().map(|t| t.send(b)) {
             Some(Ok(())) => Ok(()),
             _ => Err(self.thread_error()),
@@ -597,9 +610,9 @@ impl Write for GpgWriter {
 }
 
 enum Layer {
-    Plain(Stored<BufWriter<File>>),
-    Gzip(Box<GzEncoder<Stored<BufWriter<File>>>>),
     Gpg(GpgWriter),
+    /// The fast path: gzip, plain, and symmetric OpenPGP without signing.
+    Fast(crate::stream::FastEncoder),
 }
 
 /// A file being written through a codec.
@@ -624,10 +637,34 @@ impl Encoder {
             sha1: Sha1::new(),
         };
         let layer = match codec {
-            Codec::Plain => Layer::Plain(stored),
-            Codec::Gzip => Layer::Gzip(Box::new(GzEncoder::new(stored, Compression::new(6)))),
+            Codec::Plain | Codec::Gzip => {
+                let file = stored.inner.into_inner().map_err(|e| e.into_error())?;
+                let format = if *codec == Codec::Plain {
+                    Format::Plain
+                } else {
+                    Format::Gzip {
+                        level: DEFAULT_LEVEL,
+                    }
+                };
+                Layer::Fast(crate::stream::FastEncoder::new(file, format)?)
+            }
+            Codec::Gpg(c) if c.shared.recipients.is_empty() && c.shared.signer.is_none() => {
+                let sh = &c.shared;
+                let key = sh.key().map_err(io::Error::other)?;
+                let file = stored.inner.into_inner().map_err(|e| e.into_error())?;
+                Layer::Fast(crate::stream::FastEncoder::new(
+                    file,
+                    Format::Pgp {
+                        skesk: sh.skesk(),
+                        key: Zeroizing::new(key.as_ref().to_vec()),
+                        deflate_level: sh.compression.map(|_| sh.level),
+                    },
+                )?)
+            }
             Codec::Gpg(c) => {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(8);
+                let consumed = Arc::new(AtomicU64::new(0));
+                let consumed2 = consumed.clone();
                 let sh = c.shared.clone();
                 let key = if sh.recipients.is_empty() {
                     Some(sh.key().map_err(io::Error::other)?)
@@ -640,6 +677,7 @@ impl Encoder {
                         rx,
                         cur: Vec::new(),
                         pos: 0,
+                        consumed: consumed2,
                     };
                     let mut rng = rand::thread_rng();
                     let mut b =
@@ -690,6 +728,8 @@ impl Encoder {
                 Layer::Gpg(GpgWriter {
                     tx: Some(tx),
                     buf: Vec::with_capacity(GPG_BATCH),
+                    pushed: 0,
+                    consumed,
                     thread: Some(thread),
                 })
             }
@@ -699,20 +739,32 @@ impl Encoder {
 
     /// Bytes stored so far (lags the input by the codec's buffering).
     pub fn stored_bytes(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        match &self.layer {
+            Layer::Fast(f) => f.stored_estimate(),
+            Layer::Gpg(g) => {
+                // What is still queued for the encryption thread will be
+                // stored too; count it at the ratio seen so far.
+                let stored = self.count.load(Ordering::Relaxed);
+                let consumed = g.consumed.load(Ordering::Relaxed).max(1);
+                let in_flight = (g.pushed + g.buf.len() as u64).saturating_sub(consumed);
+                let ratio = if stored == 0 {
+                    1.0
+                } else {
+                    (stored as f64 / consumed as f64).min(1.1)
+                };
+                stored + (in_flight as f64 * ratio) as u64
+            }
+        }
     }
 
     pub fn finish(self) -> io::Result<Written> {
         let (file, sha1_hex) = match self.layer {
-            Layer::Plain(s) => {
-                let (w, h) = s.finish()?;
-                (w.into_inner().map_err(|e| e.into_error())?, h)
-            }
-            Layer::Gzip(g) => {
-                let (w, h) = g.finish()?.finish()?;
-                (w.into_inner().map_err(|e| e.into_error())?, h)
-            }
             Layer::Gpg(g) => g.finish()?,
+            Layer::Fast(f) => {
+                let (file, size, sha) = f.finish()?;
+                self.count.store(size, Ordering::Relaxed);
+                (file, sha)
+            }
         };
         file.sync_data()?;
         Ok(Written {
@@ -725,16 +777,14 @@ impl Encoder {
 impl Write for Encoder {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.layer {
-            Layer::Plain(s) => s.write(buf),
-            Layer::Gzip(g) => g.write(buf),
             Layer::Gpg(g) => g.write(buf),
+            Layer::Fast(f) => f.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.layer {
-            Layer::Plain(s) => s.flush(),
-            Layer::Gzip(g) => g.flush(),
             Layer::Gpg(g) => g.flush(),
+            Layer::Fast(f) => f.flush(),
         }
     }
 }
@@ -961,6 +1011,24 @@ mod tests {
 
     fn crypto(pw: &str) -> Arc<Crypto> {
         Crypto::symmetric(Zeroizing::new(pw.as_bytes().to_vec()), true).unwrap()
+    }
+
+    #[test]
+    fn volume_names() {
+        assert!(is_volume_name(
+            "duplicity-full.20260101T000000Z.vol1.difftar.gpg"
+        ));
+        assert!(is_volume_name(
+            "pre-duplicity-inc.20260101T000000Z.to.20260102T000000Z.vol12.difftar.gpg"
+        ));
+        assert!(is_volume_name("df.abc.1.dt.g"));
+        assert!(!is_volume_name(
+            "duplicity-full.20260101T000000Z.manifest.gpg"
+        ));
+        assert!(!is_volume_name(
+            "duplicity-full-signatures.20260101T000000Z.sigtar.gpg"
+        ));
+        assert!(!is_volume_name("df.abc.m.g"));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum Error {
     VolumeSignature { name: String, reason: String },
     #[error("another dupr or duplicity instance is already running with this archive directory (lock {0:?}); if this is not the case, remove that file")]
     Locked(std::path::PathBuf),
+    #[error("remote manifest {0} does not match the local cache's copy; run `dupr cleanup` or remove the cache directory and try again")]
+    ManifestMismatch(String),
     #[error("backend {url}: {reason}")]
     Backend { url: String, reason: String },
 }
@@ -94,6 +96,7 @@ impl Error {
             Error::BadKey { role, .. } => role.exit_code(),
             Error::VolumeSignature { .. } => 22,
             Error::Locked(_) => 23,
+            Error::ManifestMismatch(_) => 5,
             Error::Backend { .. } => 50,
         }
     }

@@ -191,6 +191,33 @@ fn incremental_plan(
         &t.settings.prefixes,
         t.settings.crypto.as_ref(),
     )?;
+    // The target is authoritative: its manifest must say what the cache's
+    // says (block numbers aside), as duplicity checks before incrementals.
+    let cached_copy =
+        Cache::local_name(last.manifest.as_deref().unwrap_or(""), &t.settings.prefixes)
+            .map(|l| t.cache.path(&l))
+            .filter(|p| p.exists());
+    if cached_copy.is_some() {
+        let remote = restore::load_remote_manifest(
+            t.backend.as_ref(),
+            last,
+            &t.settings.prefixes,
+            t.settings.crypto.as_ref(),
+        )?;
+        let key = |m: &crate::manifest::Manifest| {
+            let vols: Vec<_> = m
+                .volumes
+                .iter()
+                .map(|(n, v)| (*n, v.start.clone(), v.end.clone(), v.hash.clone()))
+                .collect();
+            (m.hostname.clone(), m.localdir.clone(), vols)
+        };
+        if key(&remote) != key(&m) {
+            return Err(Error::ManifestMismatch(
+                last.manifest.clone().unwrap_or_default(),
+            ));
+        }
+    }
     if !allow_source_mismatch {
         let host = cfg.hostname.clone();
         if !m.hostname.is_empty() && m.hostname != host {
@@ -208,7 +235,7 @@ fn incremental_plan(
         }
     }
     t.sync(&names)?;
-    let open = |check: bool| -> Result<SigMerge<Box<dyn Read + Send>>> {
+    let open = || -> Result<SigMerge<Box<dyn Read + Send>>> {
         let mut readers = Vec::new();
         for f in sc.files() {
             let local = Cache::local_name(&f.name, &t.settings.prefixes)
@@ -222,18 +249,20 @@ fn incremental_plan(
             readers.push(SigtarReader::new(
                 crypt::decoder(file, &Codec::Gzip)?,
                 &f.name,
-                !check,
+                true,
             ));
         }
         SigMerge::new(readers)
     };
-    // Read the whole signature chain once before writing anything, so a
-    // corrupt one stops the run with nothing uploaded.
-    let mut probe = open(true)?;
+    // Read the whole signature chain once before writing anything, to the
+    // end of each compressed stream (its checksum), so a corrupt one stops
+    // the run with nothing uploaded.
+    let mut probe = open()?;
     while probe.next_present()?.is_some() {}
+    probe.drain()?;
     Ok(Some(Plan::Incremental {
         start: chain.end(),
-        old: open(false)?,
+        old: open()?,
     }))
 }
 

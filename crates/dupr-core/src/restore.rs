@@ -32,6 +32,27 @@ pub fn load_manifest(
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
 ) -> Result<Manifest> {
+    read_manifest(backend, cache, set, prefixes, crypto, false)
+}
+
+/// The target's own copy of a set's manifest, ignoring the cache.
+pub fn load_remote_manifest(
+    backend: &dyn Backend,
+    set: &BackupSet,
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+) -> Result<Manifest> {
+    read_manifest(backend, None, set, prefixes, crypto, true)
+}
+
+fn read_manifest(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    set: &BackupSet,
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+    remote_only: bool,
+) -> Result<Manifest> {
     let name = set.manifest.as_deref().ok_or_else(|| Error::BadManifest {
         name: format!("set {}", crate::time::to_filename(set.end)),
         reason: "missing".into(),
@@ -42,7 +63,7 @@ pub fn load_manifest(
     };
     let cached = cache
         .and_then(|c| Cache::local_name(name, prefixes).map(|l| c.path(&l)))
-        .filter(|p| p.exists());
+        .filter(|p| p.exists() && !remote_only);
     let text = match cached {
         Some(p) => std::fs::read(&p).ctx(&p)?,
         None => {
@@ -426,7 +447,7 @@ pub fn collate(
                         streams[i].copy_data(&head, delta.as_file_mut())?;
                         let patched = match basis {
                             Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
-                                apply_delta(w, b, delta, &min)?
+                                apply_delta(w, b, delta, &min, &set_label(sets[i]))?
                             }
                             _ => {
                                 tracing::warn!(
@@ -469,6 +490,7 @@ fn apply_delta(
     basis: tempfile::NamedTempFile,
     mut delta: tempfile::NamedTempFile,
     index: &Index,
+    set: &str,
 ) -> Result<Option<tempfile::NamedTempFile>> {
     let mut out = w.temp_file()?;
     delta
@@ -488,11 +510,21 @@ fn apply_delta(
             Ok(Some(out))
         }
         Err(e) => {
-            tracing::error!("cannot apply delta to {}: {}", index, e);
+            tracing::error!("cannot apply the delta of {} in {}: {}", index, set, e);
             w.error();
             Ok(None)
         }
     }
+}
+
+/// A set's name for messages: its manifest's name, or its time.
+fn set_label(s: &BackupSet) -> String {
+    s.manifest
+        .as_deref()
+        .and_then(|m| m.strip_suffix(".gpg").or(Some(m)))
+        .and_then(|m| m.strip_suffix(".manifest"))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::time::to_filename(s.end))
 }
 
 /// Refuse a non-empty target unless forced.

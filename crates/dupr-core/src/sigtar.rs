@@ -129,6 +129,11 @@ impl<R: Read> SigtarReader<R> {
         }
     }
 
+    /// Read the rest of the stream (so a decompressor checks its trailer).
+    pub fn drain(&mut self) -> Result<()> {
+        self.tar.drain().map_err(|e| self.bad(e.to_string()))
+    }
+
     pub fn next_entry(&mut self) -> Result<Option<SigEntry>> {
         let Some(h) = self
             .tar
@@ -179,6 +184,14 @@ impl<R: Read> SigMerge<R> {
             heads.push(r.next_entry()?);
         }
         Ok(SigMerge { readers, heads })
+    }
+
+    /// Drain every stream to its end (after `next_present` returned None).
+    pub fn drain(&mut self) -> Result<()> {
+        for r in self.readers.iter_mut() {
+            r.drain()?;
+        }
+        Ok(())
     }
 
     /// Next present entry (deleted paths are skipped).

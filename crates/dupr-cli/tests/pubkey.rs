@@ -1,0 +1,771 @@
+//! Public-key encryption and signing (duplicity's `--encrypt-key`,
+//! `--hidden-encrypt-key`, `--sign-key`), done natively by dupr, with keys
+//! made by the real gpg in throwaway GnuPG homes:
+//!
+//! * A: RSA-2048 primary [SC] + RSA-2048 encryption subkey, passphrase `pa`;
+//! * B: ed25519 primary [SC] + cv25519 encryption subkey, passphrase `pb`.
+//!
+//! Covers: backups needing no passphrase, restore with the secret key,
+//! signing and signature checks, several and hidden recipients, gpg reading
+//! dupr's volumes, both duplicitys in both directions, and the failures
+//! (unknown key, volume for another key, wrong passphrase, unsigned or
+//! tampered volume).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::*;
+
+const PA: &str = "pa";
+const PB: &str = "pb";
+
+fn gpg(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home)
+        .env("LC_ALL", "C")
+        .args(["--batch", "--no-tty"])
+        .args(args);
+    let out = match stdin {
+        Some(s) => {
+            use std::io::Write;
+            let mut child = c
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run gpg");
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            child.wait_with_output().unwrap()
+        }
+        None => c.output().expect("run gpg"),
+    };
+    assert!(
+        out.status.success(),
+        "gpg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One generated key.
+struct Key {
+    fpr: String,
+    /// Long key id of the encryption subkey (what PKESKs name).
+    enc_id: String,
+    /// Long key id of the primary (the signer).
+    id: String,
+    /// Exported secret key file.
+    secret_file: PathBuf,
+    /// Exported public key file.
+    public_file: PathBuf,
+}
+
+struct Keys {
+    master: PathBuf,
+    a: Key,
+    b: Key,
+}
+
+fn key_info(home: &Path, uid: &str, dir: &Path, name: &str, pass: &str, armor: bool) -> Key {
+    let out = gpg(home, &["--with-colons", "--list-keys", uid], None);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut fpr = None;
+    let mut id = None;
+    let mut enc_id = None;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        match f[0] {
+            "pub" => id = Some(f[4].to_string()),
+            "fpr" if fpr.is_none() => fpr = Some(f[9].to_string()),
+            "sub" if f[11].contains('e') => enc_id = Some(f[4].to_string()),
+            _ => {}
+        }
+    }
+    let fpr = fpr.expect("fingerprint");
+    let secret_file = dir.join(format!("{name}.sec"));
+    let public_file = dir.join(format!("{name}.pub"));
+    let mut args = vec![
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase-fd",
+        "0",
+        "--export-secret-keys",
+    ];
+    if armor {
+        args.insert(0, "--armor");
+    }
+    args.push(&fpr);
+    let sec = gpg(home, &args, Some(pass));
+    assert!(!sec.stdout.is_empty());
+    fs::write(&secret_file, &sec.stdout).unwrap();
+    let mut args = vec!["--export"];
+    if armor {
+        args.insert(0, "--armor");
+    }
+    args.push(&fpr);
+    fs::write(&public_file, gpg(home, &args, None).stdout).unwrap();
+    Key {
+        fpr,
+        enc_id: enc_id.expect("encryption subkey"),
+        id: id.expect("key id"),
+        secret_file,
+        public_file,
+    }
+}
+
+/// The two test keys, generated once per test run.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pubkey-keys");
+        let home = dir.join("home");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&home).unwrap();
+        chmod(&home, 0o700);
+        let gen = |pass: &str, args: &[&str]| {
+            let mut a = vec!["--pinentry-mode", "loopback", "--passphrase", pass];
+            a.extend_from_slice(args);
+            gpg(&home, &a, None);
+        };
+        gen(
+            PA,
+            &[
+                "--quick-gen-key",
+                "Alice <a@example.org>",
+                "rsa2048",
+                "default",
+                "never",
+            ],
+        );
+        let a_fpr = fpr_of(&home, "a@example.org");
+        gen(PA, &["--quick-add-key", &a_fpr, "rsa2048", "encr", "never"]);
+        gen(
+            PB,
+            &[
+                "--quick-gen-key",
+                "Bob <b@example.org>",
+                "ed25519",
+                "sign",
+                "never",
+            ],
+        );
+        let b_fpr = fpr_of(&home, "b@example.org");
+        gen(PB, &["--quick-add-key", &b_fpr, "cv25519", "encr", "never"]);
+        let a = key_info(&home, "a@example.org", &dir, "a", PA, true);
+        let b = key_info(&home, "b@example.org", &dir, "b", PB, false);
+        kill_agent(&home);
+        Keys { master: home, a, b }
+    })
+}
+
+fn fpr_of(home: &Path, uid: &str) -> String {
+    let out = gpg(home, &["--with-colons", "--list-keys", uid], None);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .map(|l| l.split(':').nth(9).unwrap().to_string())
+        .expect("fingerprint")
+}
+
+fn kill_agent(home: &Path) {
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", home)
+        .args(["--kill", "gpg-agent"])
+        .output();
+}
+
+/// A per-test GnuPG home (a copy of the key master, or empty); its agent is
+/// stopped on drop.
+struct Home(PathBuf);
+
+impl Home {
+    fn full(env: &Env) -> Home {
+        let k = keys();
+        let h = env.path().join("gnupg");
+        fs::create_dir_all(h.join("private-keys-v1.d")).unwrap();
+        chmod(&h, 0o700);
+        for f in ["pubring.kbx", "trustdb.gpg"] {
+            fs::copy(k.master.join(f), h.join(f)).unwrap();
+        }
+        for e in fs::read_dir(k.master.join("private-keys-v1.d")).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), h.join("private-keys-v1.d").join(e.file_name())).unwrap();
+        }
+        Home(h)
+    }
+
+    fn empty(env: &Env) -> Home {
+        let h = env.path().join("gnupg-empty");
+        fs::create_dir_all(&h).unwrap();
+        chmod(&h, 0o700);
+        Home(h)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        kill_agent(&self.0);
+    }
+}
+
+/// dupr with the env's cache, `home` as GNUPGHOME and `vars` set.
+fn dupr_in(env: &Env, home: &Home, vars: &[(&str, &str)]) -> assert_cmd::Command {
+    let mut c = env.dupr();
+    c.env("GNUPGHOME", home.path());
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
+/// A fresh cache dir, so restores read (and decrypt) the remote manifests.
+fn fresh_cache(env: &Env, name: &str) -> PathBuf {
+    let p = env.path().join(format!("cache-{name}"));
+    fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn small_tree(env: &Env) {
+    make_tricky_tree(&env.src(), 300_000);
+}
+
+fn volumes(env: &Env) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(env.target())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".difftar."))
+        .collect();
+    v.sort();
+    v
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn restore_is_empty(p: &Path) -> bool {
+    !p.exists() || fs::read_dir(p).unwrap().next().is_none()
+}
+
+#[test]
+fn encrypt_key_only_backup_needs_no_passphrase() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    // No PASSPHRASE at all: public keys only.
+    dupr_in(&env, &home, &[])
+        .args(["full", "--encrypt-key", "a@example.org"])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    let vols = volumes(&env);
+    assert!(!vols.is_empty());
+    for v in &vols {
+        assert!(v.to_string_lossy().ends_with(".difftar.gpg"));
+    }
+    // Restore with the secret key (from the GnuPG home) and its passphrase,
+    // through the remote (encrypted) manifest.
+    let dest = env.restore_dir("a");
+    dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "a"))
+        .args(["restore", "--encrypt-key", &k.a.fpr])
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+    // Like duplicity, a restore needs no key option: the PKESK names the key.
+    let dest = env.restore_dir("nokey");
+    dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "nokey"))
+        .args(["restore"])
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+    // The key id forms gpg accepts: short id with 0x, long id.
+    for id in [format!("0x{}", &k.a.id[8..]), k.a.id.clone()] {
+        dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+            .args(["list-current-files", "--encrypt-key", &id])
+            .arg(env.target_url())
+            .assert()
+            .success();
+    }
+}
+
+#[test]
+fn encrypt_and_sign_gpg_reads_it() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    dupr_in(&env, &home, &[("SIGN_PASSPHRASE", PB)])
+        .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    // gpg decrypts every stored file and reports B's good signature.
+    for e in fs::read_dir(env.target()).unwrap() {
+        let p = e.unwrap().path();
+        let out_file = env.path().join("gpg-out");
+        let _ = fs::remove_file(&out_file);
+        let out = gpg(
+            home.path(),
+            &[
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+                "--status-fd",
+                "1",
+                "-o",
+                out_file.to_str().unwrap(),
+                "-d",
+                p.to_str().unwrap(),
+            ],
+            Some(PA),
+        );
+        let status = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            status.contains(&format!("GOODSIG {}", k.b.id)),
+            "{}: {status}",
+            p.display()
+        );
+        assert!(
+            status.contains(&format!("ENC_TO {}", k.a.enc_id)),
+            "{status}"
+        );
+    }
+    // Restore checks the volumes' signatures.
+    let dest = env.restore_dir("signed");
+    dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "signed"))
+        .args(["restore", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+    // Signed by B, but A is required: exit 22 naming the volume.
+    let dest = env.restore_dir("wrong-signer");
+    let out = dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .args(["restore", "--sign-key", &k.a.fpr])
+        .arg(env.target_url())
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(".vol1.difftar.gpg"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains(&k.b.id), "{}", stderr(&out));
+}
+
+#[test]
+fn encrypt_sign_key_reuses_passphrase() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    // --encrypt-sign-key B: B's passphrase in PASSPHRASE serves signing too.
+    dupr_in(&env, &home, &[("PASSPHRASE", PB)])
+        .args(["full", "--encrypt-sign-key", &k.b.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    // ... and SIGN_PASSPHRASE serves decryption (the other way round).
+    let dest = env.restore_dir("b");
+    dupr_in(&env, &home, &[("SIGN_PASSPHRASE", PB)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "b"))
+        .args(["restore", "--encrypt-sign-key", &k.b.fpr])
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+}
+
+#[test]
+fn unsigned_volume_fails_the_sign_check() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    dupr_in(&env, &home, &[])
+        .args(["full", "--encrypt-key", &k.a.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    let dest = env.restore_dir("x");
+    let out = dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .args(["restore", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env.target_url())
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(22), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(".vol1.difftar.gpg"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("not signed"), "{}", stderr(&out));
+}
+
+#[test]
+fn two_recipients_either_secret_key_restores() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    let empty = Home::empty(&env);
+    small_tree(&env);
+    // Key files instead of the GnuPG home: armored (A) and binary (B) exports.
+    dupr_in(&env, &empty, &[])
+        .args(["full", "--encrypt-key-file"])
+        .arg(&k.a.public_file)
+        .arg("--encrypt-key-file")
+        .arg(&k.b.public_file)
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    let vol = &volumes(&env)[0];
+    let packets = gpg(
+        home.path(),
+        &["--list-packets", "--list-only", vol.to_str().unwrap()],
+        None,
+    );
+    let listing = String::from_utf8_lossy(&packets.stdout).to_string();
+    assert!(listing.contains(&k.a.enc_id), "{listing}");
+    assert!(listing.contains(&k.b.enc_id), "{listing}");
+    for (name, key, pass) in [("a", &k.a, PA), ("b", &k.b, PB)] {
+        let dest = env.restore_dir(name);
+        dupr_in(&env, &empty, &[("PASSPHRASE", pass)])
+            .env("XDG_CACHE_HOME", fresh_cache(&env, name))
+            .arg("restore")
+            .arg("--encrypt-key-file")
+            .arg(&key.secret_file)
+            .arg(env.target_url())
+            .arg(&dest)
+            .assert()
+            .success();
+        assert_same_tree(&env.src(), &dest);
+    }
+}
+
+#[test]
+fn hidden_recipient() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    dupr_in(&env, &home, &[])
+        .args(["full", "--hidden-encrypt-key", "b@example.org"])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    let vol = &volumes(&env)[0];
+    let packets = gpg(
+        home.path(),
+        &["--list-packets", "--list-only", vol.to_str().unwrap()],
+        None,
+    );
+    let listing = String::from_utf8_lossy(&packets.stdout).to_string();
+    assert!(listing.contains("keyid 0000000000000000"), "{listing}");
+    assert!(!listing.contains(&k.b.enc_id), "{listing}");
+    // gpg finds the key by trying its secret keys.
+    let out = gpg(
+        home.path(),
+        &[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-fd",
+            "0",
+            "-o",
+            env.path().join("plain").to_str().unwrap(),
+            "-d",
+            vol.to_str().unwrap(),
+        ],
+        Some(PB),
+    );
+    assert!(out.status.success());
+    let dest = env.restore_dir("hidden");
+    dupr_in(&env, &home, &[("PASSPHRASE", PB)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "hidden"))
+        .args(["restore", "--hidden-encrypt-key", &k.b.fpr])
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+    // Without naming the key, dupr can't know which one to use.
+    let out = dupr_in(&env, &home, &[("PASSPHRASE", PB)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "hidden2"))
+        .arg("restore")
+        .arg(env.target_url())
+        .arg(env.restore_dir("hidden2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("anonymous recipient"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    for (opt, code) in [
+        ("--sign-key", 80),
+        ("--encrypt-key", 81),
+        ("--hidden-encrypt-key", 82),
+    ] {
+        let out = dupr_in(&env, &home, &[("PASSPHRASE", "x")])
+            .args(["full", opt, "0xDEADBEEFDEADBEEF"])
+            .arg(env.src())
+            .arg(env.target_url())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{opt}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("0xDEADBEEFDEADBEEF"), "{err}");
+        assert!(err.contains("pubring.kbx"), "{err}");
+    }
+    let out = dupr_in(&env, &home, &[])
+        .args(["full", "--encrypt-key", "nobody@example.org"])
+        .arg(env.src())
+        .arg(env.target_url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(81));
+    assert!(stderr(&out).contains("nobody@example.org"));
+    assert!(!env.target().exists() || volumes(&env).is_empty());
+}
+
+#[test]
+fn volume_for_another_key_names_the_key() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    let empty = Home::empty(&env);
+    small_tree(&env);
+    dupr_in(&env, &home, &[])
+        .args(["full", "--encrypt-key", &k.b.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    // Only A's secret key is at hand.
+    let dest = env.restore_dir("x");
+    let out = dupr_in(&env, &empty, &[("PASSPHRASE", PA)])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "x"))
+        .arg("restore")
+        .arg("--encrypt-key-file")
+        .arg(&k.a.secret_file)
+        .arg(env.target_url())
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(31), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&k.b.enc_id), "{}", stderr(&out));
+    assert!(restore_is_empty(&dest));
+}
+
+#[test]
+fn wrong_passphrase_writes_nothing() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    dupr_in(&env, &home, &[])
+        .args(["full", "--encrypt-key", &k.a.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    // Named key (unlocked up front), and found through the PKESK (lazily).
+    for (name, args) in [
+        ("named", vec!["--encrypt-key", &k.a.fpr]),
+        ("found", vec![]),
+    ] {
+        let dest = env.restore_dir(name);
+        let out = dupr_in(&env, &home, &[("PASSPHRASE", "not the passphrase")])
+            .env("XDG_CACHE_HOME", fresh_cache(&env, name))
+            .arg("restore")
+            .args(args)
+            .arg(env.target_url())
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(31), "{}", stderr(&out));
+        assert!(stderr(&out).contains("passphrase"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("not the passphrase"));
+        assert!(restore_is_empty(&dest));
+    }
+    // A wrong sign passphrase stops a backup before it writes anything.
+    let env2 = Env::new();
+    make_tricky_tree(&env2.src(), 1000);
+    let out = dupr_in(&env2, &home, &[("SIGN_PASSPHRASE", "nope")])
+        .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env2.src())
+        .arg(env2.target_url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(31), "{}", stderr(&out));
+    assert!(stderr(&out).contains("passphrase"), "{}", stderr(&out));
+    assert!(!env2.target().exists() || volumes(&env2).is_empty());
+}
+
+#[test]
+fn tampered_volume_is_caught() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    dupr_in(&env, &home, &[("SIGN_PASSPHRASE", PB)])
+        .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+    let vol = &volumes(&env)[0];
+    let mut data = fs::read(vol).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x40;
+    fs::write(vol, data).unwrap();
+    let out = dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .args(["restore", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env.target_url())
+        .arg(env.restore_dir("t"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+}
+
+#[test]
+fn duplicity_restores_dupr_public_key_backups() {
+    let k = keys();
+    for v in Dup::ALL {
+        let env = Env::new();
+        let home = Home::full(&env);
+        small_tree(&env);
+        dupr_in(&env, &home, &[("SIGN_PASSPHRASE", PB)])
+            .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+            .arg(env.src())
+            .arg(env.target_url())
+            .assert()
+            .success();
+        let dest = env.restore_dir("dup");
+        let archive = env.archive_dir(v);
+        run_duplicity(
+            v,
+            [
+                OsStr::new("restore"),
+                OsStr::new("--encrypt-key"),
+                OsStr::new(&k.a.fpr),
+                OsStr::new("--sign-key"),
+                OsStr::new(&k.b.fpr),
+                OsStr::new("--archive-dir"),
+                archive.as_os_str(),
+                OsStr::new(&env.target_url()),
+                dest.as_os_str(),
+            ],
+            &[
+                ("GNUPGHOME", home.path().to_str().unwrap()),
+                ("PASSPHRASE", PA),
+                ("SIGN_PASSPHRASE", PB),
+            ],
+        );
+        assert_same_tree(&env.src(), &dest);
+    }
+}
+
+#[test]
+fn dupr_restores_duplicity_public_key_backups() {
+    let k = keys();
+    for v in Dup::ALL {
+        let env = Env::new();
+        let home = Home::full(&env);
+        small_tree(&env);
+        let archive = env.archive_dir(v);
+        run_duplicity(
+            v,
+            [
+                OsStr::new("full"),
+                OsStr::new("--encrypt-key"),
+                OsStr::new(&k.b.fpr),
+                OsStr::new("--sign-key"),
+                OsStr::new(&k.b.fpr),
+                OsStr::new("--archive-dir"),
+                archive.as_os_str(),
+                env.src().as_os_str(),
+                OsStr::new(&env.target_url()),
+            ],
+            &[
+                ("GNUPGHOME", home.path().to_str().unwrap()),
+                ("PASSPHRASE", PB),
+                ("SIGN_PASSPHRASE", PB),
+            ],
+        );
+        let dest = env.restore_dir("dupr");
+        dupr_in(&env, &home, &[("PASSPHRASE", PB)])
+            .args(["restore", "--encrypt-key", &k.b.fpr, "--sign-key", &k.b.fpr])
+            .arg(env.target_url())
+            .arg(&dest)
+            .assert()
+            .success();
+        assert_same_tree(&env.src(), &dest);
+        // The same with the RSA key, from a key file, no GnuPG home at all.
+        let env = Env::new();
+        let home = Home::full(&env);
+        let empty = Home::empty(&env);
+        small_tree(&env);
+        let archive = env.archive_dir(v);
+        run_duplicity(
+            v,
+            [
+                OsStr::new("full"),
+                OsStr::new("--encrypt-key"),
+                OsStr::new(&k.a.fpr),
+                OsStr::new("--archive-dir"),
+                archive.as_os_str(),
+                env.src().as_os_str(),
+                OsStr::new(&env.target_url()),
+            ],
+            &[("GNUPGHOME", home.path().to_str().unwrap())],
+        );
+        let dest = env.restore_dir("dupr");
+        dupr_in(&env, &empty, &[("PASSPHRASE", PA)])
+            .arg("restore")
+            .arg("--encrypt-key-file")
+            .arg(&k.a.secret_file)
+            .arg(env.target_url())
+            .arg(&dest)
+            .assert()
+            .success();
+        assert_same_tree(&env.src(), &dest);
+    }
+}
