@@ -19,6 +19,9 @@ fn read_be<R: Read>(r: &mut R, width: usize) -> io::Result<u64> {
 /// Random access to the basis file of a delta.
 pub trait Basis {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Copy `len` bytes at `start` to `out`.
     fn copy_to(&self, start: u64, len: u64, out: &mut dyn Write) -> io::Result<()>;
 }

@@ -229,7 +229,7 @@ impl Seipd {
         Ok(Seipd { cfb, mdc, frame })
     }
 
-    fn push(&mut self, plain: &mut Vec<u8>, out: &mut Vec<u8>) {
+    fn push(&mut self, plain: &mut [u8], out: &mut Vec<u8>) {
         self.mdc.update(&plain[..]);
         self.cfb.encrypt(plain);
         self.frame.push(plain, out);
