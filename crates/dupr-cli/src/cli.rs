@@ -62,6 +62,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub sign_key_file: Option<PathBuf>,
 
+    /// Extra GnuPG options, as duplicity passes them: --compress-algo,
+    /// -z/--compress-level and --cipher-algo are honoured, others ignored
+    /// with a warning. Write as --gpg-options='...'.
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub gpg_options: Vec<String>,
+
+    /// Deflate level 0-9 for gzip volumes and OpenPGP compression (default 6).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compress_level: Option<u32>,
+
     /// Do not compress volumes.
     #[arg(long)]
     pub no_compression: bool,

@@ -16,7 +16,8 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use dupr_core::backup::Counters;
-use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions};
+use dupr_core::crypt::SymmetricKeyAlgorithm;
+use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions, Tuning};
 use dupr_core::index::Index;
 use dupr_core::naming::Prefixes;
 use dupr_core::ops::{self, BackupKind, BackupRequest, Settings, Target};
@@ -123,6 +124,84 @@ fn key_options(cli: &Cli) -> PublicKeyOptions {
 }
 
 /// Target settings; `writing` says whether new encrypted data will be made.
+/// `--gpg-options` as duplicity passes them to gpg: the options that shape
+/// written messages are honoured, the rest are warned about and ignored.
+fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
+    let mut t = Tuning {
+        compress: !cli.no_compression,
+        ..Tuning::default()
+    };
+    if let Some(l) = cli.compress_level {
+        t.level = l;
+    }
+    let words: Vec<String> = cli
+        .gpg_options
+        .iter()
+        .flat_map(|o| o.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let (name, inline) = match w.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (w.clone(), None),
+        };
+        let value = |i: &mut usize| -> anyhow::Result<String> {
+            if let Some(v) = &inline {
+                return Ok(v.clone());
+            }
+            *i += 1;
+            words
+                .get(*i)
+                .cloned()
+                .ok_or_else(|| usage(format!("--gpg-options: {name} needs a value")))
+        };
+        match name.as_str() {
+            "--compress-algo" | "--compression-algo" => {
+                let v = value(&mut i)?.to_ascii_lowercase();
+                match v.as_str() {
+                    "none" | "uncompressed" | "0" => t.compress = false,
+                    "zip" | "zlib" | "bzip2" | "1" | "2" | "3" => t.compress = true,
+                    _ => return Err(usage(format!("--gpg-options: unknown compression {v:?}"))),
+                }
+            }
+            "-z" | "--compress-level" | "--bzip2-compress-level" => {
+                let v = value(&mut i)?;
+                t.level =
+                    v.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
+                        usage(format!("--gpg-options: bad compression level {v:?}"))
+                    })?;
+                if t.level == 0 {
+                    t.compress = false;
+                }
+            }
+            z if z.starts_with("-z") && z[2..].parse::<u32>().is_ok() => {
+                t.level = z[2..].parse::<u32>().unwrap_or(6).min(9);
+                if t.level == 0 {
+                    t.compress = false;
+                }
+            }
+            "--cipher-algo" | "--personal-cipher-preferences" => {
+                let v = value(&mut i)?.to_ascii_uppercase();
+                t.cipher = match v.as_str() {
+                    "AES" | "AES128" => SymmetricKeyAlgorithm::AES128,
+                    "AES192" => SymmetricKeyAlgorithm::AES192,
+                    "AES256" => SymmetricKeyAlgorithm::AES256,
+                    other => {
+                        tracing::warn!(
+                            "--gpg-options: cipher {other} is not written by dupr; using AES256"
+                        );
+                        SymmetricKeyAlgorithm::AES256
+                    }
+                };
+            }
+            other => tracing::warn!("--gpg-options: {other} has no effect in dupr; ignored"),
+        }
+        i += 1;
+    }
+    Ok(t)
+}
+
 fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings> {
     let url = url
         .to_str()
@@ -132,6 +211,10 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
     let sign_passphrase = take_env("SIGN_PASSPHRASE");
     let public_key =
         !keys.encrypt.is_empty() || !keys.hidden.is_empty() || !keys.encrypt_files.is_empty();
+    let tuning = gpg_tuning(cli)?;
+    if let Some(l) = cli.compress_level {
+        dupr_core::crypt::set_gzip_level(l);
+    }
     let crypto = if cli.no_encryption {
         // Unencrypted archives: a passphrase may still open encrypted files.
         passphrase(false, false)?
@@ -148,6 +231,7 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
             .map(|p| Crypto::symmetric(p, !cli.no_compression))
             .transpose()?
     };
+    let crypto = crypto.map(|c| Crypto::tuned(c, &tuning));
     let codec = if cli.no_encryption {
         if cli.no_compression {
             Codec::Plain

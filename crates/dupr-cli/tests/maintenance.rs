@@ -1378,3 +1378,216 @@ fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// ~200 MB of incompressible data in 40 files (plus a small one).
+fn make_big_tree(src: &Path) {
+    for i in 0..40u64 {
+        fs::write(
+            src.join(format!("r{i:02}.bin")),
+            pseudo_random_bytes(5 << 20, 1000 + i),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("small.txt"), "small\n").unwrap();
+}
+
+/// Start `dupr full --volsize 5 SRC URL` (plus `extra`) in the background,
+/// wait for its first volume in `target` and freeze it with SIGSTOP (a
+/// stopped process keeps its fcntl lock).
+fn start_and_freeze(ctx: &Ctx, extra: &[&OsStr], target: &Path) -> Child {
+    let mut child = Command::new(dupr_bin())
+        .env_remove("PASSPHRASE")
+        .env("LC_ALL", "C.UTF-8")
+        .env("XDG_CACHE_HOME", ctx.env.cache())
+        .current_dir(ctx.env.path())
+        .args([
+            "full",
+            "--no-encryption",
+            "--volsize",
+            "5",
+            "--no-print-statistics",
+        ])
+        .args(extra)
+        .arg(ctx.src())
+        .arg(file_url(target))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let vol1_seen = wait_for(120, || {
+        remote_names(target)
+            .iter()
+            .any(|n| n.contains(".vol1.difftar"))
+    });
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    assert!(vol1_seen, "no volume appeared in {}", target.display());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before it could be stopped; make the tree bigger"
+    );
+    child
+}
+
+/// duplicity `v` collection-status on `url` with the cache dir `root/name`.
+fn dup_status_in(ctx: &Ctx, v: Dup, root: &Path, name: &OsStr, url: &str) -> Output {
+    try_duplicity(
+        v,
+        [
+            OsStr::new("collection-status"),
+            OsStr::new("--no-encryption"),
+            OsStr::new("--archive-dir"),
+            root.as_os_str(),
+            OsStr::new("--name"),
+            name,
+            OsStr::new(url),
+        ],
+        &ctx.dup_env(),
+    )
+}
+
+fn assert_duplicity_locked_out(v: Dup, o: &Output, what: &str) {
+    // Both versions exit 23 (Debian's 0.8.22 too, although the reference,
+    // 10.5, says 2 for 0.8).
+    assert_eq!(
+        o.status.code(),
+        Some(23),
+        "duplicity {} {what}: {}",
+        v.label(),
+        out_text(o)
+    );
+    let all = format!("{}{}", lossy(&o.stdout), lossy(&o.stderr));
+    assert!(
+        all.contains("Another duplicity instance is already running"),
+        "duplicity {} {what}: {}",
+        v.label(),
+        out_text(o)
+    );
+}
+
+/// While a dupr backup runs (frozen mid-run) python, another dupr and
+/// duplicity 0.8.22 cannot take the lock; after `kill -9` the stale lockfile
+/// blocks nothing, the next backup succeeds, cleanup removes the interrupted
+/// set and the newest state restores.
+#[test]
+fn killed_dupr_run_excludes_others_then_leaves_no_blocking_lock() {
+    let ctx = Ctx::new(Mode::Plain);
+    let src = ctx.src();
+    make_big_tree(&src);
+    let url = ctx.url();
+    let target = ctx.env.target();
+    let cache_root = ctx.env.cache().join("dupr");
+
+    let mut child = start_and_freeze(&ctx, &[], &target);
+    let pid = child.id() as libc::pid_t;
+    let cache = ctx.cache_dir();
+    let lockfile = cache.join("lockfile");
+    assert!(
+        lockfile.exists(),
+        "no lockfile in {} during a run",
+        cache.display()
+    );
+    assert!(
+        !py_can_lock(&lockfile),
+        "dupr's lock is not an fcntl lock python sees"
+    );
+    let o = ctx.dupr_run(&[OsStr::new("collection-status"), OsStr::new(&url)]);
+    assert_locked_out(&o, "dupr during a dupr run");
+    let o = dup_status_in(
+        &ctx,
+        Dup::V08,
+        &cache_root,
+        cache.file_name().unwrap(),
+        &url,
+    );
+    assert_duplicity_locked_out(Dup::V08, &o, "during a dupr run");
+    assert!(lockfile.exists(), "lockfile gone after refused runs");
+
+    // kill -9 (works on a stopped process).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let st = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    assert!(
+        lockfile.exists(),
+        "the killed run should leave its lockfile (stale)"
+    );
+    assert!(py_can_lock(&lockfile), "a dead process's lock still held");
+
+    // The stale lockfile does not block the next backup.
+    let o = ctx.dupr_run(&[
+        OsStr::new("--volsize"),
+        OsStr::new("5"),
+        OsStr::new("--no-print-statistics"),
+        src.as_os_str(),
+        OsStr::new(&url),
+    ]);
+    assert!(
+        o.status.success(),
+        "backup after a killed run: {}",
+        out_text(&o)
+    );
+    assert!(!lockfile.exists(), "lockfile left after a clean run");
+
+    // The interrupted set may be incomplete: cleanup removes it.
+    let o = ctx.dupr_ok(&["cleanup", "--force", url.as_str()]);
+    let o2 = ctx.dupr_ok(&["collection-status", url.as_str()]);
+    let st_text = lossy(&o2.stdout);
+    assert!(
+        parse_status(&st_text).clean,
+        "incomplete sets after cleanup --force:\n{}\n{st_text}",
+        out_text(&o)
+    );
+    let o3 = ctx.dup_ok(Dup::V3, "collection-status", &[OsStr::new(&url)]);
+    assert!(
+        parse_status(&lossy(&o3.stdout)).clean,
+        "duplicity 3.2.1: {}",
+        out_text(&o3)
+    );
+    let r = ctx.env.restore_dir("after-kill");
+    ctx.dupr_ok(&[OsStr::new("restore"), OsStr::new(&url), r.as_os_str()]);
+    assert_same_tree(&src, &r);
+}
+
+/// A running dupr (with `--archive-dir D --name N`) makes duplicity 3.2.1
+/// on the same `--archive-dir D --name N` refuse with exit 23; the dupr run
+/// then completes normally.
+#[test]
+fn running_dupr_excludes_duplicity_3() {
+    let ctx = Ctx::new(Mode::Plain);
+    make_big_tree(&ctx.src());
+    let target = ctx.env.target();
+    let url = ctx.url();
+    let d = ctx.env.path().join("ad");
+    let mut child = start_and_freeze(
+        &ctx,
+        &[
+            OsStr::new("--archive-dir"),
+            d.as_os_str(),
+            OsStr::new("--name"),
+            OsStr::new("shared"),
+        ],
+        &target,
+    );
+    let lockfile = d.join("shared/lockfile");
+    assert!(lockfile.exists(), "no lockfile at {}", lockfile.display());
+    let o = dup_status_in(&ctx, Dup::V3, &d, OsStr::new("shared"), &url);
+    // Note: duplicity 3.2.1 unlinks the lockfile at exit even when it did
+    // not get the lock (util.release_lockfile), so dupr's lock file may be
+    // gone now; dupr's lock on the open inode is unaffected.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
+    assert_duplicity_locked_out(Dup::V3, &o, "during a dupr run");
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let st = child.wait().unwrap();
+    assert!(
+        st.success(),
+        "the frozen dupr run failed after SIGCONT: {st:?}\n{err}"
+    );
+    assert!(!lockfile.exists(), "lockfile left after a clean run");
+}

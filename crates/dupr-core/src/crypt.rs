@@ -22,7 +22,7 @@ use pgp::composed::{DecryptionOptions, Esk, SignedPublicKey, SignedSecretKey};
 use pgp::composed::{Message, MessageBuilder, PlainSessionKey, RawSessionKey, TheRing};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
-use pgp::crypto::sym::SymmetricKeyAlgorithm;
+pub use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::ser::Serialize;
 use pgp::types::{
     CompressionAlgorithm, KeyDetails, KeyId, Password, Seipdv1ReadMode, StringToKey, VerifyingKey,
@@ -37,6 +37,32 @@ use crate::stream::Format;
 /// compress is stored instead (see `stream`), so the level only costs time
 /// on compressible data.
 pub const DEFAULT_LEVEL: u32 = 6;
+
+/// The deflate level of gzip files this run writes (`--compress-level`).
+static GZIP_LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_LEVEL);
+
+pub fn set_gzip_level(level: u32) {
+    GZIP_LEVEL.store(level.min(9), Ordering::Relaxed);
+}
+
+/// What `--gpg-options` and `--compress-level` can change about written
+/// OpenPGP messages.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub level: u32,
+    pub compress: bool,
+    pub cipher: SymmetricKeyAlgorithm,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            level: DEFAULT_LEVEL,
+            compress: true,
+            cipher: SymmetricKeyAlgorithm::AES256,
+        }
+    }
+}
 use crate::keys::{self, EncryptionKey, KeyRole, Keyring, SignKey};
 
 /// Public-key settings of a run, as named on the command line.
@@ -125,6 +151,16 @@ impl Crypto {
             shared: Arc::new(Shared::new(Some(passphrase), compress)),
             file: None,
         }))
+    }
+
+    /// Apply `--gpg-options` / `--compress-level` to a fresh handle.
+    pub fn tuned(mut c: Arc<Crypto>, t: &Tuning) -> Arc<Crypto> {
+        if let Some(sh) = Arc::get_mut(&mut c).and_then(|c| Arc::get_mut(&mut c.shared)) {
+            sh.level = t.level.min(9);
+            sh.compression = t.compress.then_some(CompressionAlgorithm::ZLIB);
+            sh.sym_alg = t.cipher;
+        }
+        c
     }
 
     /// Public-key encryption and/or signing (duplicity's `--encrypt-key`,
@@ -643,7 +679,7 @@ impl Encoder {
                     Format::Plain
                 } else {
                     Format::Gzip {
-                        level: DEFAULT_LEVEL,
+                        level: GZIP_LEVEL.load(Ordering::Relaxed),
                     }
                 };
                 Layer::Fast(crate::stream::FastEncoder::new(file, format)?)
@@ -657,6 +693,7 @@ impl Encoder {
                     Format::Pgp {
                         skesk: sh.skesk(),
                         key: Zeroizing::new(key.as_ref().to_vec()),
+                        cipher: u8::from(sh.sym_alg),
                         deflate_level: sh.compression.map(|_| sh.level),
                     },
                 )?)

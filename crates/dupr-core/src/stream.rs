@@ -32,6 +32,8 @@ pub enum Format {
     Pgp {
         skesk: Vec<u8>,
         key: zeroize::Zeroizing<Vec<u8>>,
+        /// OpenPGP cipher id: 7, 8 or 9 (AES-128/192/256).
+        cipher: u8,
         deflate_level: Option<u32>,
     },
 }
@@ -203,18 +205,48 @@ impl Partial {
     }
 }
 
-type Aes256CfbEnc = cfb_mode::BufEncryptor<aes::Aes256>;
+/// OpenPGP CFB over the AES variants.
+enum Cfb {
+    A128(cfb_mode::BufEncryptor<aes::Aes128>),
+    A192(cfb_mode::BufEncryptor<aes::Aes192>),
+    A256(cfb_mode::BufEncryptor<aes::Aes256>),
+}
+
+impl Cfb {
+    fn new(cipher: u8, key: &[u8]) -> io::Result<Cfb> {
+        let iv = [0u8; 16];
+        let e = |e: aes::cipher::InvalidLength| io::Error::other(format!("bad key: {e}"));
+        Ok(match cipher {
+            7 => Cfb::A128(cfb_mode::BufEncryptor::new_from_slices(key, &iv).map_err(e)?),
+            8 => Cfb::A192(cfb_mode::BufEncryptor::new_from_slices(key, &iv).map_err(e)?),
+            9 => Cfb::A256(cfb_mode::BufEncryptor::new_from_slices(key, &iv).map_err(e)?),
+            c => {
+                return Err(io::Error::other(format!(
+                    "cipher {c} is not supported for writing"
+                )))
+            }
+        })
+    }
+
+    fn encrypt(&mut self, data: &mut [u8]) {
+        match self {
+            Cfb::A128(c) => c.encrypt(data),
+            Cfb::A192(c) => c.encrypt(data),
+            Cfb::A256(c) => c.encrypt(data),
+        }
+    }
+}
 
 /// Stage 2: SEIPD v1 encryption (CFB, zero IV, random prefix, MDC).
 struct Seipd {
-    cfb: Aes256CfbEnc,
+    cfb: Cfb,
     mdc: Sha1,
     frame: Partial,
 }
 
 impl Seipd {
-    fn new(key: &[u8], out: &mut Vec<u8>) -> io::Result<Self> {
-        let mut cfb = Aes256CfbEnc::new_from_slices(key, &[0u8; 16]).map_err(io::Error::other)?;
+    fn new(cipher: u8, key: &[u8], out: &mut Vec<u8>) -> io::Result<Self> {
+        let mut cfb = Cfb::new(cipher, key)?;
         let mut frame = Partial::new(18, 20);
         let mut prefix = [0u8; 18];
         rand::Rng::fill(&mut rand::thread_rng(), &mut prefix[..16]);
@@ -447,10 +479,12 @@ fn store_stage(
         Ok(())
     };
     match format {
-        Format::Pgp { skesk, key, .. } => {
+        Format::Pgp {
+            skesk, key, cipher, ..
+        } => {
             put(&skesk, &mut w)?;
             let mut out = Vec::with_capacity(CHUNK + 64);
-            let mut seipd = Seipd::new(&key, &mut out)?;
+            let mut seipd = Seipd::new(cipher, &key, &mut out)?;
             for mut v in rx {
                 seipd.push(&mut v, &mut out);
                 put(&out, &mut w)?;
@@ -549,6 +583,7 @@ mod tests {
         Format::Pgp {
             skesk,
             key: zeroize::Zeroizing::new(key.as_ref().to_vec()),
+            cipher: 9,
             deflate_level: Some(6),
         }
     }
@@ -581,6 +616,7 @@ mod tests {
             Format::Pgp {
                 skesk,
                 key,
+                cipher: 9,
                 deflate_level: None,
             }
         }] {
