@@ -31,7 +31,7 @@ def digest(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default=os.path.join(ROOT, "bench/out/dataset"))
+    ap.add_argument("--dataset", default=os.path.join(ROOT, "bench/out/dataset/scale1-seeddefault"))
     ap.add_argument("--markdown")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--example", "crypt_bench", "-p", "dupr-core"],

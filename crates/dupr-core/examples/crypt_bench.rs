@@ -15,6 +15,17 @@ fn main() {
     }
     let pw = std::env::var("PASSPHRASE").unwrap_or_else(|_| "bench".into());
     let crypto = Crypto::symmetric(Zeroizing::new(pw.into_bytes()), true).expect("crypto");
+    let level = std::env::var("CRYPT_LEVEL").ok().and_then(|l| l.parse().ok());
+    let crypto = match level {
+        Some(level) => Crypto::tuned(
+            crypto,
+            &dupr_core::crypt::Tuning {
+                level,
+                ..Default::default()
+            },
+        ),
+        None => crypto,
+    };
     let codec = Codec::Gpg(crypto);
     let mut input = std::fs::File::open(&args[2]).expect("open input");
     let mut buf = vec![0u8; 1 << 20];
