@@ -744,7 +744,9 @@ fn gpg_decrypts_dupr_volumes_manifest_and_signatures() {
         .output()
         .unwrap();
     assert!(
-        sh.status.success() && String::from_utf8_lossy(&sh.stdout).contains("snapshot/hello.txt"),
+        // Volume 1 always starts with the root entry; which files follow
+        // depends on where the volume boundary fell.
+        sh.status.success() && String::from_utf8_lossy(&sh.stdout).starts_with("snapshot/./"),
         "gpg -d | tar t failed ({}):\n{}\n{}",
         sh.status,
         lossy(&sh.stdout),

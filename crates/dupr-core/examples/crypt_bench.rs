@@ -15,7 +15,9 @@ fn main() {
     }
     let pw = std::env::var("PASSPHRASE").unwrap_or_else(|_| "bench".into());
     let crypto = Crypto::symmetric(Zeroizing::new(pw.into_bytes()), true).expect("crypto");
-    let level = std::env::var("CRYPT_LEVEL").ok().and_then(|l| l.parse().ok());
+    let level = std::env::var("CRYPT_LEVEL")
+        .ok()
+        .and_then(|l| l.parse().ok());
     let crypto = match level {
         Some(level) => Crypto::tuned(
             crypto,

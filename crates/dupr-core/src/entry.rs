@@ -49,6 +49,16 @@ pub struct Meta {
     pub link: Vec<u8>,
     pub devmajor: u32,
     pub devminor: u32,
+    /// What dupr's own signature files add (PAX `DUPR.size`,
+    /// `DUPR.mtime_nsec`) so a change within the same second, or of size
+    /// alone, is never missed; None for duplicity's.
+    pub exact: Option<Exact>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exact {
+    pub size: u64,
+    pub mtime_nsec: u32,
 }
 
 impl Meta {
@@ -82,6 +92,10 @@ impl Meta {
             link,
             devmajor: libc::major(rdev),
             devminor: libc::minor(rdev),
+            exact: (kind == Kind::File).then(|| Exact {
+                size: md.len(),
+                mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+            }),
         }
     }
 
@@ -107,7 +121,22 @@ impl Meta {
             link: h.linkname.clone(),
             devmajor: h.devmajor,
             devminor: h.devminor,
+            exact: exact_from_pax(&h.extra),
         })
+    }
+
+    /// The PAX records carrying `exact` (sigtar entries of regular files).
+    pub fn exact_pax(&self) -> Vec<(String, Vec<u8>)> {
+        match self.exact {
+            Some(x) => vec![
+                ("DUPR.size".into(), x.size.to_string().into_bytes()),
+                (
+                    "DUPR.mtime_nsec".into(),
+                    x.mtime_nsec.to_string().into_bytes(),
+                ),
+            ],
+            None => Vec::new(),
+        }
     }
 
     /// A tar header for this file under `name` holding `size` data bytes.
@@ -137,6 +166,7 @@ impl Meta {
             gname: self.gname.clone(),
             devmajor: self.devmajor,
             devminor: self.devminor,
+            extra: Vec::new(),
         }
     }
 
@@ -157,10 +187,32 @@ impl Meta {
             }
             _ => {
                 let mt_eq = self.mtime == old.mtime || (self.mtime <= 0 && old.mtime <= 0);
-                self.perms != old.perms || self.uid != old.uid || self.gid != old.gid || !mt_eq
+                // dupr's own sigtars know the exact size and sub-second mtime.
+                let exact_eq = match (self.exact, old.exact) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                self.perms != old.perms
+                    || self.uid != old.uid
+                    || self.gid != old.gid
+                    || !mt_eq
+                    || !exact_eq
             }
         }
     }
+}
+
+fn exact_from_pax(extra: &[(String, Vec<u8>)]) -> Option<Exact> {
+    let get = |k: &str| {
+        extra
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+    };
+    Some(Exact {
+        size: get("DUPR.size")?,
+        mtime_nsec: get("DUPR.mtime_nsec")?.min(999_999_999) as u32,
+    })
 }
 
 /// uid/gid → name lookups, cached (a backup asks for the same few ids

@@ -36,14 +36,31 @@ impl RunLock {
                 _ => Err(Error::io(&path, err)),
             };
         }
+        // Another process may have removed the file between our open and
+        // our lock (duplicity 3.x unlinks it even when refused): make sure the
+        // path still names the locked file, else the lock excludes nobody.
+        if !same_file(&file, &path) {
+            return Err(Error::Locked(path));
+        }
         Ok(RunLock { _file: file, path })
+    }
+}
+
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        // Remove while still holding the lock, as duplicity does.
-        let _ = std::fs::remove_file(&self.path);
+        // Remove while still holding the lock, as duplicity does, but only
+        // our own file, never one a later run created.
+        if same_file(&self._file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -70,11 +70,12 @@ impl SigtarWriter {
     /// A regular file's signature.
     pub fn add_signature(&mut self, index: &Index, meta: &Meta, sig: &[u8]) -> Result<()> {
         self.buf.clear();
-        meta.header(
+        let mut h = meta.header(
             entry_name(Role::Signature, index, None, false, false),
             sig.len() as u64,
-        )
-        .encode(&mut self.buf);
+        );
+        h.extra = meta.exact_pax();
+        h.encode(&mut self.buf);
         let b = std::mem::take(&mut self.buf);
         self.write(&b)?;
         self.buf = b;

@@ -33,6 +33,8 @@ pub struct Header {
     pub gname: Vec<u8>,
     pub devmajor: u32,
     pub devminor: u32,
+    /// PAX records beyond the standard ones (dupr's `DUPR.*` extensions).
+    pub extra: Vec<(String, Vec<u8>)>,
 }
 
 impl Header {
@@ -65,6 +67,9 @@ impl Header {
                 pax.push((key, val.to_string().into_bytes()));
                 *val = 0;
             }
+        }
+        for (k, v) in &self.extra {
+            pax.push((k.as_str(), v.clone()));
         }
         if !pax.is_empty() {
             let mut records = Vec::new();
@@ -252,6 +257,7 @@ impl<R: Read> Reader<R> {
                     "mtime" => h.mtime = num()? as i64,
                     "uname" => h.uname = v.clone(),
                     "gname" => h.gname = v.clone(),
+                    k if k.starts_with("DUPR.") => h.extra.push((k.to_string(), v.clone())),
                     _ => {}
                 }
             }
@@ -405,6 +411,7 @@ fn parse_ustar(h: &[u8; BLOCK]) -> io::Result<Header> {
         gname: trim_nul(&h[297..329]),
         devmajor: parse_num(&h[329..337])? as u32,
         devminor: parse_num(&h[337..345])? as u32,
+        extra: Vec::new(),
     })
 }
 

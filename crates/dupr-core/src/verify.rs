@@ -30,10 +30,12 @@ impl<'a> VerifySink<'a> {
         compare_data: bool,
         tempdir: PathBuf,
     ) -> Result<Self> {
+        // A missing source tree is not an error: every path is then
+        // reported missing, as duplicity does.
         let local = if compare_data {
-            let root = source.clone();
-            let w = Walker::new(&root, Box::new(|_, _, _| Select::Include)).ctx(&root)?;
-            Some(w.peekable())
+            Walker::new(&source, Box::new(|_, _, _| Select::Include))
+                .ok()
+                .map(Iterator::peekable)
         } else {
             None
         };
@@ -69,11 +71,14 @@ impl<'a> VerifySink<'a> {
             }
         }
         for n in news {
+            self.compared += 1;
             self.diff(&n, "new file, not in the backup".into());
         }
         same
     }
 
+    /// Compare one path, reporting (like duplicity) only its first
+    /// difference, in duplicity's order: type, permissions, mtime, data.
     fn compare(
         &mut self,
         rel: &Index,
@@ -86,51 +91,39 @@ impl<'a> VerifySink<'a> {
             return Ok(());
         };
         let lm = &l.meta;
-        if lm.kind != meta.kind {
-            self.diff(
-                rel,
-                format!(
-                    "type {:?} in the source, {:?} in the backup",
-                    lm.kind, meta.kind
-                ),
-            );
-            return Ok(());
-        }
-        if lm.perms != meta.perms {
-            self.diff(
-                rel,
-                format!(
-                    "permissions {:o} in the source, {:o} in the backup",
-                    lm.perms, meta.perms
-                ),
-            );
-        }
-        if meta.kind != Kind::Symlink && meta.kind != Kind::Dir && lm.mtime != meta.mtime {
-            self.diff(
-                rel,
-                format!(
-                    "mtime {} in the source, {} in the backup",
-                    lm.mtime, meta.mtime
-                ),
-            );
-        }
-        match meta.kind {
-            Kind::Symlink if lm.link != meta.link => {
-                self.diff(rel, "symlink target differs".into())
-            }
-            Kind::Char | Kind::Block
-                if (lm.devmajor, lm.devminor) != (meta.devmajor, meta.devminor) =>
-            {
-                self.diff(rel, "device numbers differ".into())
-            }
-            Kind::File => {
-                if let Some(t) = data {
-                    if !same_content(t.path(), &l.path)? {
-                        self.diff(rel, "data differs".into());
-                    }
+        let what = if lm.kind != meta.kind {
+            Some(format!(
+                "type {:?} in the source, {:?} in the backup",
+                lm.kind, meta.kind
+            ))
+        } else if meta.kind != Kind::Symlink && lm.perms != meta.perms {
+            Some(format!(
+                "permissions {:o} in the source, {:o} in the backup",
+                lm.perms, meta.perms
+            ))
+        } else if matches!(meta.kind, Kind::File | Kind::Dir | Kind::Fifo) && lm.mtime != meta.mtime
+        {
+            Some(format!(
+                "mtime {} in the source, {} in the backup",
+                lm.mtime, meta.mtime
+            ))
+        } else {
+            match meta.kind {
+                Kind::Symlink if lm.link != meta.link => Some("symlink target differs".into()),
+                Kind::Char | Kind::Block
+                    if (lm.devmajor, lm.devminor) != (meta.devmajor, meta.devminor) =>
+                {
+                    Some("device numbers differ".into())
                 }
+                Kind::File => match data {
+                    Some(t) if !same_content(t.path(), &l.path)? => Some("data differs".into()),
+                    _ => None,
+                },
+                _ => None,
             }
-            _ => {}
+        };
+        if let Some(w) = what {
+            self.diff(rel, w);
         }
         Ok(())
     }
@@ -183,6 +176,7 @@ impl Sink for VerifySink<'_> {
     fn finish(&mut self) -> Result<()> {
         if let Some(local) = self.local.take() {
             for e in local {
+                self.compared += 1;
                 self.diff(&e.index, "new file, not in the backup".into());
             }
         }

@@ -7,10 +7,22 @@ use std::process::Command;
 use dupr_core::crypt::{decoder, Codec, Crypto};
 use zeroize::Zeroizing;
 
-fn gpg_encrypt(home: &std::path::Path, input: &std::path::Path, out: &std::path::Path, extra: &[&str]) {
+fn gpg_encrypt(
+    home: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) {
     let st = Command::new("gpg")
         .env("GNUPGHOME", home)
-        .args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "pw"])
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "pw",
+        ])
         .args(extra)
         .arg("-c")
         .arg("-o")
@@ -18,7 +30,11 @@ fn gpg_encrypt(home: &std::path::Path, input: &std::path::Path, out: &std::path:
         .arg(input)
         .output()
         .expect("gpg must be installed (scripts/install-test-deps)");
-    assert!(st.status.success(), "gpg {extra:?}: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "gpg {extra:?}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }
 
 #[test]
@@ -51,10 +67,13 @@ fn decrypts_every_symmetric_variant_gpg_writes() {
         let out = dir.path().join("out.gpg");
         gpg_encrypt(&home, &input, &out, extra);
         let mut got = Vec::new();
-        decoder(std::fs::File::open(&out).unwrap(), &Codec::Gpg(crypto.clone()))
-            .unwrap_or_else(|e| panic!("{extra:?}: {e}"))
-            .read_to_end(&mut got)
-            .unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+        decoder(
+            std::fs::File::open(&out).unwrap(),
+            &Codec::Gpg(crypto.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{extra:?}: {e}"))
+        .read_to_end(&mut got)
+        .unwrap_or_else(|e| panic!("{extra:?}: {e}"));
         assert!(got == data, "{extra:?}: plaintext differs");
     }
     // A tampered message is refused.
@@ -64,7 +83,11 @@ fn decrypts_every_symmetric_variant_gpg_writes() {
     let mid = raw.len() / 2;
     raw[mid] ^= 0x40;
     std::fs::write(&out, &raw).unwrap();
-    let r = decoder(std::fs::File::open(&out).unwrap(), &Codec::Gpg(crypto.clone())).and_then(|mut d| {
+    let r = decoder(
+        std::fs::File::open(&out).unwrap(),
+        &Codec::Gpg(crypto.clone()),
+    )
+    .and_then(|mut d| {
         let mut v = Vec::new();
         d.read_to_end(&mut v)
             .map_err(|e| dupr_core::Error::Crypto(e.to_string()))?;
