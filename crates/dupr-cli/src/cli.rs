@@ -68,7 +68,7 @@ pub struct Cli {
     #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
     pub gpg_options: Vec<String>,
 
-    /// Deflate level 0-9 for gzip volumes and OpenPGP compression (default 6).
+    /// Deflate level 0-9 for gzip volumes and OpenPGP compression (default 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compress_level: Option<u32>,
 

@@ -36,7 +36,7 @@ use crate::stream::Format;
 /// Deflate level for gzip volumes and OpenPGP compression. Data that does not
 /// compress is stored instead (see `stream`), so the level only costs time
 /// on compressible data.
-pub const DEFAULT_LEVEL: u32 = 6;
+pub const DEFAULT_LEVEL: u32 = 3;
 
 /// The deflate level of gzip files this run writes (`--compress-level`).
 static GZIP_LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_LEVEL);

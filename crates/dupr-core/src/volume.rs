@@ -125,9 +125,11 @@ impl<'a> VolumeWriter<'a> {
         let Some(mut cur) = self.cur.take() else {
             return Ok(());
         };
-        // End marker: NULs to the next 10240 multiple (a full record if
-        // already aligned), safe for both 0.8 and 3.x readers.
-        let pad = RECORD - (cur.plain_len % RECORD as u64) as usize;
+        // At least two zero blocks (GNU tar warns about a lone one, which
+        // duplicity 3.x sometimes writes), then NULs to a 10240 multiple.
+        let after = cur.plain_len + 2 * crate::tar::BLOCK as u64;
+        let pad = 2 * crate::tar::BLOCK
+            + ((RECORD as u64 - after % RECORD as u64) % RECORD as u64) as usize;
         cur.enc.write_all(&vec![0u8; pad]).ctx(&cur.tmp)?;
         let w = cur.enc.finish().ctx(&cur.tmp)?;
         let name = self.volume_name(self.num);
