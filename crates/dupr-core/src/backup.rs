@@ -507,6 +507,44 @@ pub fn run_backup(
     select: crate::walk::Selector<'_>,
     plan: Plan,
 ) -> Result<Stats> {
+    let mut started = None;
+    let r = write_set(cfg, backend, cache, select, plan, &mut started);
+    if r.is_err() {
+        if let Some(set) = started {
+            // A failed run leaves nothing behind: no volumes of a set that
+            // will never get its manifest, no half-written cache files.
+            discard_set(backend, cache, &set, &cfg.prefixes);
+        }
+    }
+    r
+}
+
+/// Delete every remote and cached file of `set` (best effort).
+fn discard_set(backend: &dyn Backend, cache: &Cache, set: &ParsedName, prefixes: &Prefixes) {
+    let same = |n: &str| {
+        naming::parse(n, prefixes)
+            .is_some_and(|p| p.set == set.set && p.start == set.start && p.end == set.end)
+    };
+    if let Ok(names) = backend.list() {
+        for n in names.iter().filter(|n| same(n)) {
+            let _ = backend.delete(n);
+        }
+    }
+    if let Ok(names) = cache.list() {
+        for n in names.iter().filter(|n| same(n)) {
+            let _ = std::fs::remove_file(cache.path(n));
+        }
+    }
+}
+
+fn write_set(
+    cfg: &BackupConfig,
+    backend: &dyn Backend,
+    cache: &Cache,
+    select: crate::walk::Selector<'_>,
+    plan: Plan,
+    started: &mut Option<ParsedName>,
+) -> Result<Stats> {
     std::fs::symlink_metadata(&cfg.source).map_err(|_| Error::SourceMissing(cfg.source.clone()))?;
     let remote = backend.list()?;
     // Set times are whole seconds; never reuse a time the target already has.
@@ -559,6 +597,7 @@ pub fn run_backup(
         return Ok(stats);
     }
 
+    *started = Some(set);
     let staging = backend
         .staging_dir()
         .unwrap_or_else(|| cache.dir().to_path_buf());
@@ -674,6 +713,11 @@ pub fn run_backup(
                 em.deleted(&o)?;
                 old_head = old.as_mut().expect("old state").next_present()?;
             }
+            // Read the old signatures to their checksums: a corrupt chain
+            // fails the run (and its volumes are discarded).
+            if let Some(o) = old.as_mut() {
+                o.drain()?;
+            }
             em.errors += walker.errors;
             em.filelist.flush().ctx(&em.filelist_path)?;
             Ok(())
@@ -695,7 +739,6 @@ pub fn run_backup(
     };
     stats.volumes = nvols;
     for (n, v) in vols {
-        stats.dest_size += 0;
         manifest.volumes.insert(n, v);
     }
 

@@ -110,7 +110,10 @@ struct Shared {
     s2k: StringToKey,
     sym_alg: SymmetricKeyAlgorithm,
     /// Derived on first use: reading unencrypted archives never pays the S2K.
-    key: std::sync::OnceLock<RawSessionKey>,
+    /// The S2K and key new files are written with: `s2k` derived on first
+    /// use, or adopted from the chain's existing files, so a run pays the
+    /// deliberately slow derivation once rather than once per salt.
+    own: std::sync::OnceLock<(StringToKey, RawSessionKey)>,
     compression: Option<CompressionAlgorithm>,
     /// Deflate level of written files.
     level: u32,
@@ -321,7 +324,7 @@ impl Shared {
             passphrase,
             s2k: StringToKey::new_iterated(rand::thread_rng(), HashAlgorithm::Sha256, 255),
             sym_alg: SymmetricKeyAlgorithm::AES256,
-            key: std::sync::OnceLock::new(),
+            own: std::sync::OnceLock::new(),
             compression: compress.then_some(CompressionAlgorithm::ZLIB),
             level: DEFAULT_LEVEL,
             derived: Mutex::new(HashMap::new()),
@@ -334,9 +337,9 @@ impl Shared {
         }
     }
 
-    fn key(&self) -> Result<RawSessionKey> {
-        if let Some(k) = self.key.get() {
-            return Ok(k.clone());
+    fn own(&self) -> Result<&(StringToKey, RawSessionKey)> {
+        if let Some(o) = self.own.get() {
+            return Ok(o);
         }
         let pass = self.passphrase.as_ref().ok_or_else(|| {
             Error::Crypto("no passphrase for symmetric encryption: set PASSPHRASE".into())
@@ -345,16 +348,40 @@ impl Shared {
             .s2k
             .derive_key(pass, self.sym_alg.key_size())
             .map_err(|e| Error::Crypto(format!("key derivation failed: {e}")))?;
-        Ok(self.key.get_or_init(|| k).clone())
+        Ok(self.own.get_or_init(|| (self.s2k.clone(), k)))
+    }
+
+    fn key(&self) -> Result<RawSessionKey> {
+        Ok(self.own()?.1.clone())
     }
 
     /// The SKESK v4 packet (no encrypted session key) every message starts with.
     fn skesk(&self) -> Vec<u8> {
         let mut body = vec![4u8, u8::from(self.sym_alg)];
-        self.s2k.to_writer(&mut body).expect("writing to a Vec");
+        let s2k = self.own().map(|o| &o.0).unwrap_or(&self.s2k);
+        s2k.to_writer(&mut body).expect("writing to a Vec");
         let mut p = vec![0xC0 | 3, body.len() as u8];
         p.extend_from_slice(&body);
         p
+    }
+
+    /// Write this run's files with the S2K (salt) of an existing file of the
+    /// chain whose key was just derived, instead of deriving a second key:
+    /// only strong, iterated S2Ks without an encrypted session key qualify,
+    /// and every message still gets a fresh random CFB prefix.
+    fn adopt(&self, k: &pgp::packet::SymKeyEncryptedSessionKey, sk: &PlainSessionKey) {
+        let strong = matches!(
+            k.s2k(),
+            Some(StringToKey::IteratedAndSalted { count, .. }) if *count >= 192
+        );
+        let empty_esk = k.encrypted_key().is_none_or(|b| b.is_empty());
+        if let (true, true, Some(s2k), PlainSessionKey::V3_4 { sym_alg, key }) =
+            (strong, empty_esk, k.s2k(), sk)
+        {
+            if *sym_alg == self.sym_alg && self.passphrase.is_some() {
+                let _ = self.own.set((s2k.clone(), key.clone()));
+            }
+        }
     }
 
     /// A session key for an SKESK: ours without derivation, others derived
@@ -373,10 +400,8 @@ impl Shared {
                 return Ok(Some(sk.clone()));
             }
             let empty_esk = k.encrypted_key().is_none_or(|b| b.is_empty());
-            let sk = if empty_esk
-                && k.s2k() == Some(&self.s2k)
-                && k.sym_algorithm() == Some(self.sym_alg)
-            {
+            let ours = self.own.get().is_some_and(|o| k.s2k() == Some(&o.0));
+            let sk = if empty_esk && ours && k.sym_algorithm() == Some(self.sym_alg) {
                 PlainSessionKey::V3_4 {
                     sym_alg: self.sym_alg,
                     key: self.key()?,
@@ -384,7 +409,10 @@ impl Shared {
             } else {
                 let pw = Password::from(passphrase.as_slice());
                 match pgp::composed::decrypt_session_key_with_password(k, &pw) {
-                    Ok(sk) => sk,
+                    Ok(sk) => {
+                        self.adopt(k, &sk);
+                        sk
+                    }
                     Err(_) => continue,
                 }
             };
@@ -833,8 +861,13 @@ pub fn decoder<R: Read + Send + 'static>(r: R, codec: &Codec) -> Result<Box<dyn 
     let r = BufReader::with_capacity(1 << 20, r);
     Ok(match codec {
         Codec::Plain => Box::new(r),
-        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Codec::Gpg(c) => open_pgp(r, c)?,
+        // Buffered on the plaintext side too: tar headers are read 512
+        // bytes at a time, and inflating into tiny buffers costs copies.
+        Codec::Gzip => Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::bufread::MultiGzDecoder::new(r),
+        )),
+        Codec::Gpg(c) => Box::new(BufReader::with_capacity(256 * 1024, open_pgp(r, c)?)),
     })
 }
 

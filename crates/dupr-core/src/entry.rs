@@ -53,6 +53,9 @@ pub struct Meta {
     /// `DUPR.mtime_nsec`) so a change within the same second, or of size
     /// alone, is never missed; None for duplicity's.
     pub exact: Option<Exact>,
+    /// Device and inode (from lstat; 0 for archived entries).
+    pub dev: u64,
+    pub ino: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +95,8 @@ impl Meta {
             link,
             devmajor: libc::major(rdev),
             devminor: libc::minor(rdev),
+            dev: md.dev(),
+            ino: md.ino(),
             exact: (kind == Kind::File).then(|| Exact {
                 size: md.len(),
                 mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
@@ -122,6 +127,8 @@ impl Meta {
             devmajor: h.devmajor,
             devminor: h.devminor,
             exact: exact_from_pax(&h.extra),
+            dev: 0,
+            ino: 0,
         })
     }
 

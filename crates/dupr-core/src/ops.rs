@@ -131,20 +131,21 @@ pub fn backup(
         }
     };
     let incremental = matches!(plan, Plan::Incremental { .. });
-    // Backups must not include their own target or cache.
-    let excluded: Vec<PathBuf> = [t.backend.local_path(""), Some(t.cache.dir().to_path_buf())]
+    // Backups must not include their own target or cache (matched by
+    // device and inode, without resolving every path).
+    let excluded: Vec<(u64, u64)> = [t.backend.local_path(""), Some(t.cache.dir().to_path_buf())]
         .into_iter()
         .flatten()
-        .filter_map(|p| p.canonicalize().ok())
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
         .collect();
     let select = Box::new(
-        move |_ix: &Index, path: &std::path::Path, _m: &crate::entry::Meta| {
-            if !excluded.is_empty() {
-                if let Ok(c) = path.canonicalize() {
-                    if excluded.contains(&c) {
-                        return Select::Exclude;
-                    }
-                }
+        move |_ix: &Index, _path: &std::path::Path, m: &crate::entry::Meta| {
+            if m.kind == crate::entry::Kind::Dir && excluded.contains(&(m.dev, m.ino)) {
+                return Select::Exclude;
             }
             Select::Include
         },
@@ -254,12 +255,8 @@ fn incremental_plan(
         }
         SigMerge::new(readers)
     };
-    // Read the whole signature chain once before writing anything, to the
-    // end of each compressed stream (its checksum), so a corrupt one stops
-    // the run with nothing uploaded.
-    let mut probe = open()?;
-    while probe.next_present()?.is_some() {}
-    probe.drain()?;
+    // The signature chain is read once, during the backup, to its
+    // checksums; a corrupt one fails the run and its volumes are discarded.
     Ok(Some(Plan::Incremental {
         start: chain.end(),
         old: open()?,
