@@ -448,6 +448,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 }
 
 fn main() -> ExitCode {
+    dupr_core::crypt::protect_process();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -1123,3 +1123,12 @@ mod tests {
         assert!(matches!(e, Error::WrongPassphrase), "{e}");
     }
 }
+
+/// Keep secrets out of core dumps and away from same-user debuggers: the
+/// process holds passphrases and unlocked keys in memory.
+pub fn protect_process() {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
