@@ -751,26 +751,38 @@ fn write_set(
     backend.put(&remote_sig_tmp, &sig_remote_name)?;
     std::fs::rename(&sig_local_part, &sig_local).ctx(&sig_local)?;
 
-    let mut text = manifest.header_bytes();
+    // The manifest is streamed together from its head and the Filelist
+    // spooled on disk: a million files must not mean a million lines in memory.
+    let mut head = manifest.header_bytes();
     for (n, v) in &manifest.volumes {
-        text.extend_from_slice(&Manifest::volume_bytes(*n, v));
+        head.extend_from_slice(&Manifest::volume_bytes(*n, v));
     }
-    text.extend_from_slice(format!("Filelist {filelist_count}\n").as_bytes());
-    text.extend_from_slice(&std::fs::read(&filelist_path).ctx(&filelist_path)?);
-    let _ = std::fs::remove_file(&filelist_path);
+    head.extend_from_slice(format!("Filelist {filelist_count}\n").as_bytes());
     let man_tmp = staging.join(format!(
         ".dupr-tmp.{}.{}",
         std::process::id(),
         man_remote_name
     ));
-    crate::crypt::write_file(
-        &man_tmp,
-        &text,
-        &if enc { cfg.codec.clone() } else { Codec::Plain },
-    )?;
+    let spool = |out: &mut dyn Write, to: &std::path::Path| -> Result<()> {
+        out.write_all(&head).ctx(to)?;
+        let mut fl = File::open(&filelist_path).ctx(&filelist_path)?;
+        std::io::copy(&mut fl, out).ctx(to)?;
+        Ok(())
+    };
+    {
+        let codec = if enc { cfg.codec.clone() } else { Codec::Plain };
+        let mut e = crate::crypt::Encoder::create(&man_tmp, &codec).ctx(&man_tmp)?;
+        spool(&mut e, &man_tmp)?;
+        e.finish().ctx(&man_tmp)?;
+    }
     stats.dest_size += std::fs::metadata(&man_tmp).map(|m| m.len()).unwrap_or(0);
     backend.put(&man_tmp, &man_remote_name)?;
-    std::fs::write(&man_part, &text).ctx(&man_part)?;
+    {
+        let mut f = BufWriter::new(File::create(&man_part).ctx(&man_part)?);
+        spool(&mut f, &man_part)?;
+        f.flush().ctx(&man_part)?;
+    }
+    let _ = std::fs::remove_file(&filelist_path);
     std::fs::rename(&man_part, &man_local).ctx(&man_local)?;
     stats.end_time = time::now();
     Ok(stats)

@@ -25,6 +25,34 @@ use crate::naming::{self, Prefixes};
 use crate::tar;
 
 /// Load a set's manifest: the cached plain copy, else the remote one.
+/// The manifest without its Filelist (which can hold a line per file of the
+/// backup and is not needed here), read to the end so an encrypted
+/// manifest still reaches its integrity check.
+fn manifest_head(r: Box<dyn Read + Send>) -> io::Result<Vec<u8>> {
+    use std::io::BufRead;
+    let mut r = io::BufReader::new(r);
+    let mut text = Vec::new();
+    let mut line = Vec::new();
+    let mut in_filelist = false;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(text);
+        }
+        if line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"filelist") {
+            in_filelist = true;
+            continue;
+        }
+        // Filelist items are indented; a Filelist written before the
+        // volume records (duplicity's other layout) ends at "Volume".
+        if in_filelist && line.first().is_some_and(|c| c.is_ascii_whitespace()) {
+            continue;
+        }
+        in_filelist = false;
+        text.extend_from_slice(&line);
+    }
+}
+
 pub fn load_manifest(
     backend: &dyn Backend,
     cache: Option<&Cache>,
@@ -64,18 +92,15 @@ fn read_manifest(
     let cached = cache
         .and_then(|c| Cache::local_name(name, prefixes).map(|l| c.path(&l)))
         .filter(|p| p.exists() && !remote_only);
-    let text = match cached {
-        Some(p) => std::fs::read(&p).ctx(&p)?,
+    let reader: Box<dyn Read + Send> = match cached {
+        Some(p) => Box::new(File::open(&p).ctx(&p)?),
         None => {
             let p = naming::parse(name, prefixes).ok_or_else(|| bad("unparsable name".into()))?;
             let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, name)?;
-            let mut v = Vec::new();
             crypt::decoder(backend.open(name)?, &codec)?
-                .read_to_end(&mut v)
-                .map_err(|e| bad(e.to_string()))?;
-            v
         }
     };
+    let text = manifest_head(reader).map_err(|e| bad(e.to_string()))?;
     let m = Manifest::parse(&text).map_err(bad)?;
     // Every set has at least one volume; a manifest that lists none (empty
     // or garbage text) would otherwise look like an empty backup.
