@@ -1075,6 +1075,15 @@ pub fn write_file(path: &Path, data: &[u8], codec: &Codec) -> Result<Written> {
     e.finish().ctx(path)
 }
 
+/// Keep secrets out of core dumps and away from same-user debuggers: the
+/// process holds passphrases and unlocked keys in memory.
+pub fn protect_process() {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1121,14 +1130,5 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(e, Error::WrongPassphrase), "{e}");
-    }
-}
-
-/// Keep secrets out of core dumps and away from same-user debuggers: the
-/// process holds passphrases and unlocked keys in memory.
-pub fn protect_process() {
-    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integer arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 }
