@@ -642,8 +642,8 @@ fn write_set(
 
     let (tx, rx) = crossbeam_channel::bounded::<Block>(64);
     let mut filelist_count = 0;
-    let result = std::thread::scope(|s| -> Result<(u32, Vec<(u32, VolumeInfo)>)> {
-        let writer = s.spawn(|| -> Result<(u32, Vec<(u32, VolumeInfo)>)> {
+    let result = std::thread::scope(|s| -> Result<(u32, u64, Vec<(u32, VolumeInfo)>)> {
+        let writer = s.spawn(|| -> Result<(u32, u64, Vec<(u32, VolumeInfo)>)> {
             let mut vw = VolumeWriter::new(
                 backend,
                 staging.clone(),
@@ -668,8 +668,8 @@ fn write_set(
                     return Err(e);
                 }
             }
-            let n = vw.finish(&mut record)?;
-            Ok((n, vols))
+            let (n, bytes) = vw.finish(&mut record)?;
+            Ok((n, bytes, vols))
         });
 
         let mut em = Emitter {
@@ -730,7 +730,7 @@ fn write_set(
         produced?;
         written
     });
-    let (nvols, vols) = match result {
+    let (nvols, vol_bytes, vols) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&filelist_path);
@@ -738,6 +738,7 @@ fn write_set(
         }
     };
     stats.volumes = nvols;
+    stats.dest_size += vol_bytes;
     for (n, v) in vols {
         manifest.volumes.insert(n, v);
     }

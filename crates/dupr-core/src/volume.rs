@@ -31,6 +31,8 @@ pub struct VolumeWriter<'a> {
     prefixes: Prefixes,
     target: u64,
     num: u32,
+    /// Bytes stored in the finished volumes.
+    pub stored: u64,
     cur: Option<Open>,
 }
 
@@ -66,6 +68,7 @@ impl<'a> VolumeWriter<'a> {
             prefixes,
             target,
             num: 0,
+            stored: 0,
             cur: None,
         }
     }
@@ -132,6 +135,7 @@ impl<'a> VolumeWriter<'a> {
             + ((RECORD as u64 - after % RECORD as u64) % RECORD as u64) as usize;
         cur.enc.write_all(&vec![0u8; pad]).ctx(&cur.tmp)?;
         let w = cur.enc.finish().ctx(&cur.tmp)?;
+        self.stored += w.size;
         let name = self.volume_name(self.num);
         self.backend.put(&cur.tmp, &name)?;
         on_volume(
@@ -146,18 +150,18 @@ impl<'a> VolumeWriter<'a> {
         )
     }
 
-    /// Close the last volume; returns the number of volumes written.
+    /// Close the last volume; returns the number of volumes and their bytes.
     pub fn finish(
         mut self,
         on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
-    ) -> Result<u32> {
+    ) -> Result<(u32, u64)> {
         if self.cur.is_none() && self.num == 0 {
             // Nothing changed: one volume holding only the end marker, as
             // duplicity 3.x writes.
             self.open(Index::root(), None)?;
         }
         self.close(on_volume)?;
-        Ok(self.num)
+        Ok((self.num, self.stored))
     }
 
     /// Remove a half-written volume after a failure.
