@@ -183,6 +183,9 @@ const CHUNK: usize = 65536;
 /// Bytes of a changed file diffed at a time.
 const DIFF_WINDOW: usize = 8 << 20;
 
+/// What the volume writer reports: volume count, their bytes, their records.
+type Written = (u32, u64, Vec<(u32, VolumeInfo)>);
+
 /// What kind of set to write.
 pub enum Plan {
     Full,
@@ -642,8 +645,8 @@ fn write_set(
 
     let (tx, rx) = crossbeam_channel::bounded::<Block>(64);
     let mut filelist_count = 0;
-    let result = std::thread::scope(|s| -> Result<(u32, u64, Vec<(u32, VolumeInfo)>)> {
-        let writer = s.spawn(|| -> Result<(u32, u64, Vec<(u32, VolumeInfo)>)> {
+    let result = std::thread::scope(|s| -> Result<Written> {
+        let writer = s.spawn(|| -> Result<Written> {
             let mut vw = VolumeWriter::new(
                 backend,
                 staging.clone(),
