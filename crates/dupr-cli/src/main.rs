@@ -212,9 +212,6 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
     let public_key =
         !keys.encrypt.is_empty() || !keys.hidden.is_empty() || !keys.encrypt_files.is_empty();
     let tuning = gpg_tuning(cli)?;
-    if let Some(l) = cli.compress_level {
-        dupr_core::crypt::set_gzip_level(l);
-    }
     let crypto = if cli.no_encryption {
         // Unencrypted archives: a passphrase may still open encrypted files.
         passphrase(false, false)?
@@ -236,7 +233,7 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
         if cli.no_compression {
             Codec::Plain
         } else {
-            Codec::Gzip
+            Codec::Gzip(tuning.level)
         }
     } else {
         match &crypto {
@@ -248,7 +245,7 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
                     .into()
             )))
             }
-            None => Codec::Gzip,
+            None => Codec::GZIP,
         }
     };
     Ok(Settings {

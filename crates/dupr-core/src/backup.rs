@@ -632,7 +632,8 @@ fn write_set(
     ));
     let mut sigtar = SigtarWriter::create(
         &sig_local_part,
-        (cfg.codec != Codec::Gzip).then_some((remote_sig_tmp.as_path(), cfg.codec.clone())),
+        (!matches!(cfg.codec, Codec::Gzip(_)))
+            .then_some((remote_sig_tmp.as_path(), cfg.codec.clone())),
     )?;
     let mut manifest = Manifest {
         hostname: cfg.hostname.clone(),

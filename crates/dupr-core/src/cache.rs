@@ -110,7 +110,7 @@ impl Cache {
             let local_codec = if matches!(p.kind, FileType::Manifest) {
                 Codec::Plain
             } else {
-                Codec::Gzip
+                Codec::GZIP
             };
             let corrupt = |reason: String| match p.kind {
                 FileType::Signature => Error::BadSignature {

@@ -38,13 +38,6 @@ use crate::stream::Format;
 /// on compressible data.
 pub const DEFAULT_LEVEL: u32 = 3;
 
-/// The deflate level of gzip files this run writes (`--compress-level`).
-static GZIP_LEVEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_LEVEL);
-
-pub fn set_gzip_level(level: u32) {
-    GZIP_LEVEL.store(level.min(9), Ordering::Relaxed);
-}
-
 /// What `--gpg-options` and `--compress-level` can change about written
 /// OpenPGP messages.
 #[derive(Clone, Debug)]
@@ -520,7 +513,8 @@ pub fn signature_failure(e: &io::Error) -> Option<Error> {
 #[derive(Clone, Debug)]
 pub enum Codec {
     Plain,
-    Gzip,
+    /// gzip; the level applies to files written.
+    Gzip(u32),
     Gpg(Arc<Crypto>),
 }
 
@@ -529,18 +523,22 @@ impl PartialEq for Codec {
         matches!(
             (self, other),
             (Codec::Plain, Codec::Plain)
-                | (Codec::Gzip, Codec::Gzip)
+                | (Codec::Gzip(_), Codec::Gzip(_))
                 | (Codec::Gpg(_), Codec::Gpg(_))
         )
     }
 }
 
 impl Codec {
+    /// gzip at the default level (cache files, and reading, where the level
+    /// does not matter).
+    pub const GZIP: Codec = Codec::Gzip(DEFAULT_LEVEL);
+
     /// Remote name suffix flags: (encrypted, gzipped).
     pub fn flags(&self) -> (bool, bool) {
         match self {
             Codec::Plain => (false, false),
-            Codec::Gzip => (false, true),
+            Codec::Gzip(_) => (false, true),
             Codec::Gpg(_) => (true, false),
         }
     }
@@ -560,7 +558,7 @@ impl Codec {
                         "{name} is encrypted: set PASSPHRASE (or drop --no-encryption)"
                     ))
                 }),
-            (false, true) => Ok(Codec::Gzip),
+            (false, true) => Ok(Codec::GZIP),
             (false, false) => Ok(Codec::Plain),
         }
     }
@@ -701,14 +699,13 @@ impl Encoder {
             sha1: Sha1::new(),
         };
         let layer = match codec {
-            Codec::Plain | Codec::Gzip => {
+            Codec::Plain | Codec::Gzip(_) => {
                 let file = stored.inner.into_inner().map_err(|e| e.into_error())?;
-                let format = if *codec == Codec::Plain {
-                    Format::Plain
-                } else {
-                    Format::Gzip {
-                        level: GZIP_LEVEL.load(Ordering::Relaxed),
-                    }
+                let format = match codec {
+                    Codec::Gzip(level) => Format::Gzip {
+                        level: (*level).min(9),
+                    },
+                    _ => Format::Plain,
                 };
                 Layer::Fast(crate::stream::FastEncoder::new(file, format)?)
             }
@@ -863,7 +860,7 @@ pub fn decoder<R: Read + Send + 'static>(r: R, codec: &Codec) -> Result<Box<dyn 
         Codec::Plain => Box::new(r),
         // Buffered on the plaintext side too: tar headers are read 512
         // bytes at a time, and inflating into tiny buffers costs copies.
-        Codec::Gzip => Box::new(BufReader::with_capacity(
+        Codec::Gzip(_) => Box::new(BufReader::with_capacity(
             256 * 1024,
             flate2::bufread::MultiGzDecoder::new(r),
         )),

@@ -68,11 +68,6 @@ impl Target {
             self.settings.crypto.as_ref(),
         )
     }
-
-    /// Whether a backup now would be an incremental (a chain exists).
-    pub fn has_chain(&self) -> Result<bool> {
-        Ok(!self.collection()?.1.chains.is_empty())
-    }
 }
 
 pub struct BackupRequest {
@@ -248,7 +243,7 @@ fn incremental_plan(
                 })?;
             let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
             readers.push(SigtarReader::new(
-                crypt::decoder(file, &Codec::Gzip)?,
+                crypt::decoder(file, &Codec::GZIP)?,
                 &f.name,
                 true,
             ));

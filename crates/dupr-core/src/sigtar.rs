@@ -23,7 +23,7 @@ pub struct SigtarWriter {
 
 impl SigtarWriter {
     pub fn create(local_path: &Path, remote: Option<(&Path, Codec)>) -> Result<Self> {
-        let local = Encoder::create(local_path, &Codec::Gzip).ctx(local_path)?;
+        let local = Encoder::create(local_path, &Codec::GZIP).ctx(local_path)?;
         let remote = match remote {
             Some((p, c)) => Some((Encoder::create(p, &c).ctx(p)?, p.to_path_buf())),
             None => None,
@@ -252,7 +252,7 @@ mod tests {
         w.finish().unwrap();
         let open = |p: &Path| {
             let f = std::fs::File::open(p).unwrap();
-            SigtarReader::new(crate::crypt::decoder(f, &Codec::Gzip).unwrap(), "t", true)
+            SigtarReader::new(crate::crypt::decoder(f, &Codec::GZIP).unwrap(), "t", true)
         };
         let mut m = SigMerge::new(vec![open(&p1), open(&p2)]).unwrap();
         let mut got = Vec::new();

@@ -124,7 +124,7 @@ pub fn list_current_files(
         let r: Box<dyn std::io::Read + Send> = match local.filter(|p| p.exists()) {
             Some(p) => crypt::decoder(
                 std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?,
-                &Codec::Gzip,
+                &Codec::GZIP,
             )?,
             None => {
                 let p = naming::parse(&f.name, prefixes).expect("listed names parse");
