@@ -4,95 +4,116 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
+use std::os::unix::ffi::OsStrExt;
+
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, Parser};
+use dupr_core::select::{Filter, Rule, Spec};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "dupr",
     version,
     about = "Encrypted, incremental, duplicity-compatible backups",
-    long_about = "dupr backs up a directory to a target URL in duplicity's archive format.\n\n\
-Usage:\n  dupr [full|incremental] SOURCE URL\n  dupr restore URL DEST   (or: dupr URL DEST)\n  \
-dupr list-current-files URL\n  dupr collection-status URL",
+    long_about = "dupr backs up a directory to a target URL in duplicity's archive format.\n\
+Options and environment variables are duplicity's own (3.2.1, plus the 0.8 spellings).",
+    override_usage = USAGE,
+    after_help = COMMANDS_HELP,
     infer_long_args = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    max_term_width = 100
 )]
 pub struct Cli {
-    /// Command (full, incremental, restore, list-current-files, collection-status, ...) and its arguments.
-    #[arg(value_name = "ARGS", allow_hyphen_values = false)]
+    /// Command (full, incremental, restore, verify, collection-status,
+    /// list-current-files, cleanup, remove-older-than, remove-all-but-n-full,
+    /// remove-all-inc-of-but-n-full) and its arguments.
+    #[arg(value_name = "ARGS")]
     pub args: Vec<OsString>,
 
-    /// Volume size in MiB.
-    #[arg(long, value_name = "MB", default_value_t = 200)]
-    pub volsize: u64,
+    #[command(flatten)]
+    pub general: General,
+    #[command(flatten)]
+    pub backup: BackupOpts,
+    #[command(flatten)]
+    pub crypt: CryptOpts,
+    #[command(flatten)]
+    pub select: SelectOpts,
+    #[command(flatten)]
+    pub restore: RestoreOpts,
+    #[command(flatten)]
+    pub backend: BackendOpts,
+    #[command(flatten)]
+    pub compat: CompatOpts,
+}
 
+pub const USAGE: &str = "dupr [full|incremental] [OPTIONS] SOURCE_DIR TARGET_URL
+       dupr [restore] [OPTIONS] SOURCE_URL TARGET_DIR
+       dupr verify [OPTIONS] SOURCE_URL TARGET_DIR
+       dupr collection-status [OPTIONS] TARGET_URL
+       dupr list-current-files [OPTIONS] TARGET_URL
+       dupr cleanup [OPTIONS] TARGET_URL
+       dupr remove-older-than TIME [OPTIONS] TARGET_URL
+       dupr remove-all-but-n-full COUNT [OPTIONS] TARGET_URL
+       dupr remove-all-inc-of-but-n-full COUNT [OPTIONS] TARGET_URL";
+
+const COMMANDS_HELP: &str =
+    "Commands (aliases): backup (bu), full (fb), incremental (incr, inc, ib), \
+restore (rb), verify (vb), collection-status (st), list-current-files (ls), cleanup (cl), \
+remove-older-than (ro), remove-all-but-n-full (ra), remove-all-inc-of-but-n-full (ri); \
+any unique prefix of a command also works. `dupr COMMAND --help` shows the options of one command.
+
+Environment: PASSPHRASE, SIGN_PASSPHRASE, TMPDIR, XDG_CACHE_HOME, and the storage \
+variables duplicity reads (AWS_*, DPBX_ACCESS_TOKEN, BACKEND_PASSWORD/FTP_PASSWORD, ...).";
+
+/// Options every command takes.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "General")]
+pub struct General {
     /// Root of the local metadata cache (default: $XDG_CACHE_HOME/dupr).
     #[arg(long, value_name = "PATH", env = "DUPR_ARCHIVE_DIR")]
     pub archive_dir: Option<PathBuf>,
-
     /// Cache sub-directory name (default: MD5 of the target URL).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-
-    /// Store volumes gzipped instead of OpenPGP-encrypted.
+    /// Accepted for duplicity compatibility (its config directory); unused.
+    #[arg(long, value_name = "PATH")]
+    pub config_dir: Option<PathBuf>,
+    /// Directory for temporary files.
+    #[arg(long, value_name = "DIR")]
+    pub tempdir: Option<PathBuf>,
+    /// Continue even if the hostname or source path differ from the last backup's.
     #[arg(long)]
-    pub no_encryption: bool,
-
-    /// Encrypt to this public key (key id, fingerprint or user id; repeatable). Backups then need no passphrase; restores need the secret key and its passphrase in PASSPHRASE.
-    #[arg(long, value_name = "ID")]
-    pub encrypt_key: Vec<String>,
-
-    /// Encrypt to this public key without naming it in the files (repeatable).
-    #[arg(long, value_name = "ID")]
-    pub hidden_encrypt_key: Vec<String>,
-
-    /// Both --encrypt-key ID and --sign-key ID.
-    #[arg(long, value_name = "ID")]
-    pub encrypt_sign_key: Option<String>,
-
-    /// Sign every encrypted file with this key (passphrase: SIGN_PASSPHRASE); at restore, require its signature on every volume.
-    #[arg(long, value_name = "ID")]
-    pub sign_key: Option<String>,
-
-    /// Encrypt to the keys in this exported key file (armored or binary; a secret key file also decrypts; repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub encrypt_key_file: Vec<PathBuf>,
-
-    /// The sign key as an exported key file (secret to sign, public is enough to verify).
-    #[arg(long, value_name = "FILE")]
-    pub sign_key_file: Option<PathBuf>,
-
-    /// Extra GnuPG options, as duplicity passes them: --compress-algo,
-    /// -z/--compress-level and --cipher-algo are honoured, others ignored
-    /// with a warning. Write as --gpg-options='...'.
-    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
-    pub gpg_options: Vec<String>,
-
-    /// Deflate level 0-9 for gzip volumes and OpenPGP compression (default 3).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub compress_level: Option<u32>,
-
-    /// Do not compress volumes.
+    pub allow_source_mismatch: bool,
+    /// Check the remote manifests against the cache (the default).
+    #[arg(long, overrides_with = "no_check_remote")]
+    pub check_remote: bool,
+    /// Trust the local cache's manifests without comparing them with the target's.
     #[arg(long)]
-    pub no_compression: bool,
-
-    /// Really delete (cleanup/remove-*), or restore over existing files.
-    #[arg(long)]
-    pub force: bool,
-
+    pub no_check_remote: bool,
+    /// Which remote metadata to copy into the cache: full or partial.
+    #[arg(long, value_name = "MODE", value_parser = ["full", "partial"])]
+    pub metadata_sync_mode: Option<String>,
     /// Do everything but write to the target.
     #[arg(long)]
     pub dry_run: bool,
-
-    /// Verbosity: 0-9 or e, w, n, i, d (error, warning, notice, info, debug).
-    #[arg(short = 'v', long, value_name = "LEVEL")]
-    pub verbosity: Option<String>,
-
-    /// Show progress on the terminal.
+    /// Really delete (cleanup, remove-*), or restore into a non-empty directory.
     #[arg(long)]
-    pub progress: bool,
-
-    /// Time to restore or list, e.g. now, 3D, 2W, 1h30m, 2026-01-31, epoch seconds.
+    pub force: bool,
+    /// Keep going past some errors (duplicity's debugging aid; see the warning).
+    #[arg(long)]
+    pub ignore_errors: bool,
+    /// Retries of a failed storage operation.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub num_retries: u32,
+    /// Seconds between retries.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub backend_retry_delay: u64,
+    /// Network timeout in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Time separator of legacy file names to read (dupr reads all spellings).
+    #[arg(long, value_name = "CHAR")]
+    pub time_separator: Option<String>,
+    /// Time to restore, verify or list: now, 3D, 2W, 1h30m, 2026-01-31, epoch seconds.
     #[arg(
         short = 't',
         long = "time",
@@ -100,8 +121,219 @@ pub struct Cli {
         value_name = "TIME"
     )]
     pub time: Option<String>,
+    /// Verbosity: 0-9 or e, w, n, i, d (error, warning, notice, info, debug).
+    #[arg(short = 'v', long, value_name = "LEVEL")]
+    pub verbosity: Option<String>,
+    /// Show progress on the terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Seconds between progress updates.
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_rate: Option<f64>,
+    /// Also write the log to this file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub log_fd: Option<i32>,
+    /// Also write the log to this file (appended).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Time-stamp every log line.
+    #[arg(long)]
+    pub log_timestamp: bool,
+    /// Print backup statistics (the default).
+    #[arg(long, overrides_with = "no_print_statistics")]
+    pub print_statistics: bool,
+    /// Do not print backup statistics.
+    #[arg(long)]
+    pub no_print_statistics: bool,
+    /// Print the backup statistics as JSON too.
+    #[arg(long)]
+    pub jsonstat: bool,
+    /// Pretend the current time is this (epoch seconds); for tests.
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub current_time: Option<i64>,
+    /// Generate a man page or shell completions: man, bash, zsh, fish, elvish, powershell.
+    #[arg(long, value_name = "WHAT", hide = true)]
+    pub generate: Option<String>,
+}
 
-    /// Restore only this path (relative to the backup root).
+/// Options that shape what a backup writes.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Backup")]
+pub struct BackupOpts {
+    /// Volume size in MiB.
+    #[arg(long, value_name = "MB", default_value_t = 200)]
+    pub volsize: u64,
+    /// Cap on the librsync block length, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_blocksize: Option<u32>,
+    /// Copy buffer size in KiB (accepted; dupr sizes its buffers itself).
+    #[arg(long, value_name = "KIB")]
+    pub copy_blocksize: Option<u64>,
+    /// Back up what symbolic links point to instead of the links.
+    #[arg(long)]
+    pub copy_links: bool,
+    /// Make a full backup when the chain's full is older than TIME (e.g. 14D).
+    #[arg(long, value_name = "TIME")]
+    pub full_if_older_than: Option<String>,
+    /// Make a full backup when the chain already has N incrementals.
+    #[arg(long, value_name = "N")]
+    pub full_if_n_inc: Option<usize>,
+    /// Write no incremental set when nothing changed.
+    #[arg(long)]
+    pub skip_if_no_change: bool,
+    /// Record changed files in the manifest (the default).
+    #[arg(long, overrides_with = "no_files_changed")]
+    pub files_changed: bool,
+    /// Do not record changed files in the manifest.
+    #[arg(long)]
+    pub no_files_changed: bool,
+    /// Parallel uploads and downloads.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Accepted for compatibility; dupr always overlaps uploads with work.
+    #[arg(long)]
+    pub asynchronous_upload: bool,
+    /// Prefix for every file name written to the target.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub file_prefix: String,
+    /// Prefix for volume names.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub file_prefix_archive: String,
+    /// Prefix for manifest names.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub file_prefix_manifest: String,
+    /// Prefix for signature names.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub file_prefix_signature: String,
+    /// Prefix for JSON statistics names.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub file_prefix_jsonstat: String,
+}
+
+/// Encryption and compression.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Encryption")]
+pub struct CryptOpts {
+    /// Encrypt volumes (the default).
+    #[arg(long, overrides_with = "no_encryption")]
+    pub encryption: bool,
+    /// Store volumes gzipped instead of OpenPGP-encrypted.
+    #[arg(long)]
+    pub no_encryption: bool,
+    /// Compress volumes (the default).
+    #[arg(long, overrides_with = "no_compression")]
+    pub compression: bool,
+    /// Do not compress volumes.
+    #[arg(long)]
+    pub no_compression: bool,
+    /// Deflate level 0-9 for gzip volumes and OpenPGP compression (default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compress_level: Option<u32>,
+    /// Encrypt to this public key (key id, fingerprint or user id; repeatable). Backups then need no passphrase; restores need the secret key and its passphrase in PASSPHRASE.
+    #[arg(long, value_name = "ID")]
+    pub encrypt_key: Vec<String>,
+    /// Encrypt to this public key without naming it in the files (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub hidden_encrypt_key: Vec<String>,
+    /// Both --encrypt-key ID and --sign-key ID.
+    #[arg(long, value_name = "ID")]
+    pub encrypt_sign_key: Option<String>,
+    /// Sign every encrypted file with this key (passphrase: SIGN_PASSPHRASE); at restore, require its signature on every volume.
+    #[arg(long, value_name = "ID")]
+    pub sign_key: Option<String>,
+    /// Encrypt to the keys in this exported key file (armored or binary; a secret key file also decrypts; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_key_file: Vec<PathBuf>,
+    /// The sign key as an exported key file (secret to sign, public is enough to verify).
+    #[arg(long, value_name = "FILE")]
+    pub sign_key_file: Option<PathBuf>,
+    /// Accepted for compatibility (ineffective in duplicity too).
+    #[arg(long, value_name = "PATH")]
+    pub encrypt_secret_keyring: Option<PathBuf>,
+    /// Accepted for compatibility: dupr encrypts natively, without a gpg binary.
+    #[arg(long, value_name = "PATH")]
+    pub gpg_binary: Option<PathBuf>,
+    /// Extra GnuPG options, as duplicity passes them: --compress-algo,
+    /// -z/--compress-level and --cipher-algo are honoured, others ignored
+    /// with a warning. Write as --gpg-options='...'.
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub gpg_options: Vec<String>,
+    /// Accepted for compatibility: dupr reads the passphrase from PASSPHRASE or the terminal.
+    #[arg(long)]
+    pub use_agent: bool,
+    /// Not supported: dupr writes OpenPGP, not CMS.
+    #[arg(long)]
+    pub use_gpgsm: bool,
+}
+
+/// File selection: first matching option wins, in command-line order.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Selection")]
+pub struct SelectOpts {
+    /// Exclude paths matching this shell pattern (*, ?, **, [...], ignorecase:).
+    #[arg(long, value_name = "SHELL_PATTERN")]
+    pub exclude: Vec<OsString>,
+    /// Include paths matching this shell pattern.
+    #[arg(long, value_name = "SHELL_PATTERN")]
+    pub include: Vec<OsString>,
+    /// Exclude paths matching this regular expression.
+    #[arg(long, value_name = "REGEXP")]
+    pub exclude_regexp: Vec<OsString>,
+    /// Include paths matching this regular expression.
+    #[arg(long, value_name = "REGEXP")]
+    pub include_regexp: Vec<OsString>,
+    /// Exclude the patterns listed in FILE (lines starting "+ " include).
+    #[arg(long, value_name = "FILE", visible_alias = "exclude-globbing-filelist")]
+    pub exclude_filelist: Vec<PathBuf>,
+    /// Include the patterns listed in FILE (lines starting "- " exclude).
+    #[arg(long, value_name = "FILE", visible_alias = "include-globbing-filelist")]
+    pub include_filelist: Vec<PathBuf>,
+    /// --exclude-filelist read from standard input (duplicity 0.8).
+    #[arg(long, action = ArgAction::Count)]
+    pub exclude_filelist_stdin: u8,
+    /// --include-filelist read from standard input (duplicity 0.8).
+    #[arg(long, action = ArgAction::Count)]
+    pub include_filelist_stdin: u8,
+    /// Exclude directories that contain an entry named NAME.
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<OsString>,
+    /// Exclude regular files last modified before TIME.
+    #[arg(long, value_name = "TIME")]
+    pub exclude_older_than: Vec<String>,
+    /// Exclude files on other file systems than the source's.
+    #[arg(long, action = ArgAction::Count)]
+    pub exclude_other_filesystems: u8,
+    /// Exclude character and block devices.
+    #[arg(long, action = ArgAction::Count)]
+    pub exclude_device_files: u8,
+    /// Back up only the paths listed in FILE (relative to the source).
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Read the following patterns as shell globs (the default).
+    #[arg(long, action = ArgAction::Count)]
+    pub filter_globbing: u8,
+    /// Read the following patterns as literal paths.
+    #[arg(long, action = ArgAction::Count)]
+    pub filter_literal: u8,
+    /// Read the following patterns as regular expressions.
+    #[arg(long, action = ArgAction::Count)]
+    pub filter_regexp: u8,
+    /// Match the following patterns case-insensitively.
+    #[arg(long, action = ArgAction::Count)]
+    pub filter_ignorecase: u8,
+    /// Match the following patterns case-sensitively (the default).
+    #[arg(long, action = ArgAction::Count)]
+    pub filter_strictcase: u8,
+    /// Filelists are separated by NUL characters instead of newlines.
+    #[arg(long)]
+    pub null_separator: bool,
+}
+
+/// Restore, verify and status.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Restore and verify")]
+pub struct RestoreOpts {
+    /// Restore (or verify) only this path, relative to the backup root.
     #[arg(
         short = 'r',
         long = "path-to-restore",
@@ -109,48 +341,246 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub path_to_restore: Option<OsString>,
-
-    /// Cap on the librsync block length, in bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub max_blocksize: Option<u32>,
-
-    /// Directory for temporary files.
-    #[arg(long, value_name = "DIR")]
-    pub tempdir: Option<PathBuf>,
-
-    /// Make a full backup instead of an incremental when the chain's full is older than TIME (e.g. 14D).
-    #[arg(long, value_name = "TIME")]
-    pub full_if_older_than: Option<String>,
-
-    /// Continue even if the hostname or source path differ from the last backup's.
-    #[arg(long)]
-    pub allow_source_mismatch: bool,
-
+    /// Restore path FROM as TO (repeatable).
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+    pub rename: Vec<OsString>,
+    /// Restore file owners (the default when run as root).
+    #[arg(long, overrides_with = "no_restore_ownership")]
+    pub restore_ownership: bool,
     /// Do not restore file owners.
     #[arg(long, visible_alias = "do-not-restore-ownership")]
     pub no_restore_ownership: bool,
-
+    /// Restore owners by number, ignoring the names.
+    #[arg(long)]
+    pub numeric_owner: bool,
     /// verify: compare the backup's data and metadata with the source tree.
     #[arg(long)]
     pub compare_data: bool,
+    /// collection-status: show the history of this path.
+    #[arg(long, value_name = "PATH")]
+    pub file_changed: Option<OsString>,
+    /// collection-status: show the files changed in the given set (0 = newest).
+    #[arg(long, value_name = "INDEX", num_args = 0..=1, default_missing_value = "0")]
+    pub show_changes_in_set: Option<i64>,
+}
 
-    /// Do not print backup statistics.
+/// Storage options (see the README for which backends dupr serves).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Storage")]
+pub struct BackendOpts {
     #[arg(long)]
-    pub no_print_statistics: bool,
+    pub ssh_askpass: bool,
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub ssh_options: Vec<String>,
+    #[arg(long, value_name = "COMMAND")]
+    pub scp_command: Option<String>,
+    #[arg(long, value_name = "COMMAND")]
+    pub sftp_command: Option<String>,
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub rsync_options: Option<String>,
+    #[arg(long)]
+    pub ftp_passive: bool,
+    #[arg(long)]
+    pub ftp_regular: bool,
+    #[arg(long)]
+    pub imap_full_address: bool,
+    #[arg(long, value_name = "MAILBOX")]
+    pub imap_mailbox: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub ssl_cacert_file: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub ssl_cacert_path: Option<PathBuf>,
+    #[arg(long)]
+    pub ssl_no_check_certificate: bool,
+    #[arg(long, value_name = "CSV")]
+    pub webdav_headers: Option<String>,
+    /// S3 endpoint, e.g. http://127.0.0.1:3900 for a local Garage.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+    #[arg(long, value_name = "REGION")]
+    pub s3_region_name: Option<String>,
+    #[arg(long)]
+    pub s3_unencrypted_connection: bool,
+    #[arg(long)]
+    pub s3_use_rrs: bool,
+    #[arg(long)]
+    pub s3_use_ia: bool,
+    #[arg(long)]
+    pub s3_use_onezone_ia: bool,
+    #[arg(long)]
+    pub s3_use_glacier: bool,
+    #[arg(long)]
+    pub s3_use_glacier_ir: bool,
+    #[arg(long)]
+    pub s3_use_deep_archive: bool,
+    #[arg(long, value_name = "MB")]
+    pub s3_multipart_chunk_size: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub s3_multipart_max_procs: Option<u32>,
+    #[arg(long)]
+    pub s3_use_server_side_encryption: bool,
+    #[arg(long)]
+    pub s3_use_server_side_kms_encryption: bool,
+    #[arg(long, value_name = "ID")]
+    pub s3_kms_key_id: Option<String>,
+    #[arg(long, value_name = "GRANT")]
+    pub s3_kms_grant: Option<String>,
+    #[arg(long, value_name = "TIER")]
+    pub azure_blob_tier: Option<String>,
+    #[arg(long, value_name = "BYTES")]
+    pub azure_max_single_put_size: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
+    pub azure_max_block_size: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub azure_max_connections: Option<u32>,
+    #[arg(long)]
+    pub b2_hide_files: bool,
+    #[arg(long, value_name = "BACKEND")]
+    pub cf_backend: Option<String>,
+    #[arg(long, value_name = "POLICY")]
+    pub swift_storage_policy: Option<String>,
+    #[arg(long, value_name = "MB")]
+    pub mp_segment_size: Option<u64>,
+    #[arg(long)]
+    pub mf_purge: bool,
+    #[arg(long, value_name = "PATH")]
+    pub idr_fakeroot: Option<PathBuf>,
+    #[arg(long, value_name = "PERCENT")]
+    pub par2_redundancy: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub par2_volumes: Option<u32>,
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub par2_options: Option<String>,
+}
 
-    /// Accepted for compatibility: statistics are printed by default.
+/// Options of duplicity 0.8 and test hooks, accepted so old scripts run.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Compatibility (accepted, see warnings)")]
+pub struct CompatOpts {
+    #[arg(long)]
+    pub s3_european_buckets: bool,
+    #[arg(long)]
+    pub s3_use_new_style: bool,
+    #[arg(long, value_name = "SECONDS")]
+    pub s3_multipart_max_timeout: Option<u64>,
+    #[arg(long)]
+    pub s3_use_multiprocessing: bool,
+    #[arg(long)]
+    pub gio: bool,
+    #[arg(long)]
+    pub old_filenames: bool,
+    #[arg(long)]
+    pub short_filenames: bool,
     #[arg(long, hide = true)]
-    pub print_statistics: bool,
+    pub pydevd: bool,
+    #[arg(long, value_name = "N", hide = true)]
+    pub skip_volume: Option<u32>,
+    #[arg(long, value_name = "N", hide = true)]
+    pub fail_on_volume: Option<u32>,
+    #[arg(long, hide = true)]
+    pub help_backup: bool,
+    #[arg(long, hide = true)]
+    pub help_full: bool,
+    #[arg(long, hide = true)]
+    pub help_inc: bool,
+    #[arg(long, hide = true)]
+    pub help_restore: bool,
+    #[arg(long, hide = true)]
+    pub help_verify: bool,
+    #[arg(long, hide = true)]
+    pub help_cleanup: bool,
+    #[arg(long, hide = true)]
+    pub help_collection_status: bool,
+    #[arg(long, hide = true)]
+    pub help_list_current_files: bool,
+    #[arg(long, hide = true)]
+    pub help_remove_older_than: bool,
+    #[arg(long, hide = true)]
+    pub help_remove_all_but_n_full: bool,
+    #[arg(long, hide = true)]
+    pub help_remove_all_inc_of_but_n_full: bool,
+    #[arg(long, hide = true)]
+    pub help_urls: bool,
+}
 
-    /// Prefix for every file name written to the target.
-    #[arg(long, value_name = "PREFIX", default_value = "")]
-    pub file_prefix: String,
-    #[arg(long, value_name = "PREFIX", default_value = "")]
-    pub file_prefix_archive: String,
-    #[arg(long, value_name = "PREFIX", default_value = "")]
-    pub file_prefix_manifest: String,
-    #[arg(long, value_name = "PREFIX", default_value = "")]
-    pub file_prefix_signature: String,
+/// The selection options in command-line order (duplicity's rule: the first
+/// that matches wins), as the engine's [`Spec`].
+pub fn selection_spec(m: &ArgMatches, now: i64) -> Result<Spec, String> {
+    let mut items: Vec<(usize, Rule)> = Vec::new();
+    let bytes = |v: &std::ffi::OsStr| v.as_bytes().to_vec();
+    for id in [
+        "exclude",
+        "include",
+        "exclude_regexp",
+        "include_regexp",
+        "exclude_if_present",
+        "exclude_filelist",
+        "include_filelist",
+        "files_from",
+        "exclude_older_than",
+    ] {
+        let (Some(ix), Some(vals)) = (m.indices_of(id), m.get_raw(id)) else {
+            continue;
+        };
+        for (i, v) in ix.zip(vals) {
+            if v.is_empty() {
+                return Err(format!("option --{} cannot be empty", id.replace('_', "-")));
+            }
+            let rule = match id {
+                "exclude" => Rule::Exclude(bytes(v)),
+                "include" => Rule::Include(bytes(v)),
+                "exclude_regexp" => Rule::ExcludeRegexp(bytes(v)),
+                "include_regexp" => Rule::IncludeRegexp(bytes(v)),
+                "exclude_if_present" => Rule::ExcludeIfPresent(bytes(v)),
+                "exclude_filelist" => Rule::ExcludeFilelist(PathBuf::from(v)),
+                "include_filelist" => Rule::IncludeFilelist(PathBuf::from(v)),
+                "files_from" => Rule::FilesFrom(PathBuf::from(v)),
+                _ => {
+                    let s = v.to_string_lossy();
+                    let t = dupr_core::time::parse_time_string(&s, now)
+                        .map_err(|e| format!("--exclude-older-than: {e}"))?;
+                    Rule::ExcludeOlderThan(t)
+                }
+            };
+            items.push((i, rule));
+        }
+    }
+    let stdin = || PathBuf::from("/dev/stdin");
+    for id in [
+        "exclude_other_filesystems",
+        "exclude_device_files",
+        "filter_globbing",
+        "filter_literal",
+        "filter_regexp",
+        "filter_ignorecase",
+        "filter_strictcase",
+        "exclude_filelist_stdin",
+        "include_filelist_stdin",
+    ] {
+        if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let Some(ix) = m.indices_of(id) else { continue };
+        for i in ix {
+            let rule = match id {
+                "exclude_other_filesystems" => Rule::ExcludeOtherFilesystems,
+                "exclude_device_files" => Rule::ExcludeDeviceFiles,
+                "filter_globbing" => Rule::Filter(Filter::Globbing),
+                "filter_literal" => Rule::Filter(Filter::Literal),
+                "filter_regexp" => Rule::Filter(Filter::Regexp),
+                "filter_ignorecase" => Rule::Filter(Filter::IgnoreCase),
+                "filter_strictcase" => Rule::Filter(Filter::StrictCase),
+                "exclude_filelist_stdin" => Rule::ExcludeFilelist(stdin()),
+                _ => Rule::IncludeFilelist(stdin()),
+            };
+            items.push((i, rule));
+        }
+    }
+    items.sort_by_key(|(i, _)| *i);
+    Ok(Spec {
+        rules: items.into_iter().map(|(_, r)| r).collect(),
+        null_separator: m.get_flag("null_separator"),
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +615,249 @@ const COMMANDS: &[(&str, &[&str], Command)] = &[
         Command::RemoveAllIncOfButNFull,
     ),
 ];
+
+/// Which help sections a command's `--help` shows, and its usage line.
+fn command_help(c: Command) -> (&'static [&'static str], &'static str) {
+    const ALL_BACKUP: &[&str] = &["General", "Backup", "Encryption", "Selection", "Storage"];
+    const RESTORE: &[&str] = &["General", "Encryption", "Restore and verify", "Storage"];
+    const VERIFY: &[&str] = &[
+        "General",
+        "Encryption",
+        "Selection",
+        "Restore and verify",
+        "Storage",
+    ];
+    const TARGET: &[&str] = &["General", "Encryption", "Storage"];
+    const STATUS: &[&str] = &["General", "Encryption", "Restore and verify", "Storage"];
+    match c {
+        Command::Backup => (ALL_BACKUP, "dupr [backup] [OPTIONS] SOURCE_DIR TARGET_URL"),
+        Command::Full => (ALL_BACKUP, "dupr full [OPTIONS] SOURCE_DIR TARGET_URL"),
+        Command::Incremental => (
+            ALL_BACKUP,
+            "dupr incremental [OPTIONS] SOURCE_DIR TARGET_URL",
+        ),
+        Command::Restore => (RESTORE, "dupr [restore] [OPTIONS] SOURCE_URL TARGET_DIR"),
+        Command::Verify => (VERIFY, "dupr verify [OPTIONS] SOURCE_URL SOURCE_DIR"),
+        Command::CollectionStatus => (STATUS, "dupr collection-status [OPTIONS] TARGET_URL"),
+        Command::ListCurrentFiles => (TARGET, "dupr list-current-files [OPTIONS] TARGET_URL"),
+        Command::Cleanup => (TARGET, "dupr cleanup [--force] [OPTIONS] TARGET_URL"),
+        Command::RemoveOlderThan => (
+            TARGET,
+            "dupr remove-older-than TIME [--force] [OPTIONS] TARGET_URL",
+        ),
+        Command::RemoveAllButNFull => (
+            TARGET,
+            "dupr remove-all-but-n-full COUNT [--force] [OPTIONS] TARGET_URL",
+        ),
+        Command::RemoveAllIncOfButNFull => (
+            TARGET,
+            "dupr remove-all-inc-of-but-n-full COUNT [--force] [OPTIONS] TARGET_URL",
+        ),
+    }
+}
+
+/// `dupr COMMAND --help` and duplicity's `--help-COMMAND`: the options of
+/// one command. Returns the exit code when help was printed.
+pub fn help(argv: &[OsString]) -> Option<u8> {
+    let words: Vec<&str> = argv.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let mut cmd = None;
+    let mut wanted = false;
+    for w in &words {
+        if *w == "--" {
+            break;
+        }
+        if *w == "-h" || *w == "--help" {
+            wanted = true;
+        } else if let Some(name) = w.strip_prefix("--help-") {
+            wanted = true;
+            cmd = match name {
+                "inc" => Some(Command::Incremental),
+                "urls" => None,
+                n => parse_command(n),
+            };
+            if name == "urls" {
+                println!("{URLS_HELP}");
+                return Some(0);
+            }
+        } else if cmd.is_none() && !w.starts_with('-') {
+            cmd = parse_command(w);
+        }
+    }
+    let c = cmd.filter(|_| wanted)?;
+    let (sections, usage) = command_help(c);
+    let mut command = Cli::command().override_usage(usage).mut_args(|a| {
+        let keep = match a.get_help_heading() {
+            Some(h) => sections.contains(&h),
+            None => true,
+        };
+        if keep {
+            a
+        } else {
+            a.hide(true)
+        }
+    });
+    let _ = command.print_help();
+    Some(0)
+}
+
+const URLS_HELP: &str = "Target URLs (duplicity's spellings):
+  file:///some_dir                 local directory (tested)
+  s3://bucket/prefix, s3+http://bucket/prefix, boto3+s3://bucket/prefix
+  sftp://user@host/dir, scp://..., webdav://..., webdavs://...
+  gdrive://..., gdocs://..., dpbx:///some_dir, b2://..., azure://..., gs://..., swift://...
+See the README for which of them this build serves.";
+
+/// A command-line error duplicity's way: one line, then where to look; exit 2.
+pub fn parse_error(e: clap::Error) -> u8 {
+    use clap::error::{ContextKind, ErrorKind};
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::UnknownArgument => {
+            let arg = e
+                .get(ContextKind::InvalidArg)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            eprintln!("dupr: error: no such option: {arg}");
+            eprintln!("Enter 'dupr --help' for help screen.");
+            2
+        }
+        _ => {
+            let text = e.kind().as_str().map(str::to_string).unwrap_or_default();
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or(&text)
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!("dupr: error: {first}");
+            eprintln!("Enter 'dupr --help' for help screen.");
+            2
+        }
+    }
+}
+
+/// `--generate man|bash|zsh|fish|elvish|powershell`: the man page or a
+/// completion script, from the same definitions as the parser.
+pub fn generate(what: &str) -> u8 {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    let shell = match what {
+        "man" => {
+            return match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("dupr: writing the man page: {e}");
+                    1
+                }
+            };
+        }
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        "elvish" => clap_complete::Shell::Elvish,
+        "powershell" => clap_complete::Shell::PowerShell,
+        other => {
+            eprintln!("dupr: error: --generate {other:?}: expected man, bash, zsh, fish, elvish or powershell");
+            return 2;
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, "dupr", &mut out);
+    0
+}
+
+/// One line for each option that is accepted but has no effect in dupr.
+pub fn warn_ignored(cli: &Cli) {
+    let b = &cli.backend;
+    let c = &cli.compat;
+    let list: &[(bool, &str)] = &[
+        (
+            cli.general.config_dir.is_some(),
+            "--config-dir is ignored: dupr keeps no configuration there",
+        ),
+        (
+            cli.general.ignore_errors,
+            "--ignore-errors is ignored: dupr stops on errors that could lose data",
+        ),
+        (
+            cli.general.time_separator.is_some(),
+            "--time-separator is ignored: dupr reads every legacy name spelling",
+        ),
+        (
+            cli.general.metadata_sync_mode.is_some(),
+            "--metadata-sync-mode is ignored: dupr copies only the metadata it needs",
+        ),
+        (
+            cli.backup.copy_blocksize.is_some(),
+            "--copy-blocksize is ignored: dupr sizes its buffers itself",
+        ),
+        (
+            cli.backup.asynchronous_upload,
+            "--asynchronous-upload is ignored: dupr overlaps uploads with work anyway",
+        ),
+        (
+            cli.crypt.encrypt_secret_keyring.is_some(),
+            "--encrypt-secret-keyring is ignored (it has no effect in duplicity either)",
+        ),
+        (
+            cli.crypt.gpg_binary.is_some(),
+            "--gpg-binary is ignored: dupr does OpenPGP natively",
+        ),
+        (
+            cli.crypt.use_agent,
+            "--use-agent is ignored: give the passphrase in PASSPHRASE or on the terminal",
+        ),
+        (c.gio, "--gio is ignored: dupr does not use GIO"),
+        (
+            c.old_filenames,
+            "--old-filenames is ignored: dupr writes duplicity's current names",
+        ),
+        (
+            c.short_filenames,
+            "--short-filenames is ignored: dupr writes long names (it reads short ones)",
+        ),
+        (
+            c.s3_european_buckets,
+            "--s3-european-buckets is ignored: give the region with --s3-region-name",
+        ),
+        (
+            c.s3_use_new_style,
+            "--s3-use-new-style is ignored: the bucket style follows the endpoint",
+        ),
+        (
+            c.s3_multipart_max_timeout.is_some(),
+            "--s3-multipart-max-timeout is ignored: use --timeout",
+        ),
+        (
+            c.s3_use_multiprocessing,
+            "--s3-use-multiprocessing is ignored: use --concurrency",
+        ),
+        (
+            c.pydevd,
+            "--pydevd is ignored: it attaches duplicity's Python debugger",
+        ),
+        (
+            c.skip_volume.is_some(),
+            "--skip-volume is ignored: it is a duplicity test hook",
+        ),
+        (
+            c.fail_on_volume.is_some(),
+            "--fail-on-volume is ignored: it is a duplicity test hook",
+        ),
+        (
+            b.par2_redundancy.is_some() || b.par2_volumes.is_some() || b.par2_options.is_some(),
+            "--par2-* options are ignored: dupr does not write par2 recovery files",
+        ),
+    ];
+    for (on, msg) in list {
+        if *on {
+            eprintln!("dupr: warning: {msg}");
+        }
+    }
+}
 
 /// A URL is anything like `scheme://`.
 pub fn is_url(s: &OsString) -> bool {

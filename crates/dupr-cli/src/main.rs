@@ -14,16 +14,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use dupr_core::backup::Counters;
 use dupr_core::crypt::SymmetricKeyAlgorithm;
 use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions, Tuning};
 use dupr_core::index::Index;
 use dupr_core::naming::Prefixes;
 use dupr_core::ops::{self, BackupKind, BackupRequest, Settings, Target};
+use dupr_core::select::{Selection, Spec};
 use dupr_core::time;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
 use zeroize::Zeroizing;
 
 use cli::{Cli, Command};
@@ -106,19 +108,19 @@ fn passphrase(ask: bool, confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u
 
 /// The public-key options of the command line.
 fn key_options(cli: &Cli) -> PublicKeyOptions {
-    let mut encrypt = cli.encrypt_key.clone();
-    let mut sign = cli.sign_key.clone();
-    if let Some(k) = &cli.encrypt_sign_key {
+    let mut encrypt = cli.crypt.encrypt_key.clone();
+    let mut sign = cli.crypt.sign_key.clone();
+    if let Some(k) = &cli.crypt.encrypt_sign_key {
         encrypt.push(k.clone());
         sign.get_or_insert_with(|| k.clone());
     }
     PublicKeyOptions {
         encrypt,
-        hidden: cli.hidden_encrypt_key.clone(),
+        hidden: cli.crypt.hidden_encrypt_key.clone(),
         sign,
-        encrypt_files: cli.encrypt_key_file.clone(),
-        sign_file: cli.sign_key_file.clone(),
-        compress: !cli.no_compression,
+        encrypt_files: cli.crypt.encrypt_key_file.clone(),
+        sign_file: cli.crypt.sign_key_file.clone(),
+        compress: !cli.crypt.no_compression,
         ..Default::default()
     }
 }
@@ -128,13 +130,14 @@ fn key_options(cli: &Cli) -> PublicKeyOptions {
 /// written messages are honoured, the rest are warned about and ignored.
 fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
     let mut t = Tuning {
-        compress: !cli.no_compression,
+        compress: !cli.crypt.no_compression,
         ..Tuning::default()
     };
-    if let Some(l) = cli.compress_level {
+    if let Some(l) = cli.crypt.compress_level {
         t.level = l;
     }
     let words: Vec<String> = cli
+        .crypt
         .gpg_options
         .iter()
         .flat_map(|o| o.split_whitespace().map(str::to_string).collect::<Vec<_>>())
@@ -212,10 +215,10 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
     let public_key =
         !keys.encrypt.is_empty() || !keys.hidden.is_empty() || !keys.encrypt_files.is_empty();
     let tuning = gpg_tuning(cli)?;
-    let crypto = if cli.no_encryption {
+    let crypto = if cli.crypt.no_encryption {
         // Unencrypted archives: a passphrase may still open encrypted files.
         passphrase(false, false)?
-            .map(|p| Crypto::symmetric(p, !cli.no_compression))
+            .map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     } else if keys.any() {
         // Backups to public keys need no passphrase; everything else asks.
@@ -225,12 +228,12 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
         Some(Crypto::public(keys)?)
     } else {
         passphrase(true, writing)?
-            .map(|p| Crypto::symmetric(p, !cli.no_compression))
+            .map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     };
     let crypto = crypto.map(|c| Crypto::tuned(c, &tuning));
-    let codec = if cli.no_encryption {
-        if cli.no_compression {
+    let codec = if cli.crypt.no_encryption {
+        if cli.crypt.no_compression {
             Codec::Plain
         } else {
             Codec::Gzip(tuning.level)
@@ -250,18 +253,22 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
     };
     Ok(Settings {
         url,
-        archive_dir: cli.archive_dir.clone(),
-        name: cli.name.clone(),
+        archive_dir: cli.general.archive_dir.clone(),
+        name: cli.general.name.clone(),
         codec,
         crypto,
         prefixes: Prefixes {
-            file: cli.file_prefix.clone(),
-            archive: cli.file_prefix_archive.clone(),
-            manifest: cli.file_prefix_manifest.clone(),
-            signature: cli.file_prefix_signature.clone(),
+            file: cli.backup.file_prefix.clone(),
+            archive: cli.backup.file_prefix_archive.clone(),
+            manifest: cli.backup.file_prefix_manifest.clone(),
+            signature: cli.backup.file_prefix_signature.clone(),
             jsonstat: String::new(),
         },
-        tempdir: cli.tempdir.clone().unwrap_or_else(std::env::temp_dir),
+        tempdir: cli
+            .general
+            .tempdir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir),
     })
 }
 
@@ -276,33 +283,51 @@ fn want_args(args: &[OsString], n: usize, what: &str) -> anyhow::Result<()> {
 }
 
 fn parse_time(cli: &Cli) -> anyhow::Result<time::Timestamp> {
-    match &cli.time {
+    match &cli.general.time {
         Some(s) => Ok(time::parse_time_string(s, time::now())?),
         None => Ok(time::now()),
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+/// The compiled selection for a source tree; None when no option selects.
+fn selection(spec: &Spec, source: &Path) -> anyhow::Result<Option<Arc<Selection>>> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let s = Selection::new(source, spec).map_err(dupr_core::Error::from)?;
+    Ok(Some(Arc::new(s)))
+}
+
+/// The source as duplicity matches it: `./src/` is `src`.
+fn canonical_source(arg: &OsString) -> PathBuf {
+    PathBuf::from(OsString::from_vec(dupr_core::select::canonical(
+        arg.as_bytes(),
+    )))
+}
+
+fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
     let (cmd, args) = cli::resolve(&cli.args).map_err(usage)?;
     match cmd {
         Command::Backup | Command::Full | Command::Incremental => {
             want_args(&args, 2, "SOURCE URL")?;
-            let source = PathBuf::from(&args[0]);
+            let source = canonical_source(&args[0]);
             if !source.exists() {
                 return Err(dupr_core::Error::SourceMissing(source).into());
             }
-            let target = Target::open(settings(&cli, &args[1], !cli.dry_run)?)?;
+            // A bad selection fails before anything is read or written.
+            let selection = selection(&spec, &source)?;
+            let target = Target::open(settings(&cli, &args[1], !cli.general.dry_run)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
                 Command::Incremental => BackupKind::Incremental,
                 _ => BackupKind::Auto,
             };
-            let full_if_older_than = match &cli.full_if_older_than {
+            let full_if_older_than = match &cli.backup.full_if_older_than {
                 Some(s) => Some(time::parse_time_string(s, time::now())?),
                 None => None,
             };
-            let counters = cli.progress.then(|| Arc::new(Counters::default()));
+            let counters = cli.general.progress.then(|| Arc::new(Counters::default()));
             let bar = counters
                 .as_ref()
                 .map(|c| progress::start(c.clone(), source.clone()));
@@ -312,20 +337,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 BackupRequest {
                     source,
                     source_arg: args[0].as_bytes().to_vec(),
-                    volsize_mib: cli.volsize,
-                    max_blocksize: cli.max_blocksize,
-                    dry_run: cli.dry_run,
+                    volsize_mib: cli.backup.volsize,
+                    max_blocksize: cli.backup.max_blocksize,
+                    dry_run: cli.general.dry_run,
                     counters,
+                    selection,
                 },
                 kind,
                 full_if_older_than,
-                cli.allow_source_mismatch,
+                cli.general.allow_source_mismatch,
             );
             if let Some(b) = bar {
                 b.finish();
             }
             let stats = outcome?.stats;
-            if !cli.no_print_statistics {
+            if !cli.general.no_print_statistics {
                 print!("{}", stats.render(started.elapsed().as_secs_f64()));
             }
             Ok(0)
@@ -335,7 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let t = parse_time(&cli)?;
             let target = Target::open(settings(&cli, &args[0], false)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
-            let path = match &cli.path_to_restore {
+            let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
                     Index::parse(p.as_bytes())
                         .ok_or_else(|| usage(format!("bad path to restore {p:?}")))?,
@@ -347,8 +373,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 t,
                 PathBuf::from(&args[1]),
                 path,
-                cli.force,
-                !cli.no_restore_ownership,
+                cli.general.force,
+                !cli.restore.no_restore_ownership,
             )?;
             tracing::info!("restored {} files, {} bytes", stats.files, stats.bytes);
             Ok(if stats.errors > 0 { 1 } else { 0 })
@@ -373,16 +399,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Verify => {
             want_args(&args, 2, "URL SOURCE")?;
+            let source = canonical_source(&args[1]);
+            let selection = selection(&spec, &source)?;
             let t = parse_time(&cli)?;
             let target = Target::open(settings(&cli, &args[0], false)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
-            let path = match &cli.path_to_restore {
+            let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
                     Index::parse(p.as_bytes()).ok_or_else(|| usage(format!("bad path {p:?}")))?,
                 ),
                 None => None,
             };
-            let r = ops::verify(&target, t, PathBuf::from(&args[1]), path, cli.compare_data)?;
+            let r = ops::verify(
+                &target,
+                t,
+                source,
+                path,
+                cli.restore.compare_data,
+                selection,
+            )?;
             for d in &r.differences {
                 println!("{d}");
             }
@@ -427,7 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let target = Target::open(settings(&cli, url, false)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
-            let r = ops::remove(&target, policy, cli.force)?;
+            let r = ops::remove(&target, policy, cli.general.force)?;
             print!("{}", r.text);
             Ok(0)
         }
@@ -446,19 +481,35 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 fn main() -> ExitCode {
     dupr_core::crypt::protect_process();
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = cli::help(&argv) {
+        return ExitCode::from(code);
+    }
+    let matches = match Cli::command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => return ExitCode::from(cli::parse_error(e)),
     };
-    if let Err(e) = init_logging(cli.verbosity.as_deref()) {
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(cli::parse_error(e)),
+    };
+    if let Some(what) = &cli.general.generate {
+        return ExitCode::from(cli::generate(what));
+    }
+    let spec =
+        match cli::selection_spec(&matches, cli.general.current_time.unwrap_or_else(time::now)) {
+            Ok(s) => s,
+            Err(msg) => {
+                eprintln!("dupr: {msg}");
+                return ExitCode::from(2);
+            }
+        };
+    if let Err(e) = init_logging(cli.general.verbosity.as_deref()) {
         eprintln!("dupr: {e}");
         return ExitCode::from(2);
     }
-    match run(cli) {
+    cli::warn_ignored(&cli);
+    match run(cli, spec) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // One line naming the culprit; causes joined on it.

@@ -507,11 +507,11 @@ pub fn run_backup(
     cfg: &BackupConfig,
     backend: &dyn Backend,
     cache: &Cache,
-    select: crate::walk::Selector<'_>,
+    walker: Walker<'_>,
     plan: Plan,
 ) -> Result<Stats> {
     let mut started = None;
-    let r = write_set(cfg, backend, cache, select, plan, &mut started);
+    let r = write_set(cfg, backend, cache, walker, plan, &mut started);
     if r.is_err() {
         if let Some(set) = started {
             // A failed run leaves nothing behind: no volumes of a set that
@@ -544,7 +544,7 @@ fn write_set(
     cfg: &BackupConfig,
     backend: &dyn Backend,
     cache: &Cache,
-    select: crate::walk::Selector<'_>,
+    walker: Walker<'_>,
     plan: Plan,
     started: &mut Option<ParsedName>,
 ) -> Result<Stats> {
@@ -586,9 +586,6 @@ fn write_set(
         gzipped: false,
         partial: false,
     };
-    let walker =
-        Walker::new(&cfg.source, select).map_err(|_| Error::SourceMissing(cfg.source.clone()))?;
-
     if cfg.dry_run {
         let mut walker = walker;
         for e in walker.by_ref() {

@@ -63,6 +63,8 @@ pub enum Error {
     Locked(std::path::PathBuf),
     #[error("remote manifest {0} does not match the local cache's copy; run `dupr cleanup` or remove the cache directory and try again")]
     ManifestMismatch(String),
+    #[error(transparent)]
+    Select(#[from] crate::select::SelectError),
     #[error("backend {url}: {reason}")]
     Backend { url: String, reason: String },
 }
@@ -82,6 +84,7 @@ impl Error {
             Error::BadTime(_) | Error::Usage(_) => 2,
             Error::BadUrl { .. } => 8,
             Error::SourceMissing(_) => 13,
+            Error::Select(e) => e.exit_code(),
             Error::RestoreTargetNotEmpty(_) => 11,
             Error::NoBackups(_) => 4,
             Error::NoSignatures(_) => 17,

@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod naming;
 pub mod ops;
 pub mod restore;
+pub mod select;
 pub mod signature;
 pub mod sigtar;
 pub mod status;

@@ -14,11 +14,13 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::naming::Prefixes;
 use crate::restore::{self, RestoreOptions, RestoreStats};
+use crate::select::Selection;
 use crate::sigtar::{SigMerge, SigtarReader};
 use crate::status;
 use crate::time::Timestamp;
-use crate::walk::Select;
+use crate::walk::{Select, Walker};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 
 /// Settings shared by every command.
 pub struct Settings {
@@ -77,6 +79,8 @@ pub struct BackupRequest {
     pub max_blocksize: Option<u32>,
     pub dry_run: bool,
     pub counters: Option<Arc<Counters>>,
+    /// Compiled selection options; None backs up everything.
+    pub selection: Option<Arc<Selection>>,
 }
 
 fn hostname() -> Vec<u8> {
@@ -137,16 +141,36 @@ pub fn backup(
             (m.dev(), m.ino())
         })
         .collect();
+    let selection = req.selection.clone();
     let select = Box::new(
-        move |_ix: &Index, _path: &std::path::Path, m: &crate::entry::Meta| {
+        move |_ix: &Index, path: &std::path::Path, m: &crate::entry::Meta| {
             if m.kind == crate::entry::Kind::Dir && excluded.contains(&(m.dev, m.ino)) {
                 return Select::Exclude;
             }
-            Select::Include
+            match &selection {
+                Some(s) => s.select(path.as_os_str().as_bytes(), path, m),
+                None => Select::Include,
+            }
         },
     );
-    let stats = backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, select, plan)?;
+    let walker = selected_walker(&cfg.source, select, req.selection.clone())?;
+    let stats = backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, walker, plan)?;
     Ok(BackupOutcome { stats, incremental })
+}
+
+/// A walker over `source` that honours `--files-from`.
+fn selected_walker<'a>(
+    source: &std::path::Path,
+    select: crate::walk::Selector<'a>,
+    selection: Option<Arc<Selection>>,
+) -> Result<Walker<'a>> {
+    let w = Walker::new(source, select).map_err(|_| Error::SourceMissing(source.to_path_buf()))?;
+    Ok(match selection {
+        Some(s) => w.with_listing(Box::new(move |dir: &std::path::Path| {
+            s.listing(dir.as_os_str().as_bytes())
+        })),
+        None => w,
+    })
 }
 
 /// The incremental plan, or None when a full backup must be made instead.
@@ -492,6 +516,7 @@ pub fn verify(
     source: PathBuf,
     path: Option<Index>,
     compare_data: bool,
+    selection: Option<Arc<Selection>>,
 ) -> Result<VerifyReport> {
     let (_, c) = t.collection()?;
     let ch = c
@@ -502,8 +527,20 @@ pub fn verify(
         Some(p) => p.to_path(&source),
         None => source,
     };
+    let sel = selection.clone();
+    let select = Box::new(
+        move |_: &Index, p: &std::path::Path, m: &crate::entry::Meta| match &sel {
+            Some(s) => s.select(p.as_os_str().as_bytes(), p, m),
+            None => Select::Include,
+        },
+    );
+    let local = if compare_data {
+        selected_walker(&local_root, select, selection).ok()
+    } else {
+        None
+    };
     let mut sink = crate::verify::VerifySink::new(
-        local_root,
+        local,
         path.clone().unwrap_or_default(),
         compare_data,
         t.settings.tempdir.clone(),

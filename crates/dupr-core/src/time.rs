@@ -17,9 +17,19 @@ const DAY: i64 = 86_400;
 /// chrono's day number (days from the common era) of 1970-01-01.
 const UNIX_EPOCH_CE_DAY: i64 = 719_163;
 
-/// Current time, whole seconds.
+static NOW_OVERRIDE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+
+/// Current time, whole seconds (or the time set with [`set_now`]).
 pub fn now() -> Timestamp {
-    chrono::Utc::now().timestamp()
+    match NOW_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) {
+        i64::MIN => chrono::Utc::now().timestamp(),
+        t => t,
+    }
+}
+
+/// Pretend the current time is `t` (duplicity's `--current-time`, for tests).
+pub fn set_now(t: Timestamp) {
+    NOW_OVERRIDE.store(t, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `YYYYMMDDTHHMMSSZ` in UTC, the form used in every file name duplicity

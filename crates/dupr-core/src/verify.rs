@@ -9,7 +9,7 @@ use crate::entry::{Kind, Meta};
 use crate::error::{IoContext, Result};
 use crate::index::Index;
 use crate::restore::Sink;
-use crate::walk::{Select, WalkEntry, Walker};
+use crate::walk::{WalkEntry, Walker};
 
 pub struct VerifySink<'a> {
     tempdir: PathBuf,
@@ -22,20 +22,18 @@ pub struct VerifySink<'a> {
 }
 
 impl<'a> VerifySink<'a> {
-    /// Compare against `source` (the path `prefix` of the archive) when
-    /// `compare_data` is set.
+    /// Compare against the walk of the source tree (the path `prefix` of
+    /// the archive) when `compare_data` is set; `local` is None when that
+    /// tree is missing, and every path is then reported missing, as
+    /// duplicity does.
     pub fn new(
-        source: PathBuf,
+        local: Option<Walker<'a>>,
         prefix: Index,
         compare_data: bool,
         tempdir: PathBuf,
     ) -> Result<Self> {
-        // A missing source tree is not an error: every path is then
-        // reported missing, as duplicity does.
         let local = if compare_data {
-            Walker::new(&source, Box::new(|_, _, _| Select::Include))
-                .ok()
-                .map(Iterator::peekable)
+            local.map(Iterator::peekable)
         } else {
             None
         };

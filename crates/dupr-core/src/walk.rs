@@ -34,6 +34,10 @@ struct Frame {
 
 pub type Selector<'a> = Box<dyn FnMut(&Index, &Path, &Meta) -> Select + 'a>;
 
+/// The names to walk in a directory when selection restricts them
+/// (`--files-from`); None means "read the directory".
+pub type Lister<'a> = Box<dyn Fn(&Path) -> Option<Vec<Vec<u8>>> + 'a>;
+
 pub struct Walker<'a> {
     stack: Vec<Frame>,
     /// Directories emitted only once a descendant is (implied parents).
@@ -42,6 +46,7 @@ pub struct Walker<'a> {
     /// Entries ready to hand out before walking further.
     replay: std::collections::VecDeque<WalkEntry>,
     select: Selector<'a>,
+    listing: Option<Lister<'a>>,
     names: Names,
     /// Warnings (unreadable files, sockets skipped) in the order met.
     pub errors: u64,
@@ -59,6 +64,7 @@ impl<'a> Walker<'a> {
             first: None,
             replay: Default::default(),
             select,
+            listing: None,
             names,
             errors: 0,
         };
@@ -69,15 +75,31 @@ impl<'a> Walker<'a> {
         };
         if e.meta.kind == Kind::Dir {
             std::fs::read_dir(root)?;
-            w.push_dir(&e);
         }
         w.first = Some(e);
         Ok(w)
     }
 
+    /// Walk only the names `listing` gives for each directory.
+    pub fn with_listing(mut self, listing: Lister<'a>) -> Self {
+        self.listing = Some(listing);
+        self
+    }
+
     /// Open a directory for walking; false (with a warning) if it cannot
     /// be listed, in which case duplicity leaves it out entirely.
     fn push_dir(&mut self, e: &WalkEntry) -> bool {
+        if let Some(names) = self.listing.as_ref().and_then(|l| l(&e.path)) {
+            let mut names: Vec<OsString> = names.into_iter().map(OsString::from_vec).collect();
+            names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            self.stack.push(Frame {
+                index: e.index.clone(),
+                path: e.path.clone(),
+                names,
+                pos: 0,
+            });
+            return true;
+        }
         match std::fs::read_dir(&e.path) {
             Ok(rd) => {
                 let mut names: Vec<OsString> = Vec::new();
@@ -132,6 +154,9 @@ impl Iterator for Walker<'_> {
     fn next(&mut self) -> Option<WalkEntry> {
         if let Some(root) = self.first.take() {
             // The root is always included; selection cannot drop it.
+            if root.meta.kind == Kind::Dir {
+                self.push_dir(&root);
+            }
             return Some(root);
         }
         if let Some(e) = self.replay.pop_front() {
@@ -152,6 +177,12 @@ impl Iterator for Walker<'_> {
             let index = frame.index.join(name.as_bytes());
             let md = match std::fs::symlink_metadata(&path) {
                 Ok(md) => md,
+                // A listed name (--files-from) that does not exist.
+                Err(err)
+                    if self.listing.is_some() && err.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
                 Err(err) => {
                     self.warn(&path, &err);
                     continue;
@@ -160,7 +191,7 @@ impl Iterator for Walker<'_> {
             let link = read_link(&path, &md);
             let meta = Meta::from_fs(&md, link, &mut self.names);
             let sel = (self.select)(&index, &path, &meta);
-            if sel == Select::Exclude {
+            if sel == Select::Exclude || (sel == Select::Scan && meta.kind != Kind::Dir) {
                 continue;
             }
             if meta.kind == Kind::Socket {
