@@ -45,8 +45,9 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(Exit(2, msg.into()))
 }
 
-fn init_logging(v: Option<&str>) -> anyhow::Result<()> {
-    let level = match v.unwrap_or("3") {
+fn init_logging(g: &cli::General) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let level = match g.verbosity.as_deref().unwrap_or("3") {
         "0" | "e" | "error" => "error",
         "1" | "2" | "w" | "warning" => "warn",
         "3" | "4" | "n" | "notice" => "warn",
@@ -58,15 +59,40 @@ fn init_logging(v: Option<&str>) -> anyhow::Result<()> {
             )))
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    // --log-file and --log-fd get the same lines as the terminal.
+    let mut extra: Vec<std::fs::File> = Vec::new();
+    if let Some(p) = &g.log_file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("opening log file {}", p.display()))?;
+        extra.push(f);
+    }
+    if let Some(fd) = g.log_fd {
+        use std::os::fd::FromRawFd;
+        if fd < 0 || nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).is_err() {
+            return Err(usage(format!("--log-fd {fd}: not an open file descriptor")));
+        }
+        // SAFETY: checked open above; the process owns it for its lifetime.
+        extra.push(unsafe { std::fs::File::from_raw_fd(fd) });
+    }
+    let mut writer = BoxMakeWriter::new(std::io::stderr);
+    for f in extra {
+        let f = Arc::new(f);
+        writer = BoxMakeWriter::new(writer.and(move || f.clone()));
+    }
+    let filter = tracing_subscriber::EnvFilter::new(format!("dupr_core={level},dupr={level}"));
+    let base = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
         .with_target(false)
-        .without_time()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "dupr_core={level},dupr={level}"
-        )))
-        .init();
+        .with_env_filter(filter);
+    if g.log_timestamp {
+        base.init();
+    } else {
+        base.without_time().init();
+    }
     Ok(())
 }
 
@@ -262,13 +288,14 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
             archive: cli.backup.file_prefix_archive.clone(),
             manifest: cli.backup.file_prefix_manifest.clone(),
             signature: cli.backup.file_prefix_signature.clone(),
-            jsonstat: String::new(),
+            jsonstat: cli.backup.file_prefix_jsonstat.clone(),
         },
         tempdir: cli
             .general
             .tempdir
             .clone()
             .unwrap_or_else(std::env::temp_dir),
+        check_remote: !cli.general.no_check_remote,
     })
 }
 
@@ -316,16 +343,16 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             }
             // A bad selection fails before anything is read or written.
             let selection = selection(&spec, &source)?;
+            let full_if_older_than = match &cli.backup.full_if_older_than {
+                Some(s) => Some(time::parse_time_string(s, time::now())?),
+                None => None,
+            };
             let target = Target::open(settings(&cli, &args[1], !cli.general.dry_run)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
                 Command::Incremental => BackupKind::Incremental,
                 _ => BackupKind::Auto,
-            };
-            let full_if_older_than = match &cli.backup.full_if_older_than {
-                Some(s) => Some(time::parse_time_string(s, time::now())?),
-                None => None,
             };
             let counters = cli.general.progress.then(|| Arc::new(Counters::default()));
             let bar = counters
@@ -342,25 +369,31 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     dry_run: cli.general.dry_run,
                     counters,
                     selection,
+                    kind,
+                    full_if_older_than,
+                    full_if_n_inc: cli.backup.full_if_n_inc,
+                    allow_source_mismatch: cli.general.allow_source_mismatch,
+                    skip_if_no_change: cli.backup.skip_if_no_change,
+                    files_changed: !cli.backup.no_files_changed,
+                    copy_links: cli.backup.copy_links,
                 },
-                kind,
-                full_if_older_than,
-                cli.general.allow_source_mismatch,
             );
             if let Some(b) = bar {
                 b.finish();
             }
             let stats = outcome?.stats;
+            let elapsed = started.elapsed().as_secs_f64();
             if !cli.general.no_print_statistics {
-                print!("{}", stats.render(started.elapsed().as_secs_f64()));
+                print!("{}", stats.render(elapsed));
+            }
+            if cli.general.jsonstat {
+                println!("{}", stats.to_json(elapsed));
             }
             Ok(0)
         }
         Command::Restore => {
             want_args(&args, 2, "URL DEST")?;
             let t = parse_time(&cli)?;
-            let target = Target::open(settings(&cli, &args[0], false)?)?;
-            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
                     Index::parse(p.as_bytes())
@@ -368,13 +401,43 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                 ),
                 None => None,
             };
+            let selection = if spec.is_empty() {
+                None
+            } else if path.is_some() {
+                return Err(usage(
+                    "--path-to-restore cannot be combined with restore file selection options; \
+                     use --path-to-restore for one archive path, or --include/--exclude for patterns",
+                ));
+            } else {
+                let s = Selection::for_archive(&spec).map_err(dupr_core::Error::from)?;
+                Some(Arc::new(s))
+            };
+            let rename = cli
+                .restore
+                .rename
+                .chunks(2)
+                .map(|pair| {
+                    let parse = |p: &OsString| {
+                        Index::parse(p.as_bytes())
+                            .ok_or_else(|| usage(format!("--rename: bad path {p:?}")))
+                    };
+                    Ok((parse(&pair[0])?, parse(&pair[1])?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let stats = ops::restore(
                 &target,
-                t,
-                PathBuf::from(&args[1]),
-                path,
-                cli.general.force,
-                !cli.restore.no_restore_ownership,
+                ops::RestoreRequest {
+                    time: t,
+                    dest: PathBuf::from(&args[1]),
+                    path,
+                    force: cli.general.force,
+                    restore_owner: !cli.restore.no_restore_ownership,
+                    numeric_owner: cli.restore.numeric_owner,
+                    rename,
+                    selection,
+                },
             )?;
             tracing::info!("restored {} files, {} bytes", stats.files, stats.bytes);
             Ok(if stats.errors > 0 { 1 } else { 0 })
@@ -394,7 +457,15 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             want_args(&args, 1, "URL")?;
             let target = Target::open(settings(&cli, &args[0], false)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
-            print!("{}", ops::collection_status(&target)?);
+            if let Some(n) = cli.restore.show_changes_in_set {
+                print!("{}", ops::changes_in_set(&target, n)?);
+            } else if let Some(p) = &cli.restore.file_changed {
+                let ix = Index::parse(p.as_bytes())
+                    .ok_or_else(|| usage(format!("--file-changed: bad path {p:?}")))?;
+                print!("{}", ops::file_changed(&target, &ix)?);
+            } else {
+                print!("{}", ops::collection_status(&target)?);
+            }
             Ok(0)
         }
         Command::Verify => {
@@ -504,9 +575,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    if let Err(e) = init_logging(cli.general.verbosity.as_deref()) {
+    if let Err(e) = init_logging(&cli.general) {
         eprintln!("dupr: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(t) = cli.general.current_time {
+        time::set_now(t);
     }
     cli::warn_ignored(&cli);
     match run(cli, spec) {

@@ -43,10 +43,16 @@ pub struct BackupConfig {
     pub hostname: Vec<u8>,
     pub prefixes: Prefixes,
     pub counters: Option<Arc<Counters>>,
+    /// Record changed paths in the manifest's Filelist.
+    pub files_changed: bool,
+    /// An incremental that changes nothing is discarded, not written.
+    pub skip_if_no_change: bool,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
+    /// The incremental found no change and was not kept (--skip-if-no-change).
+    pub skipped: bool,
     pub start_time: Timestamp,
     pub end_time: Timestamp,
     pub source_files: u64,
@@ -64,6 +70,29 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The statistics as one JSON object (`--jsonstat`).
+    pub fn to_json(&self, elapsed_secs: f64) -> String {
+        format!(
+            "{{\"StartTime\": {}, \"EndTime\": {}, \"ElapsedTime\": {:.2}, \"SourceFiles\": {}, \"SourceFileSize\": {}, \"NewFiles\": {}, \"NewFileSize\": {}, \"DeletedFiles\": {}, \"ChangedFiles\": {}, \"ChangedFileSize\": {}, \"DeltaEntries\": {}, \"RawDeltaSize\": {}, \"Volumes\": {}, \"TotalDestinationSizeChange\": {}, \"Errors\": {}, \"Skipped\": {}}}",
+            self.start_time,
+            self.end_time,
+            elapsed_secs,
+            self.source_files,
+            self.source_file_size,
+            self.new_files,
+            self.new_file_size,
+            self.deleted_files,
+            self.changed_files,
+            self.changed_file_size,
+            self.delta_entries,
+            self.raw_delta_size,
+            self.volumes,
+            self.dest_size,
+            self.errors,
+            self.skipped
+        )
+    }
+
     /// duplicity's statistics block.
     pub fn render(&self, elapsed_secs: f64) -> String {
         let sz = |b: u64| human(b);
@@ -221,6 +250,9 @@ impl Emitter<'_> {
     }
 
     fn note(&mut self, change: Change, index: &Index) -> Result<()> {
+        if !self.cfg.files_changed {
+            return Ok(());
+        }
         self.filelist
             .write_all(&Manifest::filelist_line(&change, index))
             .ctx(&self.filelist_path)?;
@@ -511,7 +543,18 @@ pub fn run_backup(
     plan: Plan,
 ) -> Result<Stats> {
     let mut started = None;
-    let r = write_set(cfg, backend, cache, walker, plan, &mut started);
+    let incremental = matches!(plan, Plan::Incremental { .. });
+    let mut r = write_set(cfg, backend, cache, walker, plan, &mut started);
+    if let Ok(stats) = &mut r {
+        let unchanged = stats.new_files + stats.changed_files + stats.deleted_files == 0;
+        if cfg.skip_if_no_change && incremental && unchanged && !cfg.dry_run {
+            tracing::warn!("Skipped the incremental: nothing has changed");
+            if let Some(set) = started.take() {
+                discard_set(backend, cache, &set, &cfg.prefixes);
+            }
+            stats.skipped = true;
+        }
+    }
     if r.is_err() {
         if let Some(set) = started {
             // A failed run leaves nothing behind: no volumes of a set that
@@ -569,7 +612,7 @@ fn write_set(
         }
     };
     // A set dated in the future would be invisible to "now" restores.
-    while time::now() < t {
+    while time::now() < t && !time::is_overridden() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let incremental = old.is_some();

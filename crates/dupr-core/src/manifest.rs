@@ -31,7 +31,7 @@ pub enum Change {
 }
 
 impl Change {
-    fn word(&self) -> &'static str {
+    pub fn word(&self) -> &'static str {
         match self {
             Change::New => "new",
             Change::Changed => "changed",

@@ -33,6 +33,9 @@ pub struct Settings {
     pub crypto: Option<Arc<Crypto>>,
     pub prefixes: Prefixes,
     pub tempdir: PathBuf,
+    /// Compare the target's manifests with the cache's before building on
+    /// them (`--no-check-remote` turns it off).
+    pub check_remote: bool,
 }
 
 pub struct Target {
@@ -81,6 +84,18 @@ pub struct BackupRequest {
     pub counters: Option<Arc<Counters>>,
     /// Compiled selection options; None backs up everything.
     pub selection: Option<Arc<Selection>>,
+    pub kind: BackupKind,
+    /// A full backup instead when the chain's full is older than this.
+    pub full_if_older_than: Option<Timestamp>,
+    /// A full backup instead when the chain has this many incrementals.
+    pub full_if_n_inc: Option<usize>,
+    pub allow_source_mismatch: bool,
+    /// Write nothing when an incremental finds no change.
+    pub skip_if_no_change: bool,
+    /// Record changed paths in the manifest's Filelist.
+    pub files_changed: bool,
+    /// Back up what symlinks point to.
+    pub copy_links: bool,
 }
 
 fn hostname() -> Vec<u8> {
@@ -103,28 +118,25 @@ pub struct BackupOutcome {
 }
 
 /// Back up `req.source`: a full set or an incremental on the latest chain.
-pub fn backup(
-    t: &Target,
-    req: BackupRequest,
-    kind: BackupKind,
-    full_if_older_than: Option<Timestamp>,
-    allow_source_mismatch: bool,
-) -> Result<BackupOutcome> {
+pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
+    let kind = req.kind;
     let cfg = BackupConfig {
-        source: req.source,
-        source_arg: req.source_arg,
+        source: req.source.clone(),
+        source_arg: req.source_arg.clone(),
         volsize: req.volsize_mib.max(1) * 1024 * 1024,
         codec: t.settings.codec.clone(),
         max_blocksize: req.max_blocksize,
         dry_run: req.dry_run,
         hostname: hostname(),
         prefixes: t.settings.prefixes.clone(),
-        counters: req.counters,
+        counters: req.counters.clone(),
+        files_changed: req.files_changed,
+        skip_if_no_change: req.skip_if_no_change,
     };
     let plan = if kind == BackupKind::Full {
         Plan::Full
     } else {
-        match incremental_plan(t, &cfg, kind, full_if_older_than, allow_source_mismatch)? {
+        match incremental_plan(t, &cfg, &req)? {
             Some(p) => p,
             None => Plan::Full,
         }
@@ -153,7 +165,8 @@ pub fn backup(
             }
         },
     );
-    let walker = selected_walker(&cfg.source, select, req.selection.clone())?;
+    let walker = selected_walker(&cfg.source, select, req.selection.clone())?
+        .with_follow_links(req.copy_links);
     let stats = backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, walker, plan)?;
     Ok(BackupOutcome { stats, incremental })
 }
@@ -174,13 +187,9 @@ fn selected_walker<'a>(
 }
 
 /// The incremental plan, or None when a full backup must be made instead.
-fn incremental_plan(
-    t: &Target,
-    cfg: &BackupConfig,
-    kind: BackupKind,
-    full_if_older_than: Option<Timestamp>,
-    allow_source_mismatch: bool,
-) -> Result<Option<Plan>> {
+fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Result<Option<Plan>> {
+    let kind = req.kind;
+    let allow_source_mismatch = req.allow_source_mismatch;
     let (names, c) = t.collection()?;
     let url = t.backend.display_url();
     let no_sigs = || Error::NoSignatures(url.clone());
@@ -198,8 +207,15 @@ fn incremental_plan(
             Ok(None)
         };
     };
-    if let Some(limit) = full_if_older_than {
+    if let Some(limit) = req.full_if_older_than {
         if chain.start() < limit {
+            tracing::warn!("Last full backup is too old, forcing full backup");
+            return Ok(None);
+        }
+    }
+    if let Some(n) = req.full_if_n_inc {
+        if chain.incs.len() >= n {
+            tracing::warn!("Latest chain has too many incrementals, forcing full backup");
             return Ok(None);
         }
     }
@@ -217,7 +233,7 @@ fn incremental_plan(
         Cache::local_name(last.manifest.as_deref().unwrap_or(""), &t.settings.prefixes)
             .map(|l| t.cache.path(&l))
             .filter(|p| p.exists());
-    if cached_copy.is_some() {
+    if cached_copy.is_some() && t.settings.check_remote {
         let remote = restore::load_remote_manifest(
             t.backend.as_ref(),
             last,
@@ -282,14 +298,31 @@ fn incremental_plan(
     }))
 }
 
-pub fn restore(
-    t: &Target,
-    time: Timestamp,
-    dest: PathBuf,
-    path: Option<Index>,
-    force: bool,
-    restore_owner: bool,
-) -> Result<RestoreStats> {
+/// What to restore, and how.
+pub struct RestoreRequest {
+    pub time: Timestamp,
+    pub dest: PathBuf,
+    /// Only this archive path (`--path-to-restore`).
+    pub path: Option<Index>,
+    pub force: bool,
+    pub restore_owner: bool,
+    pub numeric_owner: bool,
+    pub rename: Vec<(Index, Index)>,
+    /// Restore-time selection (archive-relative patterns).
+    pub selection: Option<Arc<Selection>>,
+}
+
+pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
+    let RestoreRequest {
+        time,
+        dest,
+        path,
+        force,
+        restore_owner,
+        numeric_owner,
+        rename,
+        selection,
+    } = req;
     let (_, c) = t.collection()?;
     let ch = c
         .chain_at(time)
@@ -300,6 +333,9 @@ pub fn restore(
         path,
         force,
         restore_owner,
+        numeric_owner,
+        rename,
+        selection,
         tempdir: t.settings.tempdir.clone(),
         crypto: t.settings.crypto.clone(),
     };
@@ -336,6 +372,107 @@ pub fn collection_status(t: &Target) -> Result<String> {
         "BackendWrapper",
         &t.cache.dir().display().to_string(),
     ))
+}
+
+/// `collection-status --file-changed PATH`: the sets of the latest chain
+/// whose Filelist names the path, as duplicity prints them.
+pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
+    let (names, c) = t.collection()?;
+    let mut out = String::new();
+    let Some(chain) = c.last_chain() else {
+        return Ok(out);
+    };
+    t.sync(&names)?;
+    let mut rows = Vec::new();
+    for (i, set) in chain.sets().enumerate() {
+        let m = restore::load_manifest_with_filelist(
+            t.backend.as_ref(),
+            Some(&t.cache),
+            set,
+            &t.settings.prefixes,
+            t.settings.crypto.as_ref(),
+        )?;
+        if let Some((change, _)) = m.filelist.iter().find(|(_, ix)| ix == path) {
+            let kind = if i == 0 { "Full" } else { "Incremental" };
+            let word = change.word();
+            let title = format!("{}{}", word[..1].to_uppercase(), &word[1..]);
+            rows.push(format!(
+                "{kind:>20}   {:>30}  {title:>20}",
+                crate::time::pretty_local(set.end)
+            ));
+        }
+    }
+    out.push_str("-------------------------\n");
+    out.push_str(&format!(
+        "File: {}\n",
+        String::from_utf8_lossy(path.display_bytes())
+    ));
+    out.push_str(&format!("Total number of backup: {}\n", rows.len()));
+    out.push_str(&format!(
+        "{:>20}   {:>30}  {:>20}\n",
+        "Type of backup set:", "Time:", "Type of file change:"
+    ));
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    out.push_str("-------------------------\n");
+    Ok(out)
+}
+
+/// `collection-status --show-changes-in-set N`: the Filelist of the N-th
+/// newest set of the latest chain (0 = newest).
+pub fn changes_in_set(t: &Target, n: i64) -> Result<String> {
+    let (names, c) = t.collection()?;
+    let Some(chain) = c.last_chain() else {
+        return Ok(String::new());
+    };
+    let sets: Vec<_> = chain.sets().collect();
+    let set = usize::try_from(n)
+        .ok()
+        .and_then(|n| sets.len().checked_sub(n + 1))
+        .map(|i| sets[i])
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--show-changes-in-set {n}: the latest chain has {} set(s), numbered 0 (newest) to {}",
+                sets.len(),
+                sets.len() - 1
+            ))
+        })?;
+    t.sync(&names)?;
+    let m = restore::load_manifest_with_filelist(
+        t.backend.as_ref(),
+        Some(&t.cache),
+        set,
+        &t.settings.prefixes,
+        t.settings.crypto.as_ref(),
+    )?;
+    let width = m
+        .filelist
+        .iter()
+        .map(|(_, ix)| ix.display_bytes().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = String::from("-------------------------\n");
+    out.push_str(&format!(
+        " Backup set time: {}\n",
+        crate::time::pretty_local(set.end)
+    ));
+    out.push_str(&format!("Total number of changes: {}\n", m.filelist.len()));
+    out.push_str(&format!(
+        "{:<width$}  {:>20}\n",
+        "File:", "Type of file change:"
+    ));
+    for (change, ix) in &m.filelist {
+        out.push_str(&format!(
+            "{:<width$}  {:>20}\n",
+            String::from_utf8_lossy(ix.display_bytes()),
+            change.word()
+        ));
+    }
+    out.push_str("-------------------------\n");
+    Ok(out)
 }
 
 /// What a deleting command removes (reference 6.6).
@@ -550,6 +687,9 @@ pub fn verify(
         path,
         force: true,
         restore_owner: false,
+        numeric_owner: false,
+        rename: Vec::new(),
+        selection: None,
         tempdir: t.settings.tempdir.clone(),
         crypto: t.settings.crypto.clone(),
     };

@@ -60,7 +60,19 @@ pub fn load_manifest(
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
 ) -> Result<Manifest> {
-    read_manifest(backend, cache, set, prefixes, crypto, false)
+    read_manifest(backend, cache, set, prefixes, crypto, false, false)
+}
+
+/// A set's manifest with its Filelist (the changed paths), for status
+/// reports; restores never need it.
+pub fn load_manifest_with_filelist(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    set: &BackupSet,
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+) -> Result<Manifest> {
+    read_manifest(backend, cache, set, prefixes, crypto, false, true)
 }
 
 /// The target's own copy of a set's manifest, ignoring the cache.
@@ -70,7 +82,7 @@ pub fn load_remote_manifest(
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
 ) -> Result<Manifest> {
-    read_manifest(backend, None, set, prefixes, crypto, true)
+    read_manifest(backend, None, set, prefixes, crypto, true, false)
 }
 
 fn read_manifest(
@@ -80,6 +92,7 @@ fn read_manifest(
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
     remote_only: bool,
+    with_filelist: bool,
 ) -> Result<Manifest> {
     let name = set.manifest.as_deref().ok_or_else(|| Error::BadManifest {
         name: format!("set {}", crate::time::to_filename(set.end)),
@@ -100,7 +113,14 @@ fn read_manifest(
             crypt::decoder(backend.open(name)?, &codec)?
         }
     };
-    let text = manifest_head(reader).map_err(|e| bad(e.to_string()))?;
+    let text = if with_filelist {
+        let mut v = Vec::new();
+        let mut r = reader;
+        r.read_to_end(&mut v).map_err(|e| bad(e.to_string()))?;
+        v
+    } else {
+        manifest_head(reader).map_err(|e| bad(e.to_string()))?
+    };
     let m = Manifest::parse(&text).map_err(bad)?;
     // Every set has at least one volume; a manifest that lists none (empty
     // or garbage text) would otherwise look like an empty backup.
@@ -313,6 +333,12 @@ pub struct RestoreOptions {
     pub path: Option<Index>,
     pub force: bool,
     pub restore_owner: bool,
+    /// Owners by uid/gid only, ignoring the recorded names.
+    pub numeric_owner: bool,
+    /// `--rename FROM TO`: archive path prefixes placed elsewhere.
+    pub rename: Vec<(Index, Index)>,
+    /// Restore-time `--include`/`--exclude` (archive-relative).
+    pub selection: Option<Arc<crate::select::Selection>>,
     pub tempdir: PathBuf,
     pub crypto: Option<Arc<Crypto>>,
 }
@@ -352,7 +378,16 @@ pub fn restore(
     check_target(&opts.dest, opts.force)?;
     let want = opts.path.clone().unwrap_or_default();
     let mut w = TreeWriter::new(opts, want.clone());
-    collate(backend, cache, sets, prefixes, opts, &mut w)?;
+    match &opts.selection {
+        Some(sel) => {
+            let mut f = FilteredSink {
+                inner: &mut w,
+                filter: crate::select::ArchiveFilter::new(sel.clone()),
+            };
+            collate(backend, cache, sets, prefixes, opts, &mut f)?;
+        }
+        None => collate(backend, cache, sets, prefixes, opts, &mut w)?,
+    }
     Ok(RestoreStats {
         files: w.files,
         bytes: w.bytes,
@@ -618,12 +653,47 @@ impl Write for SparseWriter<'_> {
     }
 }
 
+/// Restore selection in front of the tree writer.
+struct FilteredSink<'a> {
+    inner: &'a mut TreeWriter,
+    filter: crate::select::ArchiveFilter,
+}
+
+impl Sink for FilteredSink<'_> {
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        self.inner.temp_file()
+    }
+
+    fn place(
+        &mut self,
+        index: &Index,
+        meta: &Meta,
+        mut data: Option<tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        for (ix, m) in self.filter.admit(index, meta) {
+            let d = if ix == *index { data.take() } else { None };
+            self.inner.place(&ix, &m, d)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()
+    }
+
+    fn error(&mut self) {
+        self.inner.error()
+    }
+}
+
 /// Places restored entries under the target, directories' metadata applied
 /// after their contents.
 struct TreeWriter {
     dest: PathBuf,
     prefix: Index,
     restore_owner: bool,
+    numeric_owner: bool,
+    rename: Vec<(Index, Index)>,
     names: Names,
     /// Open directories (index, path, meta), innermost last.
     dirs: Vec<(Index, PathBuf, Meta)>,
@@ -638,6 +708,8 @@ impl TreeWriter {
             dest: opts.dest.clone(),
             prefix,
             restore_owner: opts.restore_owner && nix::unistd::geteuid().is_root(),
+            numeric_owner: opts.numeric_owner,
+            rename: opts.rename.clone(),
             names: Names::default(),
             dirs: Vec::new(),
             files: 0,
@@ -707,9 +779,19 @@ impl TreeWriter {
         data: Option<tempfile::NamedTempFile>,
     ) -> Result<()> {
         self.close_dirs_until(index)?;
-        let rel = index
+        let mut rel = index
             .strip_prefix(&self.prefix)
             .expect("caller filtered by prefix");
+        if let Some((from, to)) = self.rename.iter().find(|(f, _)| rel.starts_with(f)) {
+            let rest = rel.strip_prefix(from).expect("prefix checked");
+            rel = match (to.is_root(), rest.is_root()) {
+                (_, true) => to.clone(),
+                (true, false) => rest,
+                (false, false) => {
+                    Index::from_bytes([to.as_bytes(), b"/", rest.as_bytes()].concat())
+                }
+            };
+        }
         let path = rel.to_path(&self.dest);
         if let Some(parent) = path.parent() {
             let under_open_dir = self.dirs.last().is_some_and(|(_, p, _)| p == parent);
@@ -786,8 +868,14 @@ impl TreeWriter {
 
     fn set_meta(&mut self, path: &Path, meta: &Meta) -> Result<()> {
         if self.restore_owner {
-            let uid = self.names.uid_for(&meta.uname, meta.uid);
-            let gid = self.names.gid_for(&meta.gname, meta.gid);
+            let (uid, gid) = if self.numeric_owner {
+                (meta.uid, meta.gid)
+            } else {
+                (
+                    self.names.uid_for(&meta.uname, meta.uid),
+                    self.names.gid_for(&meta.gname, meta.gid),
+                )
+            };
             // lchown: never follows a symlink; chown before chmod, which
             // would otherwise lose setuid bits.
             nix::unistd::fchownat(

@@ -76,6 +76,8 @@ impl Spec {
 pub enum SelectError {
     #[error("the file specification {pattern:?} cannot match any files in the base directory {base:?}; useful specifications begin with the base directory or a pattern (such as '**') that matches it")]
     FilePrefix { pattern: String, base: String },
+    #[error("restore selection pattern {0:?} is invalid: restore patterns are relative to the archive root, as list-current-files prints them, without '.' or '..' elements")]
+    RestorePattern(String),
     #[error("bad selection pattern {pattern:?}: {reason}")]
     Globbing { pattern: String, reason: String },
     #[error("the last selection expression {0} only includes files; as everything is included by default it is redundant (add --exclude '**' after it)")]
@@ -100,7 +102,7 @@ impl SelectError {
     /// duplicity's exit code (reference section 10.5).
     pub fn exit_code(&self) -> i32 {
         match self {
-            SelectError::FilePrefix { .. } => 14,
+            SelectError::FilePrefix { .. } | SelectError::RestorePattern(_) => 14,
             SelectError::Globbing { .. } => 15,
             SelectError::RedundantInclusion(_) => 16,
             SelectError::RedundantFilter(_) => 70,
@@ -181,6 +183,30 @@ impl Selection {
     /// Compile `spec` for the source `root`, given as the string duplicity
     /// matches against (see [`canonical`]).
     pub fn new(root: &Path, spec: &Spec) -> Result<Self, SelectError> {
+        Self::build(root, spec, false)
+    }
+
+    /// Selection for restore (duplicity 3.2's restore `--include` and
+    /// `--exclude`): patterns name archive paths as list-current-files
+    /// prints them (`docs/**`), matched against the path inside the
+    /// archive, `""` being the root.
+    pub fn for_archive(spec: &Spec) -> Result<Self, SelectError> {
+        for r in &spec.rules {
+            let opt = match r {
+                Rule::ExcludeIfPresent(_) => "--exclude-if-present",
+                Rule::ExcludeOtherFilesystems => "--exclude-other-filesystems",
+                Rule::FilesFrom(_) => "--files-from",
+                _ => continue,
+            };
+            return Err(SelectError::Globbing {
+                pattern: opt.into(),
+                reason: "not supported for restore".into(),
+            });
+        }
+        Self::build(Path::new(""), spec, true)
+    }
+
+    fn build(root: &Path, spec: &Spec, archive: bool) -> Result<Self, SelectError> {
         use std::os::unix::ffi::OsStrExt;
         let root_bytes = root.as_os_str().as_bytes().to_vec();
         let root_dev = std::fs::symlink_metadata(root)
@@ -191,6 +217,7 @@ impl Selection {
 
         let mut b = Builder {
             root: root_bytes,
+            archive,
             root_is_dir,
             front: Vec::new(),
             back: Vec::new(),
@@ -381,6 +408,68 @@ impl Cond {
     }
 }
 
+/// Restore selection applied to the archive's entries in index order, the
+/// way duplicity 3.2 filters them: a directory some pattern scans is placed
+/// only once something below it is; an excluded directory drops its contents.
+pub struct ArchiveFilter {
+    sel: std::sync::Arc<Selection>,
+    deferred: Vec<(crate::index::Index, Meta)>,
+    excluded: Vec<crate::index::Index>,
+}
+
+impl ArchiveFilter {
+    pub fn new(sel: std::sync::Arc<Selection>) -> Self {
+        ArchiveFilter {
+            sel,
+            deferred: Vec::new(),
+            excluded: Vec::new(),
+        }
+    }
+
+    /// The entries to place for `index`: deferred parents first, then the
+    /// entry itself when selected; empty when it is left out.
+    pub fn admit(
+        &mut self,
+        index: &crate::index::Index,
+        meta: &Meta,
+    ) -> Vec<(crate::index::Index, Meta)> {
+        while self
+            .deferred
+            .last()
+            .is_some_and(|(d, _)| !index.starts_with(d))
+        {
+            self.deferred.pop();
+        }
+        while self.excluded.last().is_some_and(|d| !index.starts_with(d)) {
+            self.excluded.pop();
+        }
+        if !self.excluded.is_empty() {
+            return Vec::new();
+        }
+        if index.is_root() {
+            self.deferred.push((index.clone(), meta.clone()));
+            return Vec::new();
+        }
+        let is_dir = meta.kind == Kind::Dir;
+        match self.sel.select(index.as_bytes(), Path::new(""), meta) {
+            Select::Include => {
+                let mut out: Vec<_> = std::mem::take(&mut self.deferred);
+                out.push((index.clone(), meta.clone()));
+                out
+            }
+            Select::Scan if is_dir => {
+                self.deferred.push((index.clone(), meta.clone()));
+                Vec::new()
+            }
+            Select::Exclude if is_dir => {
+                self.excluded.push(index.clone());
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// duplicity's literal-mode test (`--filter-literal`).
 fn literal_test(lit: &[u8], path: &[u8], include: bool) -> Option<Verdict> {
     let verdict = if include {
@@ -421,6 +510,8 @@ struct LitPattern {
 
 struct Builder {
     root: Vec<u8>,
+    /// Restore selection: relative patterns, no base-directory check.
+    archive: bool,
     root_is_dir: bool,
     /// Conditions duplicity inserts at the front, newest first.
     front: Vec<Test>,
@@ -461,6 +552,15 @@ impl Builder {
             ignore_case = true;
         }
         let case_word = if ignore_case { "no-" } else { "" };
+        if self.archive && mode != Mode::Regexp {
+            while let Some(rest) = pat.strip_prefix(b"./") {
+                pat = rest.to_vec();
+            }
+            let bad_part = pat.split(|&c| c == b'/').any(|p| p == b"." || p == b"..");
+            if pat.first() == Some(&b'/') || bad_part {
+                return Err(SelectError::RestorePattern(shown));
+            }
+        }
         match mode {
             Mode::Regexp => {
                 let re = compile(&python_regex(&pat), ignore_case, &shown)?;
@@ -480,7 +580,7 @@ impl Builder {
                 } else {
                     self.root.clone()
                 };
-                if literal_test(&lit, &root, true).is_none() {
+                if !self.archive && literal_test(&lit, &root, true).is_none() {
                     return Err(self.prefix_error(&shown));
                 }
                 let name = format!("literal string {inc_word} {case_word}case: {shown}");
@@ -512,7 +612,7 @@ impl Builder {
             }
             Mode::Globbing => {
                 let glob = Glob::compile(&pat, ignore_case, &shown)?;
-                if glob.test(&self.root, self.root_is_dir, true).is_none() {
+                if !self.archive && glob.test(&self.root, self.root_is_dir, true).is_none() {
                     return Err(self.prefix_error(&shown));
                 }
                 let name = format!("shell glob {inc_word} {case_word}case: {shown}");

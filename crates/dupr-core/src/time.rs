@@ -27,6 +27,11 @@ pub fn now() -> Timestamp {
     }
 }
 
+/// Whether [`set_now`] fixed the clock.
+pub fn is_overridden() -> bool {
+    NOW_OVERRIDE.load(std::sync::atomic::Ordering::Relaxed) != i64::MIN
+}
+
 /// Pretend the current time is `t` (duplicity's `--current-time`, for tests).
 pub fn set_now(t: Timestamp) {
     NOW_OVERRIDE.store(t, std::sync::atomic::Ordering::Relaxed);

@@ -47,6 +47,8 @@ pub struct Walker<'a> {
     replay: std::collections::VecDeque<WalkEntry>,
     select: Selector<'a>,
     listing: Option<Lister<'a>>,
+    /// `--copy-links`: store what symlinks point to.
+    follow_links: bool,
     names: Names,
     /// Warnings (unreadable files, sockets skipped) in the order met.
     pub errors: u64,
@@ -65,6 +67,7 @@ impl<'a> Walker<'a> {
             replay: Default::default(),
             select,
             listing: None,
+            follow_links: false,
             names,
             errors: 0,
         };
@@ -78,6 +81,13 @@ impl<'a> Walker<'a> {
         }
         w.first = Some(e);
         Ok(w)
+    }
+
+    /// Follow symbolic links (duplicity's `--copy-links`); a link back to a
+    /// directory being walked stays a link, so loops end.
+    pub fn with_follow_links(mut self, on: bool) -> Self {
+        self.follow_links = on;
+        self
     }
 
     /// Walk only the names `listing` gives for each directory.
@@ -128,6 +138,14 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Whether a directory with this identity is open on the walk's stack.
+    fn on_stack(&self, md: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.stack.iter().any(|f| {
+            std::fs::metadata(&f.path).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino())
+        })
+    }
+
     fn warn(&mut self, path: &Path, err: &std::io::Error) {
         self.errors += 1;
         tracing::warn!(
@@ -176,6 +194,14 @@ impl Iterator for Walker<'_> {
             let path = frame.path.join(&name);
             let index = frame.index.join(name.as_bytes());
             let md = match std::fs::symlink_metadata(&path) {
+                Ok(md) if self.follow_links && md.file_type().is_symlink() => {
+                    match std::fs::metadata(&path) {
+                        Ok(t) if t.is_dir() && self.on_stack(&t) => md,
+                        Ok(t) => t,
+                        // Dangling: keep the link itself.
+                        Err(_) => md,
+                    }
+                }
                 Ok(md) => md,
                 // A listed name (--files-from) that does not exist.
                 Err(err)
