@@ -1732,7 +1732,8 @@ fn oracle_agrees_with_stock_duplicity() {
     let mut g = Gen::new(&tree, env.path().join("lists"), SEED);
     let fixed = fixed_cases(&mut g);
     let pick = [
-        "F1", "F2", "F3", "F12", "F15", "F20", "F21", "F28", "F33", "F34", "F37", "F38",
+        "F1", "F2", "F3", "F12", "F15", "F20", "F21", "F28", "F33", "F34", "F37", "F38", "F39",
+        "F40",
     ];
     let cases: Vec<Case> = fixed
         .into_iter()
