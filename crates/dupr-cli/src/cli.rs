@@ -289,11 +289,11 @@ pub struct SelectOpts {
     #[arg(long, value_name = "FILE", visible_alias = "include-globbing-filelist")]
     pub include_filelist: Vec<PathBuf>,
     /// --exclude-filelist read from standard input (duplicity 0.8).
-    #[arg(long, action = ArgAction::Count)]
-    pub exclude_filelist_stdin: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub exclude_filelist_stdin: Vec<bool>,
     /// --include-filelist read from standard input (duplicity 0.8).
-    #[arg(long, action = ArgAction::Count)]
-    pub include_filelist_stdin: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub include_filelist_stdin: Vec<bool>,
     /// Exclude directories that contain an entry named NAME.
     #[arg(long, value_name = "NAME")]
     pub exclude_if_present: Vec<OsString>,
@@ -301,29 +301,29 @@ pub struct SelectOpts {
     #[arg(long, value_name = "TIME")]
     pub exclude_older_than: Vec<String>,
     /// Exclude files on other file systems than the source's.
-    #[arg(long, action = ArgAction::Count)]
-    pub exclude_other_filesystems: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub exclude_other_filesystems: Vec<bool>,
     /// Exclude character and block devices.
-    #[arg(long, action = ArgAction::Count)]
-    pub exclude_device_files: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub exclude_device_files: Vec<bool>,
     /// Back up only the paths listed in FILE (relative to the source).
     #[arg(long, value_name = "FILE")]
     pub files_from: Vec<PathBuf>,
     /// Read the following patterns as shell globs (the default).
-    #[arg(long, action = ArgAction::Count)]
-    pub filter_globbing: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub filter_globbing: Vec<bool>,
     /// Read the following patterns as literal paths.
-    #[arg(long, action = ArgAction::Count)]
-    pub filter_literal: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub filter_literal: Vec<bool>,
     /// Read the following patterns as regular expressions.
-    #[arg(long, action = ArgAction::Count)]
-    pub filter_regexp: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub filter_regexp: Vec<bool>,
     /// Match the following patterns case-insensitively.
-    #[arg(long, action = ArgAction::Count)]
-    pub filter_ignorecase: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub filter_ignorecase: Vec<bool>,
     /// Match the following patterns case-sensitively (the default).
-    #[arg(long, action = ArgAction::Count)]
-    pub filter_strictcase: u8,
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub filter_strictcase: Vec<bool>,
     /// Filelists are separated by NUL characters instead of newlines.
     #[arg(long)]
     pub null_separator: bool,

@@ -571,8 +571,9 @@ fn main() -> ExitCode {
         match cli::selection_spec(&matches, cli.general.current_time.unwrap_or_else(time::now)) {
             Ok(s) => s,
             Err(msg) => {
+                // duplicity 3's code for a bad option value.
                 eprintln!("dupr: {msg}");
-                return ExitCode::from(2);
+                return ExitCode::from(23);
             }
         };
     if let Err(e) = init_logging(&cli.general) {

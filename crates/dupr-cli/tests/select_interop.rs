@@ -280,8 +280,8 @@ impl Rng {
     fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
     }
 }
 
@@ -542,7 +542,7 @@ impl<'a> Gen<'a> {
             }
             3 => with(&u, b"?"),
             4 => {
-                let other = *self.rng.pick(&[&b"x"[..], b"Z", b"_", b"."]);
+                let other = self.rng.pick(&[&b"x"[..], b"Z", b"_", b"."]);
                 with(&u, &cat(&[b"[", &u[i], other, b"]"]))
             }
             5 => {
@@ -572,7 +572,7 @@ impl<'a> Gen<'a> {
 
     fn glob(&mut self, nocase: bool) -> Vec<u8> {
         if self.rng.chance(30) {
-            let g = *self.rng.pick(CANNED_GLOBS);
+            let g = self.rng.pick(CANNED_GLOBS);
             return replace_root(g, &self.root);
         }
         let rel = self.pick_rel();
@@ -608,7 +608,7 @@ impl<'a> Gen<'a> {
             g = swap_case(&g);
         }
         if self.rng.chance(10) {
-            let p: &[u8] = *self.rng.pick(&[&b"ignorecase:"[..], b"IGNORECASE:"]);
+            let p: &[u8] = self.rng.pick(&[&b"ignorecase:"[..], b"IGNORECASE:"]);
             if self.rng.chance(30) {
                 g = swap_case(&g);
             }
@@ -620,7 +620,7 @@ impl<'a> Gen<'a> {
     fn regex(&mut self) -> Vec<u8> {
         let re_root = re_escape(&self.root);
         if self.rng.chance(40) {
-            let r = *self.rng.pick(CANNED_REGEXES);
+            let r = self.rng.pick(CANNED_REGEXES);
             return replace_root(&r.replace("{RE}", "{R}"), &re_root);
         }
         // A real path or one of its components, escaped (UTF-8 only: a str
@@ -663,8 +663,7 @@ impl<'a> Gen<'a> {
             89..=92 => self.pick_rel(),
             _ => {
                 let g: &[u8] =
-                    *self
-                        .rng
+                    self.rng
                         .pick(&[&b"/brackets/x[1].txt"[..], b"/**", b"/brackets/star*name"]);
                 cat(&[&root, g])
             }
@@ -728,7 +727,7 @@ impl<'a> Gen<'a> {
         let sep: &[u8] = if null_sep {
             b"\0"
         } else {
-            *self.rng.pick(&[
+            self.rng.pick(&[
                 &b"\n"[..],
                 b"\n",
                 b"\n",
@@ -750,7 +749,7 @@ impl<'a> Gen<'a> {
                 _ => {
                     let mut p = self.list_pattern(mode, nocase, null_sep);
                     if self.rng.chance(10) {
-                        let q: &[u8] = *self.rng.pick(&[&b"\""[..], b"'"]);
+                        let q: &[u8] = self.rng.pick(&[&b"\""[..], b"'"]);
                         p = cat(&[q, &p, q]);
                     }
                     let prefix: &[u8] = match self.rng.below(100) {
@@ -823,7 +822,7 @@ impl<'a> Gen<'a> {
     }
 
     fn older_than(&mut self) -> Vec<u8> {
-        let m = *self.rng.pick(&self.tree.reg_mtimes);
+        let m = self.rng.pick(&self.tree.reg_mtimes);
         let t = match self.rng.below(10) {
             0 => BASE_MTIME - 1,
             1 => 2_000_000_000,
@@ -861,7 +860,7 @@ impl<'a> Gen<'a> {
                     ("--exclude-filelist", Some(self.write_list(&mut case, c)))
                 }
                 75..=86 => {
-                    let f = *self.rng.pick(&[
+                    let f = self.rng.pick(&[
                         "--filter-globbing",
                         "--filter-literal",
                         "--filter-literal",
@@ -886,8 +885,7 @@ impl<'a> Gen<'a> {
                 }
                 87..=89 => {
                     let f: &[u8] =
-                        *self
-                            .rng
+                        self.rng
                             .pick(&[&b".nobackup"[..], b".nobackup", b"CACHEDIR.TAG"]);
                     ("--exclude-if-present", Some(f.to_vec()))
                 }
@@ -908,7 +906,7 @@ impl<'a> Gen<'a> {
             if mode != Mode::Glob {
                 case.opts.push(("--filter-globbing".into(), None));
             }
-            let last: &[u8] = *self.rng.pick(&[&b"**"[..], b"**", b"**", b"/**"]);
+            let last: &[u8] = self.rng.pick(&[&b"**"[..], b"**", b"**", b"/**"]);
             case.opts.push(("--exclude".into(), Some(last.to_vec())));
         }
         case

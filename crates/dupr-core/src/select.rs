@@ -391,7 +391,7 @@ impl Cond {
                 };
                 literal_test(lit, p, self.include)
             }
-            Test::Regexp(re) => re.is_match(path).then_some(verdict),
+            Test::Regexp(re) => re.is_match(&python_text(path)).then_some(verdict),
             Test::IfPresent(name) => {
                 if is_dir {
                     use std::os::unix::ffi::OsStrExt;
@@ -563,7 +563,7 @@ impl Builder {
         }
         match mode {
             Mode::Regexp => {
-                let re = compile(&python_regex(&pat), ignore_case, &shown)?;
+                let re = compile_with(&python_regex(&pat), ignore_case, false, &shown)?;
                 let name = format!("regular expression {inc_word} {case_word}case: {shown}");
                 self.push(Pending::Test(Test::Regexp(re), include), name);
             }
@@ -786,20 +786,49 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Python-style case folding, as close as Rust's lowercase gets.
+/// Python's `str.casefold` (full Unicode case folding: `ß` is `ss`);
+/// bytes that are not UTF-8 stay as they are.
 fn casefold(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     for chunk in b.utf8_chunks() {
-        out.extend_from_slice(chunk.valid().to_lowercase().as_bytes());
+        out.extend_from_slice(caseless::default_case_fold_str(chunk.valid()).as_bytes());
         out.extend_from_slice(chunk.invalid());
     }
     out
 }
 
+/// A path as Python's regexps see it: a byte that is not UTF-8 is one
+/// character (a surrogate there; a private-use character here), so `.` and
+/// `[^/]` match it.
+fn python_text(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if std::str::from_utf8(path).is_ok() {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(path.len() + 8);
+    for chunk in path.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        for &b in chunk.invalid() {
+            let c = char::from_u32(0x10_FF00 + b as u32).expect("valid private-use scalar");
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn compile(re: &str, ignore_case: bool, shown: &str) -> Result<Regex, SelectError> {
+    compile_with(re, ignore_case, true, shown)
+}
+
+/// `dot_nl`: duplicity compiles its globs with `re.S`, users' regexps without.
+fn compile_with(
+    re: &str,
+    ignore_case: bool,
+    dot_nl: bool,
+    shown: &str,
+) -> Result<Regex, SelectError> {
     regex::bytes::RegexBuilder::new(re)
         .case_insensitive(ignore_case)
-        .dot_matches_new_line(true)
+        .dot_matches_new_line(dot_nl)
         .size_limit(64 << 20)
         .build()
         .map_err(|e| SelectError::Globbing {
@@ -929,7 +958,9 @@ fn read_filelist(
     let sep = if null_sep { '\0' } else { '\n' };
     let mut out = Vec::new();
     for line in text.split(sep) {
-        let mut line = line.trim();
+        // Python's str.strip: Unicode whitespace plus the separators \x1c-\x1f.
+        let mut line =
+            line.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c));
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
