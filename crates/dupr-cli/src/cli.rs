@@ -720,6 +720,31 @@ pub fn parse_error(e: clap::Error) -> u8 {
                 .get(ContextKind::InvalidArg)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
+            // clap reports an ambiguous abbreviation as unknown; say which
+            // options it could mean, as duplicity's parsers do.
+            let stem = arg.split('=').next().unwrap_or(&arg);
+            let candidates: Vec<String> = match stem.strip_prefix("--") {
+                Some(p) if !p.is_empty() => Cli::command()
+                    .get_arguments()
+                    .flat_map(|a| {
+                        a.get_long_and_visible_aliases()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(str::to_string)
+                    })
+                    .filter(|l| l.starts_with(p))
+                    .map(|l| format!("--{l}"))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if candidates.len() > 1 {
+                eprintln!(
+                    "dupr: error: ambiguous option: {stem} could match {}",
+                    candidates.join(", ")
+                );
+                eprintln!("Enter 'dupr --help' for help screen.");
+                return 2;
+            }
             eprintln!("dupr: error: no such option: {arg}");
             eprintln!("Enter 'dupr --help' for help screen.");
             2
@@ -854,7 +879,7 @@ pub fn warn_ignored(cli: &Cli) {
     ];
     for (on, msg) in list {
         if *on {
-            eprintln!("dupr: warning: {msg}");
+            tracing::warn!("{msg}");
         }
     }
 }

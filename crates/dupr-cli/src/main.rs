@@ -83,17 +83,45 @@ fn init_logging(g: &cli::General) -> anyhow::Result<()> {
         writer = BoxMakeWriter::new(writer.and(move || f.clone()));
     }
     let filter = tracing_subscriber::EnvFilter::new(format!("dupr_core={level},dupr={level}"));
-    let base = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_writer(writer)
-        .with_ansi(false)
-        .with_target(false)
-        .with_env_filter(filter);
-    if g.log_timestamp {
-        base.init();
-    } else {
-        base.without_time().init();
-    }
+        .with_env_filter(filter)
+        .event_format(LogLine {
+            timestamp: g.log_timestamp,
+        })
+        .init();
     Ok(())
+}
+
+/// Log lines as `dupr: warning: ...`, like the rest of dupr's messages;
+/// `--log-timestamp` puts the UTC time first.
+struct LogLine {
+    timestamp: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.timestamp {
+            write!(w, "{} ", time::to_filename(time::now()))?;
+        }
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error: ",
+            tracing::Level::WARN => "warning: ",
+            _ => "",
+        };
+        write!(w, "dupr: {level}")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 /// Take a secret variable out of the environment, so that nothing we start
@@ -376,6 +404,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     skip_if_no_change: cli.backup.skip_if_no_change,
                     files_changed: !cli.backup.no_files_changed,
                     copy_links: cli.backup.copy_links,
+                    jsonstat: cli.general.jsonstat,
                 },
             );
             if let Some(b) = bar {
@@ -458,7 +487,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             let target = Target::open(settings(&cli, &args[0], false)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             if let Some(n) = cli.restore.show_changes_in_set {
-                print!("{}", ops::changes_in_set(&target, n)?);
+                print!("{}", ops::changes_in_set(&target, n, cli.general.jsonstat)?);
             } else if let Some(p) = &cli.restore.file_changed {
                 let ix = Index::parse(p.as_bytes())
                     .ok_or_else(|| usage(format!("--file-changed: bad path {p:?}")))?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::crypt::Codec;
-use crate::entry::{entry_name, Kind, Role};
+use crate::entry::{entry_name, Kind, Meta, Role};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
 use crate::manifest::{Change, Manifest, VolumeInfo};
@@ -21,7 +21,7 @@ use crate::signature::{block_len, SigBuilder};
 use crate::sigtar::{SigEntry, SigMerge, SigtarWriter};
 use crate::tar;
 use crate::time::{self, Timestamp};
-use crate::volume::{Block, VolumeWriter};
+use crate::volume::{Block, ResumePoint, VolumeWriter};
 use crate::walk::WalkEntry;
 use crate::walk::Walker;
 
@@ -47,6 +47,8 @@ pub struct BackupConfig {
     pub files_changed: bool,
     /// An incremental that changes nothing is discarded, not written.
     pub skip_if_no_change: bool,
+    /// Store the statistics with the set (duplicity 3's `--jsonstat`).
+    pub jsonstat: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -208,6 +210,19 @@ fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
+/// What a tar entry records of its source (see [`Block::key`]).
+fn entry_key(role: u8, m: Option<&Meta>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    role.hash(&mut h);
+    if let Some(m) = m {
+        (m.kind as u8, m.perms, m.uid, m.gid, &m.uname, &m.gname).hash(&mut h);
+        (m.mtime, m.size, &m.link, m.devmajor, m.devminor).hash(&mut h);
+        m.exact.map(|x| (x.size, x.mtime_nsec)).hash(&mut h);
+    }
+    h.finish()
+}
+
 const CHUNK: usize = 65536;
 /// Bytes of a changed file diffed at a time.
 const DIFF_WINDOW: usize = 8 << 20;
@@ -276,6 +291,7 @@ impl Emitter<'_> {
     ) -> Result<u64> {
         let mut n = 0u64;
         let mut total = 0u64;
+        let mut key = Some(entry_key(role as u8, Some(&e.meta)));
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(CHUNK, 0);
         let res = (|| -> Result<()> {
@@ -302,6 +318,7 @@ impl Emitter<'_> {
                     index: e.index.clone(),
                     chunk: if last { None } else { chunk },
                     data,
+                    key: key.take(),
                 })?;
                 self.count(got as u64);
                 if last {
@@ -333,6 +350,7 @@ impl Emitter<'_> {
                 index: e.index.clone(),
                 chunk: None,
                 data,
+                key: Some(entry_key(Role::Snapshot as u8, Some(&e.meta))),
             })?;
             self.sigtar.add_meta(&e.index, Some(&e.meta))?;
             return Ok(true);
@@ -412,6 +430,7 @@ impl Emitter<'_> {
             index: old.index.clone(),
             chunk: None,
             data,
+            key: Some(entry_key(Role::Deleted as u8, None)),
         })?;
         self.sigtar.add_meta(&old.index, None)?;
         self.stats.deleted_files += 1;
@@ -533,18 +552,43 @@ fn size_mismatch(size: u64, sig: Option<&[u8]>) -> bool {
     !fits
 }
 
+/// An interrupted set to continue: its name and the volumes it stored.
+pub struct Resume {
+    pub set: ParsedName,
+    /// Volumes 1..=k, as the partial manifest records them.
+    pub volumes: Vec<(u32, VolumeInfo)>,
+    /// Their stored bytes.
+    pub stored: u64,
+}
+
+/// The cache file journalling a set's entries while it is written.
+pub fn journal_name(set: &ParsedName, prefixes: &Prefixes) -> String {
+    let man = naming::name(
+        &ParsedName {
+            kind: FileType::Manifest,
+            encrypted: false,
+            gzipped: false,
+            partial: false,
+            ..*set
+        },
+        prefixes,
+    );
+    format!(".dupr-journal.{man}")
+}
+
 /// Run a backup of `cfg.source` to `backend`: a full set, or an incremental
-/// on top of the given signature state.
+/// on top of the given signature state; or the rest of an interrupted one.
 pub fn run_backup(
     cfg: &BackupConfig,
     backend: &dyn Backend,
     cache: &Cache,
     walker: Walker<'_>,
     plan: Plan,
+    resume: Option<Resume>,
 ) -> Result<Stats> {
     let mut started = None;
     let incremental = matches!(plan, Plan::Incremental { .. });
-    let mut r = write_set(cfg, backend, cache, walker, plan, &mut started);
+    let mut r = write_set(cfg, backend, cache, walker, plan, resume, &mut started);
     if let Ok(stats) = &mut r {
         let unchanged = stats.new_files + stats.changed_files + stats.deleted_files == 0;
         if cfg.skip_if_no_change && incremental && unchanged && !cfg.dry_run {
@@ -553,6 +597,8 @@ pub fn run_backup(
                 discard_set(backend, cache, &set, &cfg.prefixes);
             }
             stats.skipped = true;
+            stats.volumes = 0;
+            stats.dest_size = 0;
         }
     }
     if r.is_err() {
@@ -566,7 +612,10 @@ pub fn run_backup(
 }
 
 /// Delete every remote and cached file of `set` (best effort).
-fn discard_set(backend: &dyn Backend, cache: &Cache, set: &ParsedName, prefixes: &Prefixes) {
+pub fn discard_set(backend: &dyn Backend, cache: &Cache, set: &ParsedName, prefixes: &Prefixes) {
+    let journal = cache.path(&journal_name(set, prefixes));
+    let _ = std::fs::remove_file(&journal);
+    let _ = std::fs::remove_file(journal.with_extension("new"));
     let same = |n: &str| {
         naming::parse(n, prefixes)
             .is_some_and(|p| p.set == set.set && p.start == set.start && p.end == set.end)
@@ -589,6 +638,7 @@ fn write_set(
     cache: &Cache,
     walker: Walker<'_>,
     plan: Plan,
+    resume: Option<Resume>,
     started: &mut Option<ParsedName>,
 ) -> Result<Stats> {
     std::fs::symlink_metadata(&cfg.source).map_err(|_| Error::SourceMissing(cfg.source.clone()))?;
@@ -611,6 +661,10 @@ fn write_set(
             (SetType::Inc, Some(start), Some(old))
         }
     };
+    if let Some(r) = &resume {
+        // Continue under the interrupted set's own name.
+        t = r.set.end;
+    }
     // A set dated in the future would be invisible to "now" restores.
     while time::now() < t && !time::is_overridden() {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -664,6 +718,7 @@ fn write_set(
     let man_local = cache.path(&name_of(FileType::Manifest, false, false, false));
     let man_remote_name = name_of(FileType::Manifest, enc, false, false);
     let filelist_path = cache.path(&format!(".dupr-filelist.{}", std::process::id()));
+    let journal = cache.path(&journal_name(&set, &cfg.prefixes));
 
     let remote_sig_tmp = staging.join(format!(
         ".dupr-tmp.{}.{}",
@@ -680,7 +735,28 @@ fn write_set(
         localdir: canonical_localdir(&cfg.source_arg),
         ..Default::default()
     };
-    std::fs::write(&man_part, manifest.header_bytes()).ctx(&man_part)?;
+    let mut man_head = manifest.header_bytes();
+    let mut resumed_vols = Vec::new();
+    let mut resume_point = None;
+    if let Some(r) = resume {
+        for (n, v) in &r.volumes {
+            man_head.extend_from_slice(&Manifest::volume_bytes(*n, v));
+        }
+        if let Some((n, v)) = r.volumes.last() {
+            tracing::warn!(
+                "Resuming the interrupted backup after volume {n} ({} volume(s) already stored)",
+                r.volumes.len()
+            );
+            resume_point = Some(ResumePoint {
+                count: *n,
+                stored: r.stored,
+                until: (v.end.clone(), v.end_block),
+                journal: journal.clone(),
+            });
+        }
+        resumed_vols = r.volumes;
+    }
+    std::fs::write(&man_part, &man_head).ctx(&man_part)?;
     let filelist = BufWriter::new(File::create(&filelist_path).ctx(&filelist_path)?);
     let delta_tmp = tempfile::tempfile_in(cache.dir()).ctx(cache.dir())?;
 
@@ -688,7 +764,10 @@ fn write_set(
     let mut filelist_count = 0;
     let result = std::thread::scope(|s| -> Result<Written> {
         let writer = s.spawn(|| -> Result<Written> {
-            let mut vw = VolumeWriter::new(
+            // Owned here, so a writer that stops drops the receiver and the
+            // producer's next send fails instead of blocking forever.
+            let rx = rx;
+            let vw = VolumeWriter::new(
                 backend,
                 staging.clone(),
                 cfg.codec.clone(),
@@ -696,6 +775,10 @@ fn write_set(
                 cfg.prefixes.clone(),
                 cfg.volsize,
             );
+            let mut vw = match resume_point {
+                Some(p) => vw.with_journal(journal.with_extension("new"))?.resume(p)?,
+                None => vw.with_journal(journal.clone())?,
+            };
             let mut vols = Vec::new();
             let mut record = |n: u32, v: VolumeInfo| -> Result<()> {
                 let mut f = std::fs::OpenOptions::new()
@@ -771,8 +854,10 @@ fn write_set(
         drop(em);
         stats.errors = errors;
         let written = writer.join().expect("volume writer panicked");
+        // The writer's own error explains a producer that found it gone.
+        let w = written?;
         produced?;
-        written
+        Ok(w)
     });
     let (nvols, vol_bytes, vols) = match result {
         Ok(r) => r,
@@ -783,7 +868,7 @@ fn write_set(
     };
     stats.volumes = nvols;
     stats.dest_size += vol_bytes;
-    for (n, v) in vols {
+    for (n, v) in resumed_vols.into_iter().chain(vols) {
         manifest.volumes.insert(n, v);
     }
 
@@ -829,6 +914,26 @@ fn write_set(
     }
     let _ = std::fs::remove_file(&filelist_path);
     std::fs::rename(&man_part, &man_local).ctx(&man_local)?;
+    stats.end_time = time::now();
+    if cfg.jsonstat {
+        // After the manifest: the statistics never make a set look complete.
+        let json = stats.to_json(0.0);
+        let stat_tmp = staging.join(format!(
+            ".dupr-tmp.{}.{}",
+            std::process::id(),
+            name_of(FileType::JsonStat, enc, gz, false)
+        ));
+        let mut e = crate::crypt::Encoder::create(&stat_tmp, &cfg.codec).ctx(&stat_tmp)?;
+        e.write_all(json.as_bytes()).ctx(&stat_tmp)?;
+        e.finish().ctx(&stat_tmp)?;
+        backend.put(&stat_tmp, &name_of(FileType::JsonStat, enc, gz, false))?;
+        let local = cache.path(&name_of(FileType::JsonStat, false, true, false));
+        let mut e = crate::crypt::Encoder::create(&local, &Codec::GZIP).ctx(&local)?;
+        e.write_all(json.as_bytes()).ctx(&local)?;
+        e.finish().ctx(&local)?;
+    }
+    let _ = std::fs::remove_file(&journal);
+    let _ = std::fs::remove_file(journal.with_extension("new"));
     stats.end_time = time::now();
     Ok(stats)
 }

@@ -15,6 +15,8 @@ pub struct BackupSet {
     pub end: Timestamp,
     pub volumes: BTreeMap<u32, String>,
     pub manifest: Option<String>,
+    /// The `--jsonstat` statistics file, when the run wrote one.
+    pub jsonstat: Option<String>,
     pub encrypted: bool,
 }
 
@@ -33,6 +35,7 @@ impl BackupSet {
             .values()
             .cloned()
             .chain(self.manifest.clone())
+            .chain(self.jsonstat.clone())
             .collect()
     }
 }
@@ -124,7 +127,7 @@ impl Collection {
                     end: p.end,
                     parsed: p,
                 }),
-                FileType::Volume(_) | FileType::Manifest => {
+                FileType::Volume(_) | FileType::Manifest | FileType::JsonStat => {
                     let key = (p.set as u8, p.start, p.end);
                     let set = sets.entry(key).or_insert_with(|| BackupSet {
                         set_type: p.set,
@@ -132,6 +135,7 @@ impl Collection {
                         end: p.end,
                         volumes: BTreeMap::new(),
                         manifest: None,
+                        jsonstat: None,
                         encrypted: p.encrypted,
                     });
                     match p.kind {
@@ -139,10 +143,10 @@ impl Collection {
                             set.encrypted |= p.encrypted;
                             set.volumes.insert(n, name.to_string());
                         }
+                        FileType::JsonStat => set.jsonstat = Some(name.to_string()),
                         _ => set.manifest = Some(name.to_string()),
                     }
                 }
-                FileType::JsonStat => {}
             }
         }
         let mut c = Collection::default();

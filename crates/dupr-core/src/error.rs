@@ -63,6 +63,8 @@ pub enum Error {
     Locked(std::path::PathBuf),
     #[error("remote manifest {0} does not match the local cache's copy; run `dupr cleanup` or remove the cache directory and try again")]
     ManifestMismatch(String),
+    #[error("cannot resume the interrupted backup: {0}")]
+    ResumeInvalid(String),
     #[error(transparent)]
     Select(#[from] crate::select::SelectError),
     #[error("backend {url}: {reason}")]
@@ -85,6 +87,7 @@ impl Error {
             Error::BadUrl { .. } => 8,
             Error::SourceMissing(_) => 13,
             Error::Select(e) => e.exit_code(),
+            Error::ResumeInvalid(_) => 39,
             Error::RestoreTargetNotEmpty(_) => 11,
             Error::NoBackups(_) => 4,
             Error::NoSignatures(_) => 17,

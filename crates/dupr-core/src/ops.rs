@@ -13,6 +13,7 @@ use crate::crypt::{Codec, Crypto};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::naming::Prefixes;
+use crate::naming::{FileType, SetType};
 use crate::restore::{self, RestoreOptions, RestoreStats};
 use crate::select::Selection;
 use crate::sigtar::{SigMerge, SigtarReader};
@@ -96,6 +97,8 @@ pub struct BackupRequest {
     pub files_changed: bool,
     /// Back up what symlinks point to.
     pub copy_links: bool,
+    /// Store the statistics as a `.jsonstat` file with the set.
+    pub jsonstat: bool,
 }
 
 fn hostname() -> Vec<u8> {
@@ -132,16 +135,8 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
         counters: req.counters.clone(),
         files_changed: req.files_changed,
         skip_if_no_change: req.skip_if_no_change,
+        jsonstat: req.jsonstat,
     };
-    let plan = if kind == BackupKind::Full {
-        Plan::Full
-    } else {
-        match incremental_plan(t, &cfg, &req)? {
-            Some(p) => p,
-            None => Plan::Full,
-        }
-    };
-    let incremental = matches!(plan, Plan::Incremental { .. });
     // Backups must not include their own target or cache (matched by
     // device and inode, without resolving every path).
     let excluded: Vec<(u64, u64)> = [t.backend.local_path(""), Some(t.cache.dir().to_path_buf())]
@@ -153,22 +148,212 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
             (m.dev(), m.ino())
         })
         .collect();
-    let selection = req.selection.clone();
-    let select = Box::new(
-        move |_ix: &Index, path: &std::path::Path, m: &crate::entry::Meta| {
-            if m.kind == crate::entry::Kind::Dir && excluded.contains(&(m.dev, m.ino)) {
-                return Select::Exclude;
-            }
-            match &selection {
-                Some(s) => s.select(path.as_os_str().as_bytes(), path, m),
-                None => Select::Include,
-            }
-        },
+    let walker = || -> Result<Walker<'_>> {
+        let selection = req.selection.clone();
+        let excluded = excluded.clone();
+        let select = Box::new(
+            move |_ix: &Index, path: &std::path::Path, m: &crate::entry::Meta| {
+                if m.kind == crate::entry::Kind::Dir && excluded.contains(&(m.dev, m.ino)) {
+                    return Select::Exclude;
+                }
+                match &selection {
+                    Some(s) => s.select(path.as_os_str().as_bytes(), path, m),
+                    None => Select::Include,
+                }
+            },
+        );
+        Ok(selected_walker(&cfg.source, select, req.selection.clone())?
+            .with_follow_links(req.copy_links))
+    };
+    let plan = |t: &Target| -> Result<Plan> {
+        if kind == BackupKind::Full {
+            return Ok(Plan::Full);
+        }
+        Ok(incremental_plan(t, &cfg, &req)?.unwrap_or(Plan::Full))
+    };
+
+    remove_stale_temps(t);
+    // An interrupted set is continued where it stopped, if it can be.
+    let mut resume = if cfg.dry_run {
+        None
+    } else {
+        find_resume(t, &cfg)?
+    };
+    // Finishing an interrupted full comes first, whatever was asked, as
+    // duplicity does; an interrupted incremental must still fit the chain.
+    let the_plan = match &resume {
+        Some(r) if r.set.set == SetType::Full => Plan::Full,
+        _ => plan(t)?,
+    };
+    if let Some(r) = &resume {
+        let fits = match (&the_plan, r.set.set) {
+            (_, SetType::Full) => true,
+            (Plan::Incremental { start, .. }, SetType::Inc) => Some(*start) == r.set.start,
+            _ => false,
+        };
+        if !fits {
+            tracing::warn!("The interrupted backup no longer fits the chain; removing it");
+            backup::discard_set(t.backend.as_ref(), &t.cache, &r.set, &t.settings.prefixes);
+            resume = None;
+        }
+    }
+    let resuming = resume.is_some();
+    let incremental = matches!(the_plan, Plan::Incremental { .. });
+    let r = backup::run_backup(
+        &cfg,
+        t.backend.as_ref(),
+        &t.cache,
+        walker()?,
+        the_plan,
+        resume,
     );
-    let walker = selected_walker(&cfg.source, select, req.selection.clone())?
-        .with_follow_links(req.copy_links);
-    let stats = backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, walker, plan)?;
+    let stats = match r {
+        Err(Error::ResumeInvalid(why)) if resuming => {
+            // The source changed under the stored volumes: start the set
+            // over (run_backup removed the interrupted one).
+            tracing::warn!("Cannot resume the interrupted backup ({why}); starting it over");
+            let p = plan(t)?;
+            backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, walker()?, p, None)?
+        }
+        r => r?,
+    };
     Ok(BackupOutcome { stats, incremental })
+}
+
+/// Temporary files a killed run left: in the cache (ours alone while we
+/// hold its lock) and, for a local target, staged uploads untouched for an
+/// hour (a live run on another machine keeps writing to its own).
+fn remove_stale_temps(t: &Target) {
+    let is_temp = |n: &str| n.starts_with(".dupr-tmp.") || n.starts_with(".dupr-filelist.");
+    if let Ok(rd) = std::fs::read_dir(t.cache.dir()) {
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(is_temp) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(dir) = t.backend.local_path("") {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 3600);
+                if old
+                    && e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(".dupr-tmp."))
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The newest set the cache holds a partial manifest of, if it can be
+/// continued; sets that cannot are removed here so they never block a run.
+fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>> {
+    let prefixes = &t.settings.prefixes;
+    let remote = t.backend.list()?;
+    let mut partials: Vec<crate::naming::ParsedName> = t
+        .cache
+        .list()?
+        .iter()
+        .filter_map(|n| crate::naming::parse(n, prefixes))
+        .filter(|p| p.partial && p.kind == FileType::Manifest)
+        .collect();
+    partials.sort_by_key(|p| p.end);
+    let newest = partials.pop();
+    for old in partials {
+        backup::discard_set(t.backend.as_ref(), &t.cache, &old, prefixes);
+    }
+    let Some(set) = newest else {
+        return Ok(None);
+    };
+    let same_set = |n: &crate::naming::ParsedName| {
+        n.set == set.set && n.start == set.start && n.end == set.end
+    };
+    let parsed: Vec<crate::naming::ParsedName> = remote
+        .iter()
+        .filter_map(|n| crate::naming::parse(n, prefixes))
+        .filter(|n| same_set(n))
+        .collect();
+    if parsed
+        .iter()
+        .any(|n| n.kind == FileType::Manifest && !n.partial)
+    {
+        // The set completed after all; the partial copy is stale.
+        let part = t.cache.path(&crate::naming::name(&set, prefixes));
+        let _ = std::fs::remove_file(part);
+        let _ = std::fs::remove_file(t.cache.path(&backup::journal_name(&set, prefixes)));
+        return Ok(None);
+    }
+    let give_up = |why: &str| {
+        tracing::warn!(
+            "Removing the interrupted backup set of {}: it cannot be resumed ({why})",
+            crate::time::pretty_local(set.end)
+        );
+        backup::discard_set(t.backend.as_ref(), &t.cache, &set, prefixes);
+        Ok(None)
+    };
+    if !t.cache.path(&backup::journal_name(&set, prefixes)).exists() {
+        return give_up("no dupr journal; it was not written by dupr");
+    }
+    let part_path = t.cache.path(&crate::naming::name(&set, prefixes));
+    let Ok(text) = std::fs::read(&part_path) else {
+        return give_up("its partial manifest is unreadable");
+    };
+    let Ok(m) = crate::manifest::Manifest::parse(&text) else {
+        return give_up("its partial manifest is malformed");
+    };
+    let (enc, gz) = cfg.codec.flags();
+    let vol_name = |n: u32| {
+        crate::naming::name(
+            &crate::naming::ParsedName {
+                kind: FileType::Volume(n),
+                encrypted: enc,
+                gzipped: gz,
+                partial: false,
+                ..set
+            },
+            prefixes,
+        )
+    };
+    let mut volumes = Vec::new();
+    for (n, v) in &m.volumes {
+        if *n as usize != volumes.len() + 1 || !remote.contains(&vol_name(*n)) {
+            break;
+        }
+        volumes.push((*n, v.clone()));
+    }
+    if volumes.is_empty() {
+        return give_up("no volume of it was stored, or the encryption settings changed");
+    }
+    // Prove the passphrase (and the codec) on volume 1, as duplicity does.
+    let first = vol_name(1);
+    let codec = Codec::for_name(enc, gz, t.settings.crypto.as_ref(), &first)?;
+    let mut head = [0u8; 512];
+    let proof = crate::crypt::decoder(t.backend.open(&first)?, &codec)
+        .and_then(|mut r| r.read(&mut head).map_err(|e| Error::io(&first, e)));
+    match proof {
+        Ok(_) => {}
+        Err(Error::WrongPassphrase) => return Err(Error::WrongPassphrase),
+        Err(e) => return give_up(&format!("volume 1 is unreadable: {e}")),
+    }
+    Ok(Some(backup::Resume {
+        set: crate::naming::ParsedName {
+            kind: FileType::Manifest,
+            partial: false,
+            encrypted: false,
+            gzipped: false,
+            ..set
+        },
+        volumes,
+        stored: 0,
+    }))
 }
 
 /// A walker over `source` that honours `--files-from`.
@@ -422,7 +607,7 @@ pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
 
 /// `collection-status --show-changes-in-set N`: the Filelist of the N-th
 /// newest set of the latest chain (0 = newest).
-pub fn changes_in_set(t: &Target, n: i64) -> Result<String> {
+pub fn changes_in_set(t: &Target, n: i64, json: bool) -> Result<String> {
     let (names, c) = t.collection()?;
     let Some(chain) = c.last_chain() else {
         return Ok(String::new());
@@ -447,6 +632,38 @@ pub fn changes_in_set(t: &Target, n: i64) -> Result<String> {
         &t.settings.prefixes,
         t.settings.crypto.as_ref(),
     )?;
+    if json {
+        // duplicity 3's JSON form: the set's statistics and its changes.
+        let stat = set
+            .jsonstat
+            .as_deref()
+            .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
+            .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
+            .and_then(|f| {
+                let mut s = String::new();
+                flate2::read::GzDecoder::new(f)
+                    .read_to_string(&mut s)
+                    .ok()?;
+                Some(s)
+            })
+            .unwrap_or_else(|| "{}".into());
+        let kind = if set.is_full() { "full" } else { "inc" };
+        let mut out = format!(
+            "{{\n    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
+            crate::time::to_filename(set.end),
+            stat.trim()
+        );
+        for (i, (change, ix)) in m.filelist.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            out.push_str(&format!(
+                "{sep}\n            {}: \"{}\"",
+                json_string(&String::from_utf8_lossy(ix.display_bytes())),
+                change.word()
+            ));
+        }
+        out.push_str("\n        }\n    }\n}\n");
+        return Ok(out);
+    }
     let width = m
         .filelist
         .iter()
@@ -473,6 +690,22 @@ pub fn changes_in_set(t: &Target, n: i64) -> Result<String> {
     }
     out.push_str("-------------------------\n");
     Ok(out)
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// What a deleting command removes (reference 6.6).
@@ -526,6 +759,7 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
     // incomplete (cleanup material), never a complete set missing volumes.
     let add_set = |doomed: &mut Vec<String>, s: &crate::chain::BackupSet| {
         doomed.extend(s.manifest.clone());
+        doomed.extend(s.jsonstat.clone());
         doomed.extend(s.volumes.values().cloned());
         doomed.extend(sig_files_of(s, &names, prefixes));
     };
@@ -671,11 +905,7 @@ pub fn verify(
             None => Select::Include,
         },
     );
-    let local = if compare_data {
-        selected_walker(&local_root, select, selection).ok()
-    } else {
-        None
-    };
+    let local = selected_walker(&local_root, select, selection).ok();
     let mut sink = crate::verify::VerifySink::new(
         local,
         path.clone().unwrap_or_default(),

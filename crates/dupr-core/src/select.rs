@@ -90,11 +90,10 @@ pub enum SelectError {
     AbsoluteFilesFrom { list: PathBuf, path: String },
     #[error("files-from list {0:?} names no files; the backup would be empty")]
     EmptyFilesFrom(PathBuf),
-    #[error("cannot read filelist {path:?}: {source}")]
+    #[error("cannot read filelist {path:?}: {cause}")]
     Filelist {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -109,7 +108,7 @@ impl SelectError {
             SelectError::TrailingFilter(_) => 71,
             SelectError::AbsoluteFilesFrom { .. } => 72,
             SelectError::EmptyFilesFrom(_) => 73,
-            SelectError::Filelist { .. } => 7,
+            SelectError::Filelist { .. } => 23,
         }
     }
 }
@@ -936,13 +935,13 @@ fn python_regex(pat: &[u8]) -> String {
 }
 
 fn read_text(path: &Path) -> Result<String, SelectError> {
-    let bytes = std::fs::read(path).map_err(|source| SelectError::Filelist {
+    let bytes = std::fs::read(path).map_err(|cause| SelectError::Filelist {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let text = String::from_utf8(bytes).map_err(|_| SelectError::Filelist {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        cause: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
     })?;
     // Python's text mode reads \r\n and \r as \n.
     Ok(text.replace("\r\n", "\n").replace('\r', "\n"))

@@ -32,11 +32,9 @@ impl<'a> VerifySink<'a> {
         compare_data: bool,
         tempdir: PathBuf,
     ) -> Result<Self> {
-        let local = if compare_data {
-            local.map(Iterator::peekable)
-        } else {
-            None
-        };
+        // The source is walked even without --compare-data: duplicity
+        // counts every path of either side as compared.
+        let local = local.map(Iterator::peekable);
         Ok(VerifySink {
             tempdir,
             prefix,
@@ -49,6 +47,9 @@ impl<'a> VerifySink<'a> {
     }
 
     fn diff(&mut self, rel: &Index, what: String) {
+        if !self.compare_data {
+            return;
+        }
         let line = format!("Difference found: {}: {what}", rel);
         self.differences.push(line);
     }
@@ -163,11 +164,11 @@ impl Sink for VerifySink<'_> {
         data: Option<tempfile::NamedTempFile>,
     ) -> Result<()> {
         self.compared += 1;
+        let rel = index.strip_prefix(&self.prefix).unwrap_or_default();
+        let local = self.drain_local_before(&rel);
         if !self.compare_data {
             return Ok(());
         }
-        let rel = index.strip_prefix(&self.prefix).unwrap_or_default();
-        let local = self.drain_local_before(&rel);
         self.compare(&rel, meta, local, data)
     }
 

@@ -21,6 +21,69 @@ pub struct Block {
     /// not the file's last, else None.
     pub chunk: Option<u64>,
     pub data: Vec<u8>,
+    /// On an entry's first block: a digest of what was archived (type,
+    /// metadata, size), journalled so an interrupted backup can tell on
+    /// resume whether the source still matches the volumes already stored.
+    pub key: Option<u64>,
+}
+
+/// Where an interrupted set left off, for [`VolumeWriter::resume`].
+pub struct ResumePoint {
+    /// Volumes already stored (1..=count).
+    pub count: u32,
+    pub stored: u64,
+    /// The last block of volume `count`.
+    pub until: (Index, Option<u64>),
+    /// The journal the interrupted run wrote.
+    pub journal: PathBuf,
+}
+
+/// The journal of (entry, key) records, flushed before each volume is
+/// recorded in the partial manifest, so it always covers the stored volumes.
+struct Journal {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn record(&mut self, index: &Index, key: u64) -> Result<()> {
+        let b = index.as_bytes();
+        let mut rec = Vec::with_capacity(12 + b.len());
+        rec.extend_from_slice(&key.to_le_bytes());
+        rec.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        rec.extend_from_slice(b);
+        self.out.write_all(&rec).ctx(&self.path)
+    }
+}
+
+fn read_record(r: &mut impl std::io::Read) -> Option<(u64, Vec<u8>)> {
+    let mut head = [0u8; 12];
+    r.read_exact(&mut head).ok()?;
+    let key = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
+    let mut b = vec![0u8; len];
+    r.read_exact(&mut b).ok()?;
+    Some((key, b))
+}
+
+/// Replaying the part of the stream the interrupted run already stored.
+struct Skip {
+    until: (Index, Option<u64>),
+    old: std::io::BufReader<std::fs::File>,
+    journal: PathBuf,
+}
+
+/// Whether block (index, chunk) was stored by a run that stopped after `until`.
+fn at_or_before(index: &Index, chunk: Option<u64>, until: &(Index, Option<u64>)) -> bool {
+    match index.cmp(&until.0) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => match (until.1, chunk) {
+            (None, _) => true,
+            (Some(c), Some(b)) => b <= c,
+            (Some(_), None) => false,
+        },
+    }
 }
 
 pub struct VolumeWriter<'a> {
@@ -34,6 +97,8 @@ pub struct VolumeWriter<'a> {
     /// Bytes stored in the finished volumes.
     pub stored: u64,
     cur: Option<Open>,
+    journal: Option<Journal>,
+    skip: Option<Skip>,
 }
 
 struct Open {
@@ -70,7 +135,66 @@ impl<'a> VolumeWriter<'a> {
             num: 0,
             stored: 0,
             cur: None,
+            journal: None,
+            skip: None,
         }
+    }
+
+    /// Journal entries to `path` (see [`ResumePoint`]).
+    pub fn with_journal(mut self, path: PathBuf) -> Result<Self> {
+        let f = std::fs::File::create(&path).ctx(&path)?;
+        self.journal = Some(Journal {
+            out: std::io::BufWriter::new(f),
+            path,
+        });
+        Ok(self)
+    }
+
+    /// Continue an interrupted set: blocks up to `p.until` are already
+    /// stored and are dropped, after checking each entry against the old
+    /// journal; a mismatch fails with [`crate::Error::ResumeInvalid`].
+    pub fn resume(mut self, p: ResumePoint) -> Result<Self> {
+        let old = std::fs::File::open(&p.journal).ctx(&p.journal)?;
+        self.num = p.count;
+        self.stored = p.stored;
+        self.skip = Some(Skip {
+            until: p.until,
+            old: std::io::BufReader::new(old),
+            journal: p.journal,
+        });
+        Ok(self)
+    }
+
+    /// During a resume: drop `b` if it was stored already; true if dropped.
+    fn replayed(&mut self, b: &Block) -> Result<bool> {
+        let Some(skip) = self.skip.as_mut() else {
+            return Ok(false);
+        };
+        if !at_or_before(&b.index, b.chunk, &skip.until) {
+            // Past the resume point: the new journal now holds every old
+            // record, so it replaces the old one.
+            if let Some(j) = self.journal.as_mut() {
+                j.out.flush().ctx(&j.path)?;
+                std::fs::rename(&j.path, &skip.journal).ctx(&skip.journal)?;
+                j.path = skip.journal.clone();
+            }
+            self.skip = None;
+            return Ok(false);
+        }
+        if let Some(key) = b.key {
+            let same = read_record(&mut skip.old)
+                .is_some_and(|(k, ix)| k == key && ix == b.index.as_bytes());
+            if !same {
+                return Err(crate::Error::ResumeInvalid(format!(
+                    "{} changed since the interrupted backup stored it",
+                    b.index
+                )));
+            }
+            if let Some(j) = self.journal.as_mut() {
+                j.record(&b.index, key)?;
+            }
+        }
+        Ok(true)
     }
 
     fn volume_name(&self, num: u32) -> String {
@@ -91,6 +215,12 @@ impl<'a> VolumeWriter<'a> {
         b: Block,
         on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
     ) -> Result<()> {
+        if self.replayed(&b)? {
+            return Ok(());
+        }
+        if let (Some(key), Some(j)) = (b.key, self.journal.as_mut()) {
+            j.record(&b.index, key)?;
+        }
         if let Some(cur) = &self.cur {
             if self.target.saturating_sub(cur.enc.stored_bytes()) < 65536 {
                 self.close(on_volume)?;
@@ -138,6 +268,9 @@ impl<'a> VolumeWriter<'a> {
         self.stored += w.size;
         let name = self.volume_name(self.num);
         self.backend.put(&cur.tmp, &name)?;
+        if let Some(j) = self.journal.as_mut() {
+            j.out.flush().ctx(&j.path)?;
+        }
         on_volume(
             self.num,
             VolumeInfo {
@@ -155,6 +288,12 @@ impl<'a> VolumeWriter<'a> {
         mut self,
         on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
     ) -> Result<(u32, u64)> {
+        if self.skip.is_some() {
+            // The whole stream was stored before the interruption; nothing
+            // follows the last stored volume.
+            self.skip = None;
+            return Ok((self.num, self.stored));
+        }
         if self.cur.is_none() && self.num == 0 {
             // Nothing changed: one volume holding only the end marker, as
             // duplicity 3.x writes.
