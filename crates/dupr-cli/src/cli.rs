@@ -148,6 +148,10 @@ pub struct General {
     /// Print the backup statistics as JSON too.
     #[arg(long)]
     pub jsonstat: bool,
+    /// Exit codes for monitoring: 100 when files were skipped (unreadable),
+    /// 101 when there was nothing to do; duplicity exits 0 for both.
+    #[arg(long, env = "DUPR_DETAILED_EXIT_CODES")]
+    pub detailed_exit_codes: bool,
     /// Pretend the current time is this (epoch seconds); for tests.
     #[arg(long, value_name = "SECONDS", hide = true)]
     pub current_time: Option<i64>,

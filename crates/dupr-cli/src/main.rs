@@ -344,6 +344,18 @@ fn parse_time(cli: &Cli) -> anyhow::Result<time::Timestamp> {
     }
 }
 
+/// `--detailed-exit-codes`: the run succeeded but skipped unreadable files.
+const EXIT_SKIPPED_FILES: i32 = 100;
+/// `--detailed-exit-codes`: there was nothing to do.
+const EXIT_NOTHING_TO_DO: i32 = 101;
+
+/// The final one-line summary on stderr (not at verbosity 0, "error").
+fn summary(cli: &Cli, line: &str) {
+    if !matches!(cli.general.verbosity.as_deref(), Some("0" | "e" | "error")) {
+        eprintln!("dupr: {line}");
+    }
+}
+
 /// The compiled selection for a source tree; None when no option selects.
 fn selection(spec: &Spec, source: &Path) -> anyhow::Result<Option<Arc<Selection>>> {
     if spec.is_empty() {
@@ -377,6 +389,11 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             };
             let target = Target::open(settings(&cli, &args[1], !cli.general.dry_run)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
+            let _target_lock = if cli.general.dry_run {
+                None
+            } else {
+                Some(target.lock_target()?)
+            };
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
                 Command::Incremental => BackupKind::Incremental,
@@ -410,7 +427,8 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             if let Some(b) = bar {
                 b.finish();
             }
-            let stats = outcome?.stats;
+            let outcome = outcome?;
+            let stats = outcome.stats;
             let elapsed = started.elapsed().as_secs_f64();
             if !cli.general.no_print_statistics {
                 print!("{}", stats.render(elapsed));
@@ -418,7 +436,35 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             if cli.general.jsonstat {
                 println!("{}", stats.to_json(elapsed));
             }
-            Ok(0)
+            let kind = if outcome.incremental {
+                "incremental"
+            } else {
+                "full"
+            };
+            let mut line = if stats.skipped {
+                "backup done: nothing changed, no incremental written".to_string()
+            } else {
+                format!(
+                    "backup done: {kind} set {}, {} files ({}), {} volume(s), {} stored",
+                    time::to_filename(stats.start_time),
+                    stats.source_files,
+                    dupr_core::backup::human(stats.source_file_size),
+                    stats.volumes,
+                    dupr_core::backup::human(stats.dest_size)
+                )
+            };
+            if stats.errors > 0 {
+                line.push_str(&format!(
+                    "; {} file(s) skipped (unreadable, see the warnings)",
+                    stats.errors
+                ));
+            }
+            summary(&cli, &line);
+            Ok(match cli.general.detailed_exit_codes {
+                true if stats.errors > 0 => EXIT_SKIPPED_FILES,
+                true if stats.skipped => EXIT_NOTHING_TO_DO,
+                _ => 0,
+            })
         }
         Command::Restore => {
             want_args(&args, 2, "URL DEST")?;
@@ -468,7 +514,16 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     selection,
                 },
             )?;
-            tracing::info!("restored {} files, {} bytes", stats.files, stats.bytes);
+            let mut line = format!(
+                "restore done: {} file(s), {} written to {}",
+                stats.files,
+                dupr_core::backup::human(stats.bytes),
+                PathBuf::from(&args[1]).display()
+            );
+            if stats.errors > 0 {
+                line.push_str(&format!("; {} error(s), see above", stats.errors));
+            }
+            summary(&cli, &line);
             Ok(if stats.errors > 0 { 1 } else { 0 })
         }
         Command::ListCurrentFiles => {
@@ -562,8 +617,27 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             };
             let target = Target::open(settings(&cli, url, false)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
+            let _target_lock = if cli.general.force && !cli.general.dry_run {
+                Some(target.lock_target()?)
+            } else {
+                None
+            };
             let r = ops::remove(&target, policy, cli.general.force)?;
             print!("{}", r.text);
+            let verb = if cli.general.force && !cli.general.dry_run {
+                "deleted"
+            } else {
+                "would delete (use --force)"
+            };
+            if r.files.is_empty() {
+                summary(&cli, "nothing to delete");
+                return Ok(if cli.general.detailed_exit_codes {
+                    EXIT_NOTHING_TO_DO
+                } else {
+                    0
+                });
+            }
+            summary(&cli, &format!("{verb} {} file(s)", r.files.len()));
             Ok(0)
         }
     }

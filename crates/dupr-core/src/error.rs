@@ -63,6 +63,8 @@ pub enum Error {
     Locked(std::path::PathBuf),
     #[error("remote manifest {0} does not match the local cache's copy; run `dupr cleanup` or remove the cache directory and try again")]
     ManifestMismatch(String),
+    #[error("another dupr run is writing to {url} ({holder}); if it is not running, delete the file .dupr-lock there")]
+    TargetBusy { url: String, holder: String },
     #[error("cannot resume the interrupted backup: {0}")]
     ResumeInvalid(String),
     #[error(transparent)]
@@ -88,6 +90,7 @@ impl Error {
             Error::SourceMissing(_) => 13,
             Error::Select(e) => e.exit_code(),
             Error::ResumeInvalid(_) => 39,
+            Error::TargetBusy { .. } => 23,
             Error::RestoreTargetNotEmpty(_) => 11,
             Error::NoBackups(_) => 4,
             Error::NoSignatures(_) => 17,

@@ -60,6 +60,15 @@ impl Target {
         })
     }
 
+    /// The target's lock object, for runs that write to it.
+    pub fn lock_target(&self) -> Result<crate::lock::TargetLock> {
+        crate::lock::TargetLock::acquire(
+            self.backend.as_ref(),
+            &self.settings.url,
+            self.cache.dir(),
+        )
+    }
+
     pub fn collection(&self) -> Result<(Vec<String>, Collection)> {
         let names = self.backend.list()?;
         let c = Collection::from_names(&names, &self.settings.prefixes);
