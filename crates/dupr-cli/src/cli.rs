@@ -150,7 +150,7 @@ pub struct General {
     pub jsonstat: bool,
     /// Exit codes for monitoring: 100 when files were skipped (unreadable),
     /// 101 when there was nothing to do; duplicity exits 0 for both.
-    #[arg(long, env = "DUPR_DETAILED_EXIT_CODES")]
+    #[arg(long, env = "DUPR_DETAILED_EXIT_CODES", value_parser = clap::builder::BoolishValueParser::new())]
     pub detailed_exit_codes: bool,
     /// Pretend the current time is this (epoch seconds); for tests.
     #[arg(long, value_name = "SECONDS", hide = true)]
@@ -360,6 +360,9 @@ pub struct RestoreOpts {
     /// verify: compare the backup's data and metadata with the source tree.
     #[arg(long)]
     pub compare_data: bool,
+    /// verify URL (no source): read only this share of the volumes, e.g. 10%.
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<String>,
     /// collection-status: show the history of this path.
     #[arg(long, value_name = "PATH")]
     pub file_changed: Option<OsString>,
@@ -641,7 +644,10 @@ fn command_help(c: Command) -> (&'static [&'static str], &'static str) {
             "dupr incremental [OPTIONS] SOURCE_DIR TARGET_URL",
         ),
         Command::Restore => (RESTORE, "dupr [restore] [OPTIONS] SOURCE_URL TARGET_DIR"),
-        Command::Verify => (VERIFY, "dupr verify [OPTIONS] SOURCE_URL SOURCE_DIR"),
+        Command::Verify => (
+            VERIFY,
+            "dupr verify [OPTIONS] SOURCE_URL SOURCE_DIR\n       dupr verify [--read-data-subset N%] [OPTIONS] SOURCE_URL   (check the target alone)",
+        ),
         Command::CollectionStatus => (STATUS, "dupr collection-status [OPTIONS] TARGET_URL"),
         Command::ListCurrentFiles => (TARGET, "dupr list-current-files [OPTIONS] TARGET_URL"),
         Command::Cleanup => (TARGET, "dupr cleanup [--force] [OPTIONS] TARGET_URL"),

@@ -552,6 +552,50 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Verify if args.len() == 1 => {
+            let percent = match &cli.restore.read_data_subset {
+                None => 100.0,
+                Some(s) => s
+                    .trim_end_matches('%')
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p) && *p > 0.0)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "--read-data-subset {s:?}: expected a percentage above 0, like 10%"
+                        ))
+                    })?,
+            };
+            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
+            let r = ops::check(&target, percent)?;
+            for p in &r.problems {
+                println!("Problem: {} ({}): {}", p.file, p.set, p.what);
+                if p.affected.is_empty() {
+                    println!("  affected paths: unknown (its signature file is unreadable)");
+                } else {
+                    let later = if p.later_sets > 0 {
+                        format!(" and the {} later set(s) of its chain", p.later_sets)
+                    } else {
+                        String::new()
+                    };
+                    println!("  affects {} path(s) in this set{later}:", p.affected.len());
+                    for ix in &p.affected {
+                        println!("    {}", String::from_utf8_lossy(ix.display_bytes()));
+                    }
+                }
+            }
+            let line = format!(
+                "Check complete: {} set(s), {} of {} volume(s) read ({}), {} problem(s) found.",
+                r.sets,
+                r.volumes_read,
+                r.volumes_total,
+                dupr_core::backup::human(r.bytes_read),
+                r.problems.len()
+            );
+            println!("{line}");
+            Ok(if r.problems.is_empty() { 0 } else { 1 })
+        }
         Command::Verify => {
             want_args(&args, 2, "URL SOURCE")?;
             let source = canonical_source(&args[1]);

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod backup;
 pub mod cache;
 pub mod chain;
+pub mod check;
 pub mod crypt;
 pub mod delta;
 pub mod entry;

@@ -568,6 +568,28 @@ pub fn collection_status(t: &Target) -> Result<String> {
     ))
 }
 
+/// `verify URL` without a source tree: read the target's volumes (or a
+/// `percent` sample) and report damage with the paths it affects.
+pub fn check(t: &Target, percent: f64) -> Result<crate::check::CheckReport> {
+    let (names, c) = t.collection()?;
+    if c.chains.is_empty() {
+        return Err(Error::NoBackups(t.backend.display_url()));
+    }
+    t.sync(&names)?;
+    crate::check::check(
+        t.backend.as_ref(),
+        &t.cache,
+        &c,
+        &names,
+        &t.settings.prefixes,
+        &crate::check::CheckOptions {
+            percent,
+            tempdir: t.settings.tempdir.clone(),
+            crypto: t.settings.crypto.as_ref(),
+        },
+    )
+}
+
 /// `collection-status --file-changed PATH`: the sets of the latest chain
 /// whose Filelist names the path, as duplicity prints them.
 pub fn file_changed(t: &Target, path: &Index) -> Result<String> {

@@ -1,0 +1,248 @@
+//! `verify URL` without a source tree (a dupr extension): read the target's
+//! volumes (all, or a sample with `--read-data-subset`), check each against
+//! its manifest's SHA-1, decrypt it and parse its tar to the end, and for
+//! every volume that is missing or damaged name the exact paths it holds,
+//! taken from the set's signature file.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::backend::Backend;
+use crate::cache::Cache;
+use crate::chain::{BackupSet, Collection};
+use crate::crypt::{self, Codec, Crypto};
+use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
+use crate::manifest::VolumeInfo;
+use crate::naming::{self, FileType, Prefixes};
+use crate::sigtar::SigtarReader;
+use std::sync::Arc;
+
+/// One damaged or missing file and what it takes with it.
+pub struct Problem {
+    /// The file at fault (a volume or a manifest).
+    pub file: String,
+    pub what: String,
+    /// The set it belongs to, e.g. "full set of Tue Nov 24 ...".
+    pub set: String,
+    /// Paths whose data or state in that set lives in the file.
+    pub affected: Vec<Index>,
+    /// Later sets of the chain that build on this one.
+    pub later_sets: usize,
+}
+
+#[derive(Default)]
+pub struct CheckReport {
+    pub sets: usize,
+    pub volumes_total: usize,
+    pub volumes_read: usize,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Whether volume `name` is in today's `percent` sample: a stable hash of
+/// the name and the day, so daily runs cover different volumes.
+fn sampled(name: &str, percent: f64, day: i64) -> bool {
+    if percent >= 100.0 {
+        return true;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (name, day).hash(&mut h);
+    (h.finish() % 10_000) as f64 / 100.0 < percent
+}
+
+pub struct CheckOptions<'a> {
+    pub percent: f64,
+    pub tempdir: PathBuf,
+    pub crypto: Option<&'a Arc<Crypto>>,
+}
+
+pub fn check(
+    backend: &dyn Backend,
+    cache: &Cache,
+    c: &Collection,
+    names: &[String],
+    prefixes: &Prefixes,
+    opts: &CheckOptions,
+) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    let day = crate::time::now() / 86_400;
+    for chain in &c.chains {
+        let sets: Vec<&BackupSet> = chain.sets().collect();
+        for (i, set) in sets.iter().enumerate() {
+            r.sets += 1;
+            let label = format!(
+                "{} set of {}",
+                if set.is_full() { "full" } else { "incremental" },
+                crate::time::pretty_local(set.end)
+            );
+            let later_sets = sets.len() - 1 - i;
+            let m = match crate::restore::load_manifest(
+                backend,
+                Some(cache),
+                set,
+                prefixes,
+                opts.crypto,
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    r.problems.push(Problem {
+                        file: set.manifest.clone().unwrap_or_default(),
+                        what: e.to_string(),
+                        set: label,
+                        affected: Vec::new(),
+                        later_sets,
+                    });
+                    continue;
+                }
+            };
+            let mut damaged: Vec<(String, String, VolumeInfo)> = Vec::new();
+            for (n, v) in &m.volumes {
+                r.volumes_total += 1;
+                let Some(name) = set.volumes.get(n) else {
+                    damaged.push((
+                        format!("volume {n}"),
+                        "missing from the target".into(),
+                        v.clone(),
+                    ));
+                    continue;
+                };
+                if !sampled(name, opts.percent, day) {
+                    continue;
+                }
+                r.volumes_read += 1;
+                match read_volume(backend, name, v, prefixes, opts) {
+                    Ok(bytes) => r.bytes_read += bytes,
+                    Err(e) => damaged.push((name.clone(), e.to_string(), v.clone())),
+                }
+            }
+            if damaged.is_empty() {
+                continue;
+            }
+            let paths = set_paths(backend, cache, set, names, prefixes, opts.crypto);
+            for (file, what, v) in damaged {
+                let affected = match &paths {
+                    // Entries from the volume's first to its last (a file
+                    // split across volumes belongs to each of them).
+                    Ok(all) => all
+                        .iter()
+                        .filter(|ix| v.start <= **ix && **ix <= v.end)
+                        .cloned()
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                r.problems.push(Problem {
+                    file,
+                    what,
+                    set: label.clone(),
+                    affected,
+                    later_sets,
+                });
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Read one volume whole: SHA-1 against the manifest, then decrypt and
+/// parse every tar entry to the end. Returns the stored bytes.
+fn read_volume(
+    backend: &dyn Backend,
+    name: &str,
+    v: &VolumeInfo,
+    prefixes: &Prefixes,
+    opts: &CheckOptions,
+) -> Result<u64> {
+    let p = naming::parse(name, prefixes).expect("listed names parse");
+    let codec = Codec::for_name(p.encrypted, p.gzipped, opts.crypto, name)?;
+    let (path, temp) = match backend.local_path(name) {
+        Some(p) => (p, None),
+        None => {
+            let tmp = opts
+                .tempdir
+                .join(format!(".dupr-check.{}", std::process::id()));
+            let mut f = std::fs::File::create(&tmp).ctx(&tmp)?;
+            std::io::copy(&mut backend.open(name)?, &mut f).ctx(&tmp)?;
+            (tmp.clone(), Some(tmp))
+        }
+    };
+    let res = (|| -> Result<u64> {
+        let size = std::fs::metadata(&path).ctx(&path)?.len();
+        if let Some((alg, want)) = &v.hash {
+            if alg.eq_ignore_ascii_case("SHA1") {
+                let got = crypt::sha1_file(&path).ctx(&path)?;
+                if got != *want {
+                    return Err(Error::HashMismatch {
+                        name: name.to_string(),
+                        expected: want.clone(),
+                        got,
+                    });
+                }
+            }
+        }
+        let f = std::fs::File::open(&path).ctx(&path)?;
+        let corrupt = |e: std::io::Error| {
+            crypt::signature_failure(&e).unwrap_or_else(|| Error::CorruptVolume {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let mut tar = crate::tar::Reader::new(crypt::decoder(f, &codec)?);
+        while tar.next_header().map_err(corrupt)?.is_some() {
+            std::io::copy(&mut tar, &mut std::io::sink()).map_err(corrupt)?;
+        }
+        // The rest (padding, then the decoder's own checks: gzip CRC, MDC).
+        let mut rest = tar.into_inner();
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(corrupt)?;
+        Ok(size)
+    })();
+    if let Some(t) = temp {
+        let _ = std::fs::remove_file(t);
+    }
+    res
+}
+
+/// Every path the set's signature file records (the paths its volumes hold).
+fn set_paths(
+    backend: &dyn Backend,
+    cache: &Cache,
+    set: &BackupSet,
+    names: &[String],
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+) -> Result<Vec<Index>> {
+    let sig = names
+        .iter()
+        .find(|n| {
+            naming::parse(n, prefixes).is_some_and(|p| {
+                p.kind == FileType::Signature
+                    && !p.partial
+                    && p.set == set.set_type
+                    && p.start == set.start
+                    && p.end == set.end
+            })
+        })
+        .ok_or_else(|| Error::BadSignature {
+            name: format!(
+                "signatures of the set at {}",
+                crate::time::to_filename(set.end)
+            ),
+            reason: "missing".into(),
+        })?;
+    let local = Cache::local_name(sig, prefixes).map(|l| cache.path(&l));
+    let reader: Box<dyn Read + Send> = match local.filter(|p| p.exists()) {
+        Some(p) => crypt::decoder(std::fs::File::open(&p).ctx(&p)?, &Codec::GZIP)?,
+        None => {
+            let p = naming::parse(sig, prefixes).expect("parsed above");
+            let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, sig)?;
+            crypt::decoder(backend.open(sig)?, &codec)?
+        }
+    };
+    let mut r = SigtarReader::new(reader, sig, false);
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry()? {
+        out.push(e.index);
+    }
+    Ok(out)
+}
