@@ -43,6 +43,32 @@ pub struct Cli {
     pub backend: BackendOpts,
     #[command(flatten)]
     pub compat: CompatOpts,
+    #[command(flatten)]
+    pub profile: ProfileOpts,
+}
+
+/// Profiles, schedules and key export (see `dupr profile`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Profiles")]
+pub struct ProfileOpts {
+    /// Run ACTION of this profile: dupr -p NAME backup|full|incr|verify|status|list|restore [DEST]|fetch PATH DEST|purge|cleanup|export-keys FILE.
+    #[arg(short = 'p', long = "profile", value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The profile file to use instead of $XDG_CONFIG_HOME/dupr/profiles/NAME.toml.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print what a profile action would run (secrets hidden), run nothing.
+    #[arg(long)]
+    pub preview: bool,
+    /// `status`: fail when the last successful backup is older than this (default: the profile's max-age, else 2D).
+    #[arg(long, value_name = "TIME")]
+    pub max_age: Option<String>,
+    /// `schedule install`: how often (e.g. 15m, 1h, 1d).
+    #[arg(long, value_name = "INTERVAL")]
+    pub every: Option<String>,
+    /// `schedule install`: write a crontab line even where systemd runs.
+    #[arg(long)]
+    pub cron: bool,
 }
 
 pub const USAGE: &str = "dupr [full|incremental] [OPTIONS] SOURCE_DIR TARGET_URL

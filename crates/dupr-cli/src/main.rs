@@ -3,7 +3,11 @@
 //! codes.
 
 mod cli;
+mod import;
+mod keyexport;
+mod profile;
 mod progress;
+mod schedule;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -372,6 +376,113 @@ fn canonical_source(arg: &OsString) -> PathBuf {
     )))
 }
 
+/// The command line minus the profile options and the positionals: the
+/// options a profile run passes on to each step.
+fn passthrough(argv: &[OsString]) -> Vec<OsString> {
+    const OWN_VALUED: &[&str] = &["-p", "--profile", "-c", "--config", "--max-age", "--every"];
+    const OWN_FLAGS: &[&str] = &["--preview", "--cron"];
+    let valued: std::collections::BTreeSet<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| {
+            a.get_num_args().is_some_and(|n| n.takes_values())
+                && !matches!(
+                    a.get_action(),
+                    clap::ArgAction::SetTrue | clap::ArgAction::Count
+                )
+        })
+        .flat_map(|a| {
+            let mut v: Vec<String> = a.get_long().map(|l| format!("--{l}")).into_iter().collect();
+            v.extend(a.get_short().map(|c| format!("-{c}")));
+            v
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        let name = s.split('=').next().unwrap_or(&s).to_string();
+        if OWN_VALUED.contains(&name.as_str()) {
+            if !s.contains('=') {
+                it.next();
+            }
+            continue;
+        }
+        if OWN_FLAGS.contains(&name.as_str()) || !s.starts_with('-') {
+            continue;
+        }
+        out.push(a.clone());
+        if valued.contains(&name) && !s.contains('=') {
+            if let Some(v) = it.next() {
+                out.push(v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// `dupr -p NAME ACTION ...`, `dupr profile ...`.
+fn run_profile(cli: &Cli, argv: &[OsString]) -> anyhow::Result<Option<i32>> {
+    let words: Vec<String> = cli
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let first = words.first().map(String::as_str);
+    let second = words.get(1).map(String::as_str);
+    if first == Some("profile")
+        && matches!(
+            second,
+            Some("list" | "show" | "create" | "edit-check" | "import")
+        )
+    {
+        return Ok(Some(profile::manage(&cli.args[1..])?));
+    }
+    if first == Some("schedule") && matches!(second, Some("install" | "list" | "remove")) {
+        return Ok(Some(schedule::manage(
+            &cli.args[1..],
+            cli.profile.profile.as_deref(),
+            cli.profile.config.as_deref(),
+            cli.profile.every.as_deref(),
+            cli.profile.cron,
+        )?));
+    }
+    if first == Some("import-keys") && cli.args.len() == 2 {
+        return Ok(Some(keyexport::import_keys(Path::new(&cli.args[1]))?));
+    }
+    let (name, path) = match (&cli.profile.profile, &cli.profile.config) {
+        (_, Some(c)) => (
+            cli.profile.profile.clone().unwrap_or_else(|| {
+                c.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "profile".into())
+            }),
+            c.clone(),
+        ),
+        (Some(n), None) => (n.clone(), profile::path_of(n)),
+        (None, None) => return Ok(None),
+    };
+    let l = profile::load(&name, &path)?;
+    let action = first.unwrap_or("backup");
+    if action == "status" {
+        return Ok(Some(profile::status(&l, cli.profile.max_age.as_deref())?));
+    }
+    if action == "export-keys" {
+        let out = cli
+            .args
+            .get(1)
+            .ok_or_else(|| usage("usage: dupr -p NAME export-keys FILE"))?;
+        return Ok(Some(keyexport::export_keys(&l, Path::new(out))?));
+    }
+    let rest = cli.args.get(1..).unwrap_or_default();
+    Ok(Some(profile::run(
+        &l,
+        action,
+        rest,
+        &passthrough(argv),
+        cli.profile.preview,
+    )?))
+}
+
 fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
     let (cmd, args) = cli::resolve(&cli.args).map_err(usage)?;
     match cmd {
@@ -731,7 +842,12 @@ fn main() -> ExitCode {
         time::set_now(t);
     }
     cli::warn_ignored(&cli);
-    match run(cli, spec) {
+    let result = match run_profile(&cli, &argv) {
+        Ok(Some(code)) => Ok(code),
+        Ok(None) => run(cli, spec),
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // One line naming the culprit; causes joined on it.

@@ -55,7 +55,12 @@ fn record_is_stale(text: &str, age: std::time::Duration) -> bool {
 impl RunLock {
     /// Take the lock on `<cache_dir>/lockfile` without waiting.
     pub fn acquire(cache_dir: &Path) -> Result<RunLock> {
-        let path = cache_dir.join("lockfile");
+        Self::acquire_file(&cache_dir.join("lockfile"))
+    }
+
+    /// Take the lock on the file `path` without waiting.
+    pub fn acquire_file(path: &Path) -> Result<RunLock> {
+        let path = path.to_path_buf();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -1,0 +1,1114 @@
+//! Profiles: the wrapper's job (duply, duplicity-backup.sh) built in.
+//!
+//! A profile is a TOML file, `$XDG_CONFIG_HOME/dupr/profiles/NAME.toml` (or
+//! any path given with `-c`). Its keys are either profile fields (source,
+//! target, passphrase source, retention, hooks, logs, notifications) or any
+//! long option of dupr's command line by its own name (`volsize = 100`,
+//! `include = ["/a"]`, `encrypt-key = ["ID"]`, `no-encryption = true`):
+//! options are defined once, in the clap parser, and a profile, the command
+//! line (`dupr -p NAME --volsize 50 backup`) and the environment
+//! (`DUPR_VOLSIZE=50`) all name them the same way.
+//!
+//! A profile run spawns dupr itself with the assembled command line, the
+//! secrets passed in its environment only, its output copied to a log file.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::CommandFactory;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::cli::Cli;
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct Profile {
+    /// Directory to back up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Target URL (duplicity's spelling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Ordered selection in filelist syntax: "+ PATTERN" includes,
+    /// "- PATTERN" excludes; first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select: Vec<String>,
+    /// The passphrase in clear (the file must then be private, mode 600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+    /// A private file (mode 600) holding the passphrase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<String>,
+    /// A command printing the passphrase, e.g. "pass show backup".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_passphrase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_passphrase_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_passphrase_command: Option<String>,
+    /// Where run logs go (default: $XDG_STATE_HOME/dupr/logs/NAME).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
+    /// Delete run logs older than this many days (default 30).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_keep_days: Option<u64>,
+    /// `status` fails when the last success is older than this (default 2D).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// Run `cleanup --force` after each backup (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<bool>,
+    #[serde(default, skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
+    #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+    pub hooks: Hooks,
+    #[serde(default, skip_serializing_if = "Notify::is_empty")]
+    pub notify: Notify,
+    /// Every other key: a dupr/duplicity long option by name.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Retention {
+    /// `remove-older-than` (e.g. "60D").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remove_older_than: Option<String>,
+    /// `remove-all-but-n-full N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_full: Option<u32>,
+    /// `remove-all-inc-of-but-n-full N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_incrementals_of: Option<u32>,
+}
+
+impl Retention {
+    fn is_empty(&self) -> bool {
+        *self == Retention::default()
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Hooks {
+    /// Shell command run before the backup; a failure stops the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre: Option<String>,
+    /// Shell command run after it (CMD_ERR says how it went).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post: Option<String>,
+}
+
+impl Hooks {
+    fn is_empty(&self) -> bool {
+        *self == Hooks::default()
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Notify {
+    /// Mail the run's log here (through sendmail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_from: Option<String>,
+    /// POST the run record (JSON) here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// "failure" (default) or "always".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+    /// The mail command, reading the message on stdin (default: sendmail -t).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sendmail: Option<String>,
+}
+
+impl Notify {
+    fn is_empty(&self) -> bool {
+        *self == Notify::default()
+    }
+}
+
+/// Long options a profile may not set: they belong to the invocation.
+const NOT_IN_PROFILE: &[&str] = &[
+    "help", "version", "generate", "profile", "config", "preview",
+];
+
+pub fn config_dir() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config")
+        .join("dupr")
+        .join("profiles")
+}
+
+pub fn state_dir() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state").join("dupr")
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(fallback),
+    }
+}
+
+/// A loaded profile with where it came from.
+pub struct Loaded {
+    pub name: String,
+    pub path: PathBuf,
+    pub profile: Profile,
+}
+
+/// The file of profile `name` (a path if it contains a slash).
+pub fn path_of(name: &str) -> PathBuf {
+    if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        config_dir().join(format!("{name}.toml"))
+    }
+}
+
+/// Read and check a profile, then apply `DUPR_*` environment overrides.
+pub fn load(name: &str, path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading profile {}", path.display()))?;
+    let mut profile: Profile = toml::from_str(&text)
+        .map_err(|e| anyhow!("profile {}: {}", path.display(), e.message()))?;
+    check_options(&profile, path)?;
+    if profile.passphrase.is_some() || profile.sign_passphrase.is_some() {
+        private(path, "holds a passphrase in clear")?;
+    }
+    env_overrides(&mut profile);
+    Ok(Loaded {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        profile,
+    })
+}
+
+/// Refuse a secret-bearing file others can read.
+fn private(path: &Path, what: &str) -> Result<()> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} {what} but is readable by group or others (mode {:o}); fix it with: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The long options of dupr's parser that take no value.
+fn long_options() -> BTreeMap<String, bool> {
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let takes = a.get_num_args().is_some_and(|n| n.takes_values())
+                && !matches!(
+                    a.get_action(),
+                    clap::ArgAction::SetTrue | clap::ArgAction::Count
+                );
+            a.get_long().map(|l| (l.to_string(), takes))
+        })
+        .collect()
+}
+
+fn check_options(p: &Profile, path: &Path) -> Result<()> {
+    let known = long_options();
+    for k in p.options.keys() {
+        if NOT_IN_PROFILE.contains(&k.as_str()) || !known.contains_key(k) {
+            bail!(
+                "profile {}: unknown key {k:?} (neither a profile field nor a dupr option)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `DUPR_<NAME>` overrides the profile's field or option `<name>`.
+fn env_overrides(p: &mut Profile) {
+    let var = |k: &str| std::env::var(format!("DUPR_{}", k.to_uppercase().replace('-', "_"))).ok();
+    macro_rules! field {
+        ($($f:ident = $k:literal),*) => {$(
+            if let Some(v) = var($k) { p.$f = Some(v); }
+        )*};
+    }
+    field!(
+        source = "source",
+        target = "target",
+        passphrase_file = "passphrase-file",
+        passphrase_command = "passphrase-command",
+        sign_passphrase_file = "sign-passphrase-file",
+        sign_passphrase_command = "sign-passphrase-command",
+        log_dir = "log-dir",
+        max_age = "max-age"
+    );
+    for (k, takes) in long_options() {
+        if NOT_IN_PROFILE.contains(&k.as_str()) || k == "archive-dir" {
+            continue;
+        }
+        if let Some(v) = var(&k) {
+            let value = if takes {
+                toml::Value::String(v)
+            } else {
+                toml::Value::Boolean(!matches!(v.as_str(), "" | "0" | "false" | "no" | "off"))
+            };
+            p.options.insert(k, value);
+        }
+    }
+}
+
+/// The profile's options as command-line arguments.
+fn option_args(p: &Profile) -> Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for (k, v) in &p.options {
+        let one = |v: &toml::Value| -> Result<Option<OsString>> {
+            Ok(match v {
+                toml::Value::Boolean(true) => Some(format!("--{k}").into()),
+                toml::Value::Boolean(false) => None,
+                toml::Value::String(s) => Some(format!("--{k}={s}").into()),
+                toml::Value::Integer(i) => Some(format!("--{k}={i}").into()),
+                toml::Value::Float(f) => Some(format!("--{k}={f}").into()),
+                other => bail!("profile option {k}: unsupported value {other}"),
+            })
+        };
+        match v {
+            toml::Value::Array(items) => {
+                for i in items {
+                    out.extend(one(i)?);
+                }
+            }
+            v => out.extend(one(v)?),
+        }
+    }
+    Ok(out)
+}
+
+/// A secret from the profile: clear text, a private file, or a command.
+fn secret(
+    clear: &Option<String>,
+    file: &Option<String>,
+    command: &Option<String>,
+    what: &str,
+) -> Result<Option<Zeroizing<String>>> {
+    if let Some(s) = clear {
+        return Ok(Some(Zeroizing::new(s.clone())));
+    }
+    if let Some(f) = file {
+        let path = expand(f);
+        private(&path, &format!("holds the {what}"))?;
+        let s = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the {what} file {}", path.display()))?;
+        return Ok(Some(Zeroizing::new(
+            s.trim_end_matches(['\n', '\r']).to_string(),
+        )));
+    }
+    if let Some(c) = command {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running the {what} command"))?;
+        if !out.status.success() {
+            bail!("the {what} command {c:?} failed ({})", out.status);
+        }
+        let s = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+        return Ok(Some(Zeroizing::new(
+            s.trim_end_matches(['\n', '\r']).to_string(),
+        )));
+    }
+    Ok(None)
+}
+
+fn expand(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
+        None => PathBuf::from(p),
+    }
+}
+
+/// One step of a profile run: a dupr command line.
+pub struct Step {
+    pub label: &'static str,
+    pub args: Vec<OsString>,
+}
+
+/// What `-p NAME ACTION` runs, in order.
+pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> Result<Vec<Step>> {
+    let p = &l.profile;
+    let target = p
+        .target
+        .clone()
+        .ok_or_else(|| anyhow!("profile {} has no target", l.name))?;
+    let source = || -> Result<String> {
+        p.source
+            .clone()
+            .ok_or_else(|| anyhow!("profile {} has no source", l.name))
+    };
+    let mut common = option_args(p)?;
+    common.push(format!("--name=profile-{}", l.name).into());
+    common.extend(extra.iter().cloned());
+    let mut select = Vec::new();
+    if !p.select.is_empty() {
+        let f = state_dir().join(format!("{}.select", l.name));
+        select.push(format!("--include-filelist={}", f.display()).into());
+    }
+    let step = |label: &'static str, words: &[&str], tail: Vec<OsString>| Step {
+        label,
+        args: words
+            .iter()
+            .map(OsString::from)
+            .chain(common.iter().cloned())
+            .chain(tail)
+            .collect(),
+    };
+    let t = || OsString::from(&target);
+    let backup_steps = |kind: &'static str, steps: &mut Vec<Step>| -> Result<()> {
+        let mut tail = select.clone();
+        tail.extend([OsString::from(source()?), t()]);
+        steps.push(step(kind, &[kind], tail));
+        Ok(())
+    };
+    let retention = |steps: &mut Vec<Step>| {
+        let r = &p.retention;
+        if let Some(age) = &r.remove_older_than {
+            steps.push(step(
+                "remove-older-than",
+                &["remove-older-than", age, "--force"],
+                vec![t()],
+            ));
+        }
+        if let Some(n) = r.keep_full {
+            let n = n.to_string();
+            steps.push(step(
+                "remove-all-but-n-full",
+                &["remove-all-but-n-full", &n, "--force"],
+                vec![t()],
+            ));
+        }
+        if let Some(n) = r.keep_incrementals_of {
+            let n = n.to_string();
+            steps.push(step(
+                "remove-all-inc-of-but-n-full",
+                &["remove-all-inc-of-but-n-full", &n, "--force"],
+                vec![t()],
+            ));
+        }
+    };
+    let mut steps = Vec::new();
+    match action {
+        "backup" | "bkp" => {
+            backup_steps("backup", &mut steps)?;
+            retention(&mut steps);
+            if p.cleanup.unwrap_or(true) {
+                steps.push(step("cleanup", &["cleanup", "--force"], vec![t()]));
+            }
+        }
+        "full" => backup_steps("full", &mut steps)?,
+        "incr" | "incremental" => backup_steps("incremental", &mut steps)?,
+        "verify" => {
+            let mut tail = select.clone();
+            tail.extend([t(), OsString::from(source()?)]);
+            steps.push(step("verify", &["verify"], tail));
+        }
+        "list" => steps.push(step("list-current-files", &["list-current-files"], vec![t()])),
+        "collection-status" => steps.push(step("collection-status", &["collection-status"], vec![t()])),
+        "restore" => {
+            let dest = rest.first().cloned().unwrap_or_else(|| OsString::from(source().unwrap_or_default()));
+            steps.push(step("restore", &["restore"], vec![t(), dest]));
+        }
+        "fetch" => {
+            let (Some(path), Some(dest)) = (rest.first(), rest.get(1)) else {
+                bail!("usage: dupr -p NAME fetch PATH DEST");
+            };
+            let mut tail = vec![OsString::from("--path-to-restore"), path.clone()];
+            tail.extend([t(), dest.clone()]);
+            steps.push(step("fetch", &["restore"], tail));
+        }
+        "purge" => retention(&mut steps),
+        "cleanup" => steps.push(step("cleanup", &["cleanup", "--force"], vec![t()])),
+        other => bail!(
+            "unknown profile action {other:?}: use backup, full, incr, verify, status, list, restore [DEST], fetch PATH DEST, purge, cleanup, export-keys FILE"
+        ),
+    }
+    Ok(steps)
+}
+
+/// The machine-readable record of one run, one JSON line per run.
+#[derive(Debug, Default, Serialize, Deserialize, Clone)]
+pub struct RunRecord {
+    pub profile: String,
+    pub action: String,
+    pub start: i64,
+    pub end: i64,
+    /// "success", "failure" or "skipped" (another run was in progress).
+    pub result: String,
+    pub exit_code: i32,
+    pub failed_step: Option<String>,
+    pub files: Option<u64>,
+    pub bytes: Option<u64>,
+    pub errors: Option<u64>,
+    pub log: Option<String>,
+}
+
+fn records_path(name: &str) -> PathBuf {
+    state_dir().join(format!("{name}.runs.jsonl"))
+}
+
+pub fn records(name: &str) -> Vec<RunRecord> {
+    let Ok(f) = std::fs::File::open(records_path(name)) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+fn append_record(r: &RunRecord) -> Result<()> {
+    let p = records_path(&r.profile);
+    std::fs::create_dir_all(p.parent().expect("has parent"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)?;
+    writeln!(f, "{}", serde_json::to_string(r)?)?;
+    Ok(())
+}
+
+/// Exit code of a run skipped because another run of the profile is on.
+pub const EXIT_SKIPPED_BUSY: i32 = 102;
+
+/// Run a profile action: pre hook, the steps, post hook, log, record, notify.
+pub fn run(
+    l: &Loaded,
+    action: &str,
+    rest: &[OsString],
+    extra: &[OsString],
+    preview: bool,
+) -> Result<i32> {
+    let p = &l.profile;
+    let steps = plan(l, action, rest, extra)?;
+    let passphrase = secret(
+        &p.passphrase,
+        &p.passphrase_file,
+        &p.passphrase_command,
+        "passphrase",
+    );
+    if preview {
+        let show = |s: &Option<String>, f: &Option<String>, c: &Option<String>| match (s, f, c) {
+            (Some(_), _, _) => "from the profile (hidden)".to_string(),
+            (_, Some(f), _) => format!("from the file {f}"),
+            (_, _, Some(c)) => format!("from the command {c:?}"),
+            _ => "from the environment or the terminal".into(),
+        };
+        println!(
+            "# PASSPHRASE {}",
+            show(&p.passphrase, &p.passphrase_file, &p.passphrase_command)
+        );
+        if let Some(h) = &p.hooks.pre {
+            println!("# pre hook: {h}");
+        }
+        for s in &steps {
+            let words: Vec<String> = s
+                .args
+                .iter()
+                .map(|a| shell_quote(&a.to_string_lossy()))
+                .collect();
+            println!("dupr {}", words.join(" "));
+        }
+        if let Some(h) = &p.hooks.post {
+            println!("# post hook: {h}");
+        }
+        return Ok(0);
+    }
+    let passphrase = passphrase?;
+    let sign = secret(
+        &p.sign_passphrase,
+        &p.sign_passphrase_file,
+        &p.sign_passphrase_command,
+        "sign passphrase",
+    )?;
+    std::fs::create_dir_all(state_dir())?;
+    // One run of a profile at a time; a second one is "skipped", not failed.
+    let lock_path = state_dir().join(format!("{}.lock", l.name));
+    let _guard = match dupr_core::lock::RunLock::acquire_file(&lock_path) {
+        Ok(g) => g,
+        Err(dupr_core::Error::Locked(_)) => {
+            let now = dupr_core::time::now();
+            eprintln!(
+                "dupr: skipped: another run of profile {} is in progress",
+                l.name
+            );
+            append_record(&RunRecord {
+                profile: l.name.clone(),
+                action: action.into(),
+                start: now,
+                end: now,
+                result: "skipped".into(),
+                exit_code: EXIT_SKIPPED_BUSY,
+                ..Default::default()
+            })?;
+            return Ok(EXIT_SKIPPED_BUSY);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !p.select.is_empty() {
+        let f = state_dir().join(format!("{}.select", l.name));
+        let mut text = String::new();
+        for line in &p.select {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(&f, text)?;
+    }
+    let start = dupr_core::time::now();
+    let log_dir = p
+        .log_dir
+        .as_deref()
+        .map(expand)
+        .unwrap_or_else(|| state_dir().join("logs").join(&l.name));
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("creating the log dir {}", log_dir.display()))?;
+    rotate_logs(&log_dir, p.log_keep_days.unwrap_or(30));
+    let log_path = log_dir.join(format!(
+        "dupr-{}-{}-{}.log",
+        l.name,
+        action,
+        dupr_core::time::to_filename(start)
+    ));
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating the log {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("locating the dupr binary")?;
+    let hook_env = hook_env(l, action);
+    let mut record = RunRecord {
+        profile: l.name.clone(),
+        action: action.into(),
+        start,
+        result: "success".into(),
+        log: Some(log_path.display().to_string()),
+        ..Default::default()
+    };
+    let backup_like = matches!(action, "backup" | "bkp" | "full" | "incr" | "incremental");
+    let mut code = 0;
+    if backup_like {
+        if let Some(h) = &p.hooks.pre {
+            let c = hook(h, &hook_env, "pre", "", &mut log)?;
+            if c != 0 {
+                code = c;
+                record.failed_step = Some("pre".into());
+            }
+        }
+    }
+    if code == 0 {
+        for s in &steps {
+            writeln!(log, "== dupr {}", s.label)?;
+            let mut cmd = Command::new(&exe);
+            cmd.args(&s.args)
+                .env_remove("PASSPHRASE")
+                .env_remove("SIGN_PASSPHRASE");
+            if let Some(pw) = &passphrase {
+                cmd.env("PASSPHRASE", pw.as_str());
+            }
+            if let Some(pw) = &sign {
+                cmd.env("SIGN_PASSPHRASE", pw.as_str());
+            }
+            let (c, out) = run_logged(cmd, &mut log)?;
+            if matches!(s.label, "backup" | "full" | "incremental") {
+                // From the statistics block duplicity prints.
+                let stat = |key: &str| {
+                    out.lines()
+                        .find_map(|l| l.strip_prefix(key))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                };
+                record.files = stat("SourceFiles ");
+                record.bytes = stat("TotalDestinationSizeChange ");
+                record.errors = stat("Errors ");
+            }
+            if c != 0 && !(s.label == "cleanup" && c == 101) {
+                code = c;
+                record.failed_step = Some(s.label.into());
+                break;
+            }
+        }
+    }
+    if backup_like {
+        if let Some(h) = &p.hooks.post {
+            let err = if code == 0 { "" } else { "error" };
+            let c = hook(h, &hook_env, "post", err, &mut log)?;
+            if c != 0 && code == 0 {
+                code = c;
+                record.failed_step = Some("post".into());
+            }
+        }
+    }
+    record.end = dupr_core::time::now();
+    record.exit_code = code;
+    if code != 0 {
+        record.result = "failure".into();
+    }
+    drop(log);
+    append_record(&record)?;
+    notify(l, &record, &log_path);
+    let word = if code == 0 { "done" } else { "FAILED" };
+    eprintln!(
+        "dupr: profile {} {action} {word} (exit {code}); log: {}",
+        l.name,
+        log_path.display()
+    );
+    Ok(code)
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=/.,:@%+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Run a child, copying its output to the log and to our own streams;
+/// returns its exit code and its stdout.
+fn run_logged(mut cmd: Command, log: &mut std::fs::File) -> Result<(i32, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting dupr")?;
+    let mut err = child.stderr.take().expect("piped");
+    let err_log = log.try_clone()?;
+    let t = std::thread::spawn(move || {
+        let mut err_log = err_log;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = std::io::stderr().write_all(&buf[..n]);
+            let _ = err_log.write_all(&buf[..n]);
+        }
+    });
+    let mut out = String::new();
+    let mut so = child.stdout.take().expect("piped");
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = so.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        std::io::stdout().write_all(&buf[..n])?;
+        log.write_all(&buf[..n])?;
+        if out.len() < 1 << 20 {
+            out.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let status = child.wait()?;
+    let _ = t.join();
+    Ok((status.code().unwrap_or(1), out))
+}
+
+/// duply's hook environment.
+fn hook_env(l: &Loaded, action: &str) -> Vec<(String, String)> {
+    let p = &l.profile;
+    let target = p.target.clone().unwrap_or_default();
+    let (prot, hostpath) = target.split_once("://").unwrap_or(("", &target));
+    vec![
+        ("PROFILE".into(), l.name.clone()),
+        (
+            "CONFDIR".into(),
+            l.path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display()
+                .to_string(),
+        ),
+        ("SOURCE".into(), p.source.clone().unwrap_or_default()),
+        ("TARGET_URL_PROT".into(), format!("{prot}://")),
+        ("TARGET_URL_HOSTPATH".into(), hostpath.to_string()),
+        ("CMD_NEXT".into(), action.to_string()),
+        ("RUN_START".into(), dupr_core::time::now().to_string()),
+    ]
+}
+
+fn hook(
+    cmd: &str,
+    env: &[(String, String)],
+    which: &str,
+    err: &str,
+    log: &mut std::fs::File,
+) -> Result<i32> {
+    writeln!(log, "== {which} hook")?;
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("CMD_PREV", if which == "pre" { "" } else { "backup" })
+        .env("CMD_ERR", err)
+        .env_remove("PASSPHRASE")
+        .env_remove("SIGN_PASSPHRASE");
+    let (code, _) = run_logged(c, log)?;
+    Ok(code)
+}
+
+fn rotate_logs(dir: &Path, keep_days: u64) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|a| a.as_secs() > keep_days * 86_400);
+        let ours = e.file_name().to_string_lossy().starts_with("dupr-");
+        if old && ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Mail and/or POST the run record, on failure or always.
+fn notify(l: &Loaded, r: &RunRecord, log_path: &Path) {
+    let n = &l.profile.notify;
+    let always = n.on.as_deref() == Some("always");
+    if r.result == "success" && !always {
+        return;
+    }
+    let json = serde_json::to_string(r).unwrap_or_default();
+    if let Some(url) = &n.webhook {
+        if let Err(e) = post(url, &json) {
+            tracing::warn!("notification to {url} failed: {e}");
+        }
+    }
+    if let Some(to) = &n.email {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        let from = n.email_from.clone().unwrap_or_else(|| "dupr".into());
+        let mail = format!(
+            "From: {from}\nTo: {to}\nSubject: dupr {} {}: {}\n\n{json}\n\n{log}",
+            r.profile, r.action, r.result
+        );
+        let sendmail = n.sendmail.clone().unwrap_or_else(|| {
+            let bin = ["/usr/sbin/sendmail", "/usr/lib/sendmail"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .unwrap_or("sendmail");
+            format!("{bin} -t")
+        });
+        let sent = Command::new("sh")
+            .arg("-c")
+            .arg(&sendmail)
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().expect("piped").write_all(mail.as_bytes())?;
+                c.wait()
+            });
+        if !sent.is_ok_and(|s| s.success()) {
+            tracing::warn!("mailing the report to {to} failed");
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST for `http://` webhooks; `https://` goes through curl.
+fn post(url: &str, body: &str) -> Result<()> {
+    if url.starts_with("https://") {
+        let s = Command::new("curl")
+            .args([
+                "-fsS",
+                "-m",
+                "30",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+                url,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().expect("piped").write_all(body.as_bytes())?;
+                c.wait()
+            })?;
+        if !s.success() {
+            bail!("curl exited {s}");
+        }
+        return Ok(());
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("webhook URL must be http:// or https://"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let mut s = std::net::TcpStream::connect(&addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let ok = resp
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'));
+    if !ok {
+        bail!("{}", resp.lines().next().unwrap_or("no response"));
+    }
+    Ok(())
+}
+
+/// `dupr -p NAME status`: last success, its age, and a non-zero exit when
+/// it is older than the profile's max-age (for monitoring).
+pub fn status(l: &Loaded, max_age: Option<&str>) -> Result<i32> {
+    let recs = records(&l.name);
+    let now = dupr_core::time::now();
+    let limit_s = max_age
+        .map(str::to_string)
+        .or_else(|| l.profile.max_age.clone())
+        .unwrap_or_else(|| "2D".into());
+    let limit = now - dupr_core::time::parse_time_string(&limit_s, now)?;
+    println!("Profile: {} ({})", l.name, l.path.display());
+    println!("Target: {}", l.profile.target.clone().unwrap_or_default());
+    let last_ok = recs.iter().rev().find(|r| {
+        r.result == "success"
+            && matches!(
+                r.action.as_str(),
+                "backup" | "bkp" | "full" | "incr" | "incremental"
+            )
+    });
+    if let Some(last) = recs.last() {
+        println!(
+            "Last run: {} {} at {} (exit {})",
+            last.action,
+            last.result,
+            dupr_core::time::pretty_local(last.start),
+            last.exit_code
+        );
+    }
+    let code = match last_ok {
+        Some(r) => {
+            let age = now - r.end;
+            println!(
+                "Last success: {} ({} ago){}",
+                dupr_core::time::pretty_local(r.end),
+                human_age(age),
+                r.files
+                    .map(|f| format!(
+                        ", {f} files, {} stored",
+                        dupr_core::backup::human(r.bytes.unwrap_or(0))
+                    ))
+                    .unwrap_or_default()
+            );
+            if age > limit {
+                println!("STALE: the last successful backup is older than {limit_s}");
+                1
+            } else {
+                0
+            }
+        }
+        None => {
+            println!("Last success: never");
+            1
+        }
+    };
+    if let Some(t) = &l.profile.target {
+        chain_summary(t, &l.name);
+    }
+    Ok(code)
+}
+
+fn human_age(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+/// Chain length and target size, read from the target's file names.
+fn chain_summary(url: &str, name: &str) {
+    let Ok(b) = dupr_core::backend::from_url(url) else {
+        return;
+    };
+    let Ok(names) = b.list() else {
+        println!("Target: unreachable");
+        return;
+    };
+    let _ = name;
+    let c = dupr_core::chain::Collection::from_names(&names, &Default::default());
+    if let Some(ch) = c.last_chain() {
+        println!(
+            "Chain: full of {} + {} incremental(s)",
+            dupr_core::time::pretty_local(ch.start()),
+            ch.incs.len()
+        );
+    }
+    let size: u64 = names
+        .iter()
+        .filter_map(|n| b.local_path(n))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "Target size: {} in {} file(s)",
+        dupr_core::backup::human(size),
+        names.len()
+    );
+}
+
+/// `dupr profile list|show|create|edit-check NAME`.
+pub fn manage(words: &[OsString]) -> Result<i32> {
+    let w: Vec<String> = words
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    match w.first().map(String::as_str) {
+        Some("list") => {
+            let mut names: Vec<String> = std::fs::read_dir(config_dir())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|n| n.strip_suffix(".toml"))
+                                .map(str::to_string)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            for n in names {
+                let last = records(&n).last().map(|r| {
+                    format!("last {} {} {}", r.action, r.result, dupr_core::time::pretty_local(r.end))
+                });
+                println!("{n}\t{}", last.unwrap_or_else(|| "never run".into()));
+            }
+            Ok(0)
+        }
+        Some("show") => {
+            let name = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile show NAME"))?;
+            let l = load(name, &path_of(name))?;
+            let mut shown = l.profile.clone();
+            if shown.passphrase.is_some() {
+                shown.passphrase = Some("(hidden)".into());
+            }
+            if shown.sign_passphrase.is_some() {
+                shown.sign_passphrase = Some("(hidden)".into());
+            }
+            println!("# {}", l.path.display());
+            print!("{}", toml::to_string(&shown)?);
+            Ok(0)
+        }
+        Some("create") => {
+            let name = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile create NAME [SOURCE TARGET]"))?;
+            let path = path_of(name);
+            if path.exists() {
+                bail!("profile {} exists already", path.display());
+            }
+            let p = Profile {
+                source: Some(w.get(2).cloned().unwrap_or_else(|| "/home/me".into())),
+                target: Some(w.get(3).cloned().unwrap_or_else(|| "file:///mnt/backup".into())),
+                passphrase_file: Some(format!("~/.config/dupr/{name}.passphrase")),
+                cleanup: Some(true),
+                retention: Retention {
+                    remove_older_than: Some("60D".into()),
+                    ..Default::default()
+                },
+                options: [("full-if-older-than".to_string(), toml::Value::String("14D".into()))]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            };
+            write_private(&path, &toml::to_string(&p)?)?;
+            println!("created {}", path.display());
+            Ok(0)
+        }
+        Some("edit-check") => {
+            let name = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile edit-check NAME"))?;
+            let l = load(name, &path_of(name))?;
+            let steps = plan(&l, "backup", &[], &[])?;
+            // The assembled command lines must parse.
+            for s in &steps {
+                let mut argv = vec![OsString::from("dupr")];
+                argv.extend(s.args.iter().cloned());
+                Cli::command()
+                    .try_get_matches_from(&argv)
+                    .map_err(|e| anyhow!("profile {name}: {}", e.kind()))?;
+            }
+            if let Some(f) = &l.profile.passphrase_file {
+                private(&expand(f), "holds the passphrase")?;
+            }
+            println!("profile {name} is valid ({} step(s) in a backup run)", steps.len());
+            Ok(0)
+        }
+        Some("import") => {
+            let from = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile import FILE|DIR [NAME]"))?;
+            let (text, notes) = crate::import::import(Path::new(from))?;
+            let name = w.get(2).cloned().unwrap_or_else(|| {
+                Path::new(from)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "imported".into())
+            });
+            let path = path_of(&name);
+            if path.exists() {
+                bail!("profile {} exists already", path.display());
+            }
+            write_private(&path, &text)?;
+            println!("imported {from} as profile {name} ({})", path.display());
+            for n in &notes {
+                println!("not converted: {n}");
+            }
+            Ok(0)
+        }
+        _ => bail!("usage: dupr profile list|show NAME|create NAME [SOURCE TARGET]|edit-check NAME|import FILE|DIR [NAME]"),
+    }
+}
+
+/// Write a file readable by its owner only.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
