@@ -500,11 +500,6 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             };
             let target = Target::open(settings(&cli, &args[1], !cli.general.dry_run)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
-            let _target_lock = if cli.general.dry_run {
-                None
-            } else {
-                Some(target.lock_target()?)
-            };
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
                 Command::Incremental => BackupKind::Incremental,

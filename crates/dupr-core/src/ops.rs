@@ -182,17 +182,23 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
     };
 
     remove_stale_temps(t);
-    // An interrupted set is continued where it stopped, if it can be.
-    let mut resume = if cfg.dry_run {
+    // Read-only checks first (a refused incremental writes nothing, not
+    // even the target lock); an interrupted set is looked at under the lock.
+    let partial = !cfg.dry_run && has_partial(t);
+    let early_plan = if partial { None } else { Some(plan(t)?) };
+    let _target_lock = if cfg.dry_run {
         None
     } else {
-        find_resume(t, &cfg)?
+        Some(t.lock_target()?)
     };
+    // An interrupted set is continued where it stopped, if it can be.
+    let mut resume = if partial { find_resume(t, &cfg)? } else { None };
     // Finishing an interrupted full comes first, whatever was asked, as
     // duplicity does; an interrupted incremental must still fit the chain.
-    let the_plan = match &resume {
-        Some(r) if r.set.set == SetType::Full => Plan::Full,
-        _ => plan(t)?,
+    let the_plan = match (&resume, early_plan) {
+        (Some(r), _) if r.set.set == SetType::Full => Plan::Full,
+        (_, Some(p)) => p,
+        (_, None) => plan(t)?,
     };
     if let Some(r) = &resume {
         let fits = match (&the_plan, r.set.set) {
@@ -260,6 +266,16 @@ fn remove_stale_temps(t: &Target) {
             }
         }
     }
+}
+
+/// Whether the cache holds a partial manifest (an interrupted set).
+fn has_partial(t: &Target) -> bool {
+    t.cache.list().is_ok_and(|names| {
+        names.iter().any(|n| {
+            crate::naming::parse(n, &t.settings.prefixes)
+                .is_some_and(|p| p.partial && p.kind == FileType::Manifest)
+        })
+    })
 }
 
 /// The newest set the cache holds a partial manifest of, if it can be
