@@ -19,6 +19,8 @@ Options and environment variables are duplicity's own (3.2.1, plus the 0.8 spell
     override_usage = USAGE,
     after_help = COMMANDS_HELP,
     infer_long_args = true,
+    // As in duplicity's parsers, a repeated option's last value wins.
+    args_override_self = true,
     disable_help_subcommand = true,
     max_term_width = 100
 )]

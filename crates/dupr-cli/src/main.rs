@@ -381,7 +381,9 @@ fn canonical_source(arg: &OsString) -> PathBuf {
 fn passthrough(argv: &[OsString]) -> Vec<OsString> {
     const OWN_VALUED: &[&str] = &["-p", "--profile", "-c", "--config", "--max-age", "--every"];
     const OWN_FLAGS: &[&str] = &["--preview", "--cron"];
-    let valued: std::collections::BTreeSet<String> = Cli::command()
+    let mut cmd = Cli::command();
+    cmd.build();
+    let valued: std::collections::BTreeSet<String> = cmd
         .get_arguments()
         .filter(|a| {
             a.get_num_args().is_some_and(|n| n.takes_values())

@@ -212,10 +212,12 @@ fn private(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The long options of dupr's parser that take no value.
+/// The long options of dupr's parser, and whether each takes a value.
 fn long_options() -> BTreeMap<String, bool> {
-    Cli::command()
-        .get_arguments()
+    // Built, so every argument knows how many values it takes.
+    let mut cmd = Cli::command();
+    cmd.build();
+    cmd.get_arguments()
         .filter_map(|a| {
             let takes = a.get_num_args().is_some_and(|n| n.takes_values())
                 && !matches!(
