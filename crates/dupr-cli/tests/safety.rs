@@ -307,6 +307,16 @@ fn signal(child: &Child, sig: &str) {
         .unwrap();
 }
 
+fn backup_with_cache(env: &Env, cache: &Path) -> Output {
+    Command::new(dupr_bin())
+        .env("XDG_CACHE_HOME", cache)
+        .env("PASSPHRASE", "pw")
+        .arg(env.src())
+        .arg(env.target_url())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn two_runs_with_different_caches_exclude_each_other() {
     let env = Env::new();
@@ -315,13 +325,7 @@ fn two_runs_with_different_caches_exclude_each_other() {
     let mut a = spawn_backup(&env, &env.cache(), &[]);
     wait_for("the lock object", || lock_object(&env).exists());
     signal(&a, "-STOP");
-    let o = Command::new(dupr_bin())
-        .env("XDG_CACHE_HOME", &cache_b)
-        .env("PASSPHRASE", "pw")
-        .arg(env.src())
-        .arg(env.target_url())
-        .output()
-        .unwrap();
+    let o = backup_with_cache(&env, &cache_b);
     signal(&a, "-CONT");
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(23), "{err}");
@@ -333,13 +337,7 @@ fn two_runs_with_different_caches_exclude_each_other() {
     assert!(status.success());
     assert!(!lock_object(&env).exists());
     // Now B may run (an incremental on A's chain).
-    let o = Command::new(dupr_bin())
-        .env("XDG_CACHE_HOME", &cache_b)
-        .env("PASSPHRASE", "pw")
-        .arg(env.src())
-        .arg(env.target_url())
-        .output()
-        .unwrap();
+    let o = backup_with_cache(&env, &cache_b);
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
