@@ -278,63 +278,15 @@ fn ask(prompt: &str, confirm: bool) -> Result<Secret> {
     Ok(Zeroizing::new(first.as_bytes().to_vec()))
 }
 
-/// A secret from the profile: clear text, a private file, or a command
-/// (as a profile run reads it).
+/// A secret from the profile, read as a profile run reads it.
 fn secret(
     clear: &Option<String>,
     file: &Option<String>,
     command: &Option<String>,
     what: &str,
 ) -> Result<Option<Secret>> {
-    if let Some(s) = clear {
-        return Ok(Some(Zeroizing::new(s.as_bytes().to_vec())));
-    }
-    if let Some(f) = file {
-        let path = match f.strip_prefix("~/") {
-            Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
-            None => PathBuf::from(f),
-        };
-        let mode = std::fs::metadata(&path)
-            .with_context(|| format!("reading the {what} file {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "{} holds the {what} but is readable by group or others (mode {:o}); fix it with: chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            );
-        }
-        let s = Zeroizing::new(
-            std::fs::read(&path)
-                .with_context(|| format!("reading the {what} file {}", path.display()))?,
-        );
-        return Ok(Some(Zeroizing::new(trim_eol(&s).to_vec())));
-    }
-    if let Some(c) = command {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(c)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("running the {what} command"))?;
-        let stdout = Zeroizing::new(out.stdout);
-        if !out.status.success() {
-            bail!("the {what} command {c:?} failed ({})", out.status);
-        }
-        return Ok(Some(Zeroizing::new(trim_eol(&stdout).to_vec())));
-    }
-    Ok(None)
-}
-
-fn trim_eol(s: &[u8]) -> &[u8] {
-    let mut e = s.len();
-    while e > 0 && matches!(s[e - 1], b'\n' | b'\r') {
-        e -= 1;
-    }
-    &s[..e]
+    Ok(crate::profile::secret(clear, file, command, what)?
+        .map(|s| Zeroizing::new(s.as_bytes().to_vec())))
 }
 
 /// Run gpg (batch, C locale) with `stdin`; (success, stdout, stderr).

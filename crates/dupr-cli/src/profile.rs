@@ -302,7 +302,7 @@ fn option_args(p: &Profile) -> Result<Vec<OsString>> {
 }
 
 /// A secret from the profile: clear text, a private file, or a command.
-fn secret(
+pub(crate) fn secret(
     clear: &Option<String>,
     file: &Option<String>,
     command: &Option<String>,
