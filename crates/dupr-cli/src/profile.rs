@@ -276,13 +276,34 @@ fn env_overrides(p: &mut Profile) {
 }
 
 /// The profile's options as command-line arguments.
-fn option_args(p: &Profile) -> Result<Vec<OsString>> {
+/// Options naming files: a relative path is relative to the profile's
+/// directory, so a scheduled run from anywhere finds them.
+const FILE_OPTIONS: &[&str] = &[
+    "include-filelist",
+    "exclude-filelist",
+    "files-from",
+    "encrypt-key-file",
+    "sign-key-file",
+];
+
+fn option_args(p: &Profile, base: &Path) -> Result<Vec<OsString>> {
     let mut out = Vec::new();
     for (k, v) in &p.options {
         let one = |v: &toml::Value| -> Result<Option<OsString>> {
             Ok(match v {
                 toml::Value::Boolean(true) => Some(format!("--{k}").into()),
                 toml::Value::Boolean(false) => None,
+                toml::Value::String(s) if FILE_OPTIONS.contains(&k.as_str()) => {
+                    let path = expand(s);
+                    let path = if path.is_relative() {
+                        base.join(path)
+                    } else {
+                        path
+                    };
+                    let mut a = OsString::from(format!("--{k}="));
+                    a.push(path.as_os_str());
+                    Some(a)
+                }
                 toml::Value::String(s) => Some(format!("--{k}={s}").into()),
                 toml::Value::Integer(i) => Some(format!("--{k}={i}").into()),
                 toml::Value::Float(f) => Some(format!("--{k}={f}").into()),
@@ -363,7 +384,7 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             .clone()
             .ok_or_else(|| anyhow!("profile {} has no source", l.name))
     };
-    let mut common = option_args(p)?;
+    let mut common = option_args(p, l.path.parent().unwrap_or(Path::new(".")))?;
     common.push(format!("--name=profile-{}", l.name).into());
     common.extend(extra.iter().cloned());
     let mut select = Vec::new();
