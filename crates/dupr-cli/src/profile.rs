@@ -385,7 +385,11 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             .ok_or_else(|| anyhow!("profile {} has no source", l.name))
     };
     let mut common = option_args(p, l.path.parent().unwrap_or(Path::new(".")))?;
-    common.push(format!("--name=profile-{}", l.name).into());
+    // The profile's own cache name (an imported duply profile keeps
+    // duply's) wins over the default.
+    if !p.options.contains_key("name") {
+        common.push(format!("--name=profile-{}", l.name).into());
+    }
     common.extend(extra.iter().cloned());
     let mut select = Vec::new();
     if !p.select.is_empty() {
