@@ -268,6 +268,19 @@ fn remove_stale_temps(t: &Target) {
     }
 }
 
+/// A `Write` that feeds a SHA-1.
+struct HashWriter<'a>(&'a mut sha1::Sha1);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        sha1::Digest::update(self.0, b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether the cache holds a partial manifest (an interrupted set).
 fn has_partial(t: &Target) -> bool {
     t.cache.list().is_ok_and(|names| {
@@ -357,16 +370,57 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
     if volumes.is_empty() {
         return give_up("no volume of it was stored, or the encryption settings changed");
     }
-    // Prove the passphrase (and the codec) on volume 1, as duplicity does.
+    // Prove the passphrase (and the codec) on volume 1, as duplicity does:
+    // read it whole, so the integrity check at its end (MDC, gzip CRC)
+    // rules out a wrong key that happens to decrypt to plausible bytes.
     let first = vol_name(1);
     let codec = Codec::for_name(enc, gz, t.settings.crypto.as_ref(), &first)?;
-    let mut head = [0u8; 512];
-    let proof = crate::crypt::decoder(t.backend.open(&first)?, &codec)
-        .and_then(|mut r| r.read(&mut head).map_err(|e| Error::io(&first, e)));
+    let proof = crate::crypt::decoder(t.backend.open(&first)?, &codec).and_then(|mut r| {
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map(|_| ())
+            .map_err(|e| match crate::crypt::signature_failure(&e) {
+                Some(sig) => sig,
+                None if e.to_string().to_lowercase().contains("passphrase") => {
+                    Error::WrongPassphrase
+                }
+                None => Error::io(&first, e),
+            })
+    });
     match proof {
         Ok(_) => {}
-        Err(Error::WrongPassphrase) => return Err(Error::WrongPassphrase),
-        Err(e) => return give_up(&format!("volume 1 is unreadable: {e}")),
+        Err(e) => {
+            // Intact but undecryptable: the passphrase is wrong (symmetric
+            // OpenPGP cannot tell otherwise); refuse and keep the set.
+            // Damaged: it cannot be continued.
+            let intact = volumes
+                .first()
+                .and_then(|(_, v)| v.hash.clone())
+                .is_some_and(|(_, want)| {
+                    let mut h = <sha1::Sha1 as sha1::Digest>::new();
+                    let read = t.backend.open(&first).and_then(|mut r| {
+                        std::io::copy(&mut r, &mut HashWriter(&mut h))
+                            .map_err(|e| Error::io(&first, e))
+                    });
+                    read.is_ok() && hex::encode(sha1::Digest::finalize(h)) == want
+                });
+            if intact || matches!(e, Error::WrongPassphrase) {
+                return Err(Error::WrongPassphrase);
+            }
+            return give_up(&format!("volume 1 is damaged: {e}"));
+        }
+    }
+    // Signatures the interrupted run uploaded before its manifest would
+    // make the chain look longer than it is; the resumed run writes them
+    // again.
+    for n in &remote {
+        if crate::naming::parse(n, prefixes)
+            .is_some_and(|p| same_set(&p) && p.kind == FileType::Signature)
+        {
+            t.backend.delete(n)?;
+            if let Some(l) = Cache::local_name(n, prefixes) {
+                let _ = std::fs::remove_file(t.cache.path(&l));
+            }
+        }
     }
     Ok(Some(backup::Resume {
         set: crate::naming::ParsedName {

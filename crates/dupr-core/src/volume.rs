@@ -73,6 +73,20 @@ struct Skip {
     journal: PathBuf,
 }
 
+impl Skip {
+    fn check_nothing_missing(&mut self) -> Result<()> {
+        if let Some((_, ix)) = read_record(&mut self.old) {
+            let ix = Index::from_bytes(ix);
+            if ix <= self.until.0 {
+                return Err(crate::Error::ResumeInvalid(format!(
+                    "{ix} is stored but no longer in the source"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether block (index, chunk) was stored by a run that stopped after `until`.
 fn at_or_before(index: &Index, chunk: Option<u64>, until: &(Index, Option<u64>)) -> bool {
     match index.cmp(&until.0) {
@@ -171,8 +185,11 @@ impl<'a> VolumeWriter<'a> {
             return Ok(false);
         };
         if !at_or_before(&b.index, b.chunk, &skip.until) {
-            // Past the resume point: the new journal now holds every old
-            // record, so it replaces the old one.
+            // Past the resume point. An old record still at or before it is
+            // an entry the stored volumes hold that the source lost.
+            skip.check_nothing_missing()?;
+            // The new journal now holds every old record, so it replaces
+            // the old one.
             if let Some(j) = self.journal.as_mut() {
                 j.out.flush().ctx(&j.path)?;
                 std::fs::rename(&j.path, &skip.journal).ctx(&skip.journal)?;
@@ -288,10 +305,10 @@ impl<'a> VolumeWriter<'a> {
         mut self,
         on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
     ) -> Result<(u32, u64)> {
-        if self.skip.is_some() {
+        if let Some(mut skip) = self.skip.take() {
             // The whole stream was stored before the interruption; nothing
-            // follows the last stored volume.
-            self.skip = None;
+            // follows the last stored volume, unless the source lost some.
+            skip.check_nothing_missing()?;
             return Ok((self.num, self.stored));
         }
         if self.cur.is_none() && self.num == 0 {
