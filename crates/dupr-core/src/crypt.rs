@@ -807,14 +807,8 @@ impl Encoder {
                 // What is still queued for the encryption thread will be
                 // stored too; count it at the ratio seen so far.
                 let stored = self.count.load(Ordering::Relaxed);
-                let consumed = g.consumed.load(Ordering::Relaxed).max(1);
-                let in_flight = (g.pushed + g.buf.len() as u64).saturating_sub(consumed);
-                let ratio = if stored == 0 {
-                    1.0
-                } else {
-                    (stored as f64 / consumed as f64).min(1.1)
-                };
-                stored + (in_flight as f64 * ratio) as u64
+                let consumed = g.consumed.load(Ordering::Relaxed);
+                crate::stream::estimate(stored, consumed, g.pushed + g.buf.len() as u64)
             }
         }
     }

@@ -314,18 +314,12 @@ impl FastEncoder {
         })
     }
 
-    /// Estimated stored size: bytes written plus what is still in flight,
+    /// Estimated stored size: all input so far at the output/input ratio,
     /// scaled by the compression ratio so far (volume boundaries need it).
     pub fn stored_estimate(&self) -> u64 {
         let stored = self.stored.load(Ordering::Relaxed);
         let consumed = self.consumed.load(Ordering::Relaxed).max(1);
-        let in_flight = self.pushed.saturating_sub(consumed) + self.buf.len() as u64;
-        let ratio = if stored == 0 {
-            1.0
-        } else {
-            (stored as f64 / consumed as f64).min(1.1)
-        };
-        stored + (in_flight as f64 * ratio) as u64
+        estimate(stored, consumed, self.pushed + self.buf.len() as u64)
     }
 
     fn send(&mut self) -> io::Result<()> {
@@ -652,4 +646,19 @@ mod tests {
             assert!(r.is_err() || r.unwrap() != d);
         }
     }
+}
+
+/// The stored size of `total` input bytes, `stored` of output having come
+/// from (at most) `consumed` of them. The stages hold a block or more of
+/// input before any output appears, so until a few MiB are out the ratio is
+/// unreliable (it reads far too low) and 1.0 is assumed: a volume then ends
+/// near `--volsize` for incompressible data and early, never late, for
+/// compressible data.
+pub fn estimate(stored: u64, consumed: u64, total: u64) -> u64 {
+    let ratio = if stored < 4 << 20 {
+        1.0
+    } else {
+        (stored as f64 / consumed.max(1) as f64).min(1.1)
+    };
+    ((total as f64 * ratio) as u64).max(stored)
 }
