@@ -497,6 +497,21 @@ fn store_stage(
     Ok((file, hex::encode(sha.finalize())))
 }
 
+/// The stored size of `total` input bytes, `stored` of output having come
+/// from (at most) `consumed` of them. The stages hold a block or more of
+/// input before any output appears, so until a few MiB are out the ratio is
+/// unreliable (it reads far too low) and 1.0 is assumed: a volume then ends
+/// near `--volsize` for incompressible data and early, never late, for
+/// compressible data.
+pub fn estimate(stored: u64, consumed: u64, total: u64) -> u64 {
+    let ratio = if stored < 4 << 20 {
+        1.0
+    } else {
+        (stored as f64 / consumed.max(1) as f64).min(1.1)
+    };
+    ((total as f64 * ratio) as u64).max(stored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,19 +661,4 @@ mod tests {
             assert!(r.is_err() || r.unwrap() != d);
         }
     }
-}
-
-/// The stored size of `total` input bytes, `stored` of output having come
-/// from (at most) `consumed` of them. The stages hold a block or more of
-/// input before any output appears, so until a few MiB are out the ratio is
-/// unreliable (it reads far too low) and 1.0 is assumed: a volume then ends
-/// near `--volsize` for incompressible data and early, never late, for
-/// compressible data.
-pub fn estimate(stored: u64, consumed: u64, total: u64) -> u64 {
-    let ratio = if stored < 4 << 20 {
-        1.0
-    } else {
-        (stored as f64 / consumed.max(1) as f64).min(1.1)
-    };
-    ((total as f64 * ratio) as u64).max(stored)
 }
