@@ -320,7 +320,7 @@ fn backup_with_cache(env: &Env, cache: &Path) -> Output {
 #[test]
 fn two_runs_with_different_caches_exclude_each_other() {
     let env = Env::new();
-    write_tree(&env.src(), 30, 400_000);
+    write_tree(&env.src(), 60, 400_000);
     let cache_b = env.path().join("cache-b");
     let mut a = spawn_backup(&env, &env.cache(), &[]);
     wait_for("the lock object", || lock_object(&env).exists());
@@ -344,7 +344,7 @@ fn two_runs_with_different_caches_exclude_each_other() {
 #[test]
 fn pid_record_lock_where_fcntl_fails() {
     let env = Env::new();
-    write_tree(&env.src(), 30, 400_000);
+    write_tree(&env.src(), 60, 400_000);
     // A live holder refuses a second run on the same cache (the fallback is
     // forced in both through the environment).
     let mut a = Command::new(dupr_bin())
