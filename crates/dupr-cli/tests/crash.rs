@@ -292,36 +292,13 @@ fn copy_tree(from: &Path, to: &Path) {
 struct Archive {
     env: Env,
     enc: bool,
-    gnupg: PathBuf,
-}
-
-impl Drop for Archive {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.gnupg)
-            .args(["--kill", "gpg-agent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn out_text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        lossy(&o.stdout),
-        lossy(&o.stderr)
-    )
+    gnupg: GpgHome,
 }
 
 impl Archive {
     fn new(enc: bool) -> Archive {
         let env = Env::new();
-        let gnupg = env.path().join("gnupg");
-        fs::create_dir(&gnupg).unwrap();
-        chmod(&gnupg, 0o700);
+        let gnupg = GpgHome::new(env.path());
         Archive { env, enc, gnupg }
     }
 

@@ -27,7 +27,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -51,15 +51,13 @@ enum Mode {
 struct Ctx {
     env: Env,
     mode: Mode,
-    gnupg: PathBuf,
+    gnupg: GpgHome,
 }
 
 impl Ctx {
     fn new(mode: Mode) -> Ctx {
         let env = Env::new();
-        let gnupg = env.path().join("gnupg");
-        fs::create_dir(&gnupg).unwrap();
-        chmod(&gnupg, 0o700);
+        let gnupg = GpgHome::new(env.path());
         Ctx { env, mode, gnupg }
     }
 
@@ -203,19 +201,6 @@ impl Ctx {
             snap.display()
         );
         snap
-    }
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        // Stop the gpg-agent (if any) that gpg started for our private home.
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.gnupg)
-            .args(["--kill", "gpg-agent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

@@ -46,36 +46,13 @@ enum Mode {
 struct Ctx {
     env: Env,
     mode: Mode,
-    gnupg: PathBuf,
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.gnupg)
-            .args(["--kill", "gpg-agent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn out_text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        lossy(&o.stdout),
-        lossy(&o.stderr)
-    )
+    gnupg: GpgHome,
 }
 
 impl Ctx {
     fn new(mode: Mode) -> Ctx {
         let env = Env::new();
-        let gnupg = env.path().join("gnupg");
-        fs::create_dir(&gnupg).unwrap();
-        chmod(&gnupg, 0o700);
+        let gnupg = GpgHome::new(env.path());
         Ctx { env, mode, gnupg }
     }
 

@@ -111,6 +111,9 @@ pub struct VolumeWriter<'a> {
     /// Bytes stored in the finished volumes.
     pub stored: u64,
     cur: Option<Open>,
+    /// Stored/plain ratio of the last finished volume (1.0 before one):
+    /// the codec's own count lags by what its stages hold.
+    ratio: f64,
     journal: Option<Journal>,
     skip: Option<Skip>,
 }
@@ -149,6 +152,7 @@ impl<'a> VolumeWriter<'a> {
             num: 0,
             stored: 0,
             cur: None,
+            ratio: 1.0,
             journal: None,
             skip: None,
         }
@@ -239,7 +243,8 @@ impl<'a> VolumeWriter<'a> {
             j.record(&b.index, key)?;
         }
         if let Some(cur) = &self.cur {
-            if self.target.saturating_sub(cur.enc.stored_bytes()) < 65536 {
+            let est = ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
+            if self.target.saturating_sub(est) < 65536 {
                 self.close(on_volume)?;
             }
         }
@@ -283,6 +288,9 @@ impl<'a> VolumeWriter<'a> {
         cur.enc.write_all(&vec![0u8; pad]).ctx(&cur.tmp)?;
         let w = cur.enc.finish().ctx(&cur.tmp)?;
         self.stored += w.size;
+        if cur.plain_len > 1 << 20 {
+            self.ratio = (w.size as f64 / cur.plain_len as f64).clamp(0.01, 1.1);
+        }
         let name = self.volume_name(self.num);
         self.backend.put(&cur.tmp, &name)?;
         if let Some(j) = self.journal.as_mut() {

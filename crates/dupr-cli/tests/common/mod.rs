@@ -884,3 +884,58 @@ pub fn dupr_without_dac_override(env: &Env) -> Option<Command> {
     c.current_dir(env.path());
     Some(c)
 }
+
+/// A private GNUPGHOME (mode 700) for a test; the gpg-agent started for it
+/// is stopped when it is dropped.
+pub struct GpgHome(PathBuf);
+
+impl GpgHome {
+    /// `<dir>/gnupg`, created.
+    pub fn new(dir: &Path) -> GpgHome {
+        let p = dir.join("gnupg");
+        fs::create_dir(&p).unwrap();
+        chmod(&p, 0o700);
+        GpgHome(p)
+    }
+}
+
+impl std::ops::Deref for GpgHome {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<OsStr> for GpgHome {
+    fn as_ref(&self) -> &OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl AsRef<Path> for GpgHome {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.0)
+            .args(["--kill", "gpg-agent"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A command's exit status and both streams, for assertion messages.
+pub fn out_text(o: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        lossy(&o.stdout),
+        lossy(&o.stderr)
+    )
+}
