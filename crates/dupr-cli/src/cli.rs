@@ -538,6 +538,21 @@ pub struct CompatOpts {
     pub help_urls: bool,
 }
 
+/// Every option spelling (`--volsize`, `-t`) and whether it takes a value,
+/// read from the built parser (only a built one knows each arity).
+pub fn option_arity() -> std::collections::BTreeMap<String, bool> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = std::collections::BTreeMap::new();
+    for a in cmd.get_arguments() {
+        let takes = a.get_num_args().is_some_and(|n| n.takes_values())
+            && !matches!(a.get_action(), ArgAction::SetTrue | ArgAction::Count);
+        out.extend(a.get_long().map(|l| (format!("--{l}"), takes)));
+        out.extend(a.get_short().map(|c| (format!("-{c}"), takes)));
+    }
+    out
+}
+
 /// The selection options in command-line order (duplicity's rule: the first
 /// that matches wins), as the engine's [`Spec`].
 pub fn selection_spec(m: &ArgMatches, now: i64) -> Result<Spec, String> {

@@ -381,22 +381,9 @@ fn canonical_source(arg: &OsString) -> PathBuf {
 fn passthrough(argv: &[OsString]) -> Vec<OsString> {
     const OWN_VALUED: &[&str] = &["-p", "--profile", "-c", "--config", "--max-age", "--every"];
     const OWN_FLAGS: &[&str] = &["--preview", "--cron"];
-    let mut cmd = Cli::command();
-    cmd.build();
-    let valued: std::collections::BTreeSet<String> = cmd
-        .get_arguments()
-        .filter(|a| {
-            a.get_num_args().is_some_and(|n| n.takes_values())
-                && !matches!(
-                    a.get_action(),
-                    clap::ArgAction::SetTrue | clap::ArgAction::Count
-                )
-        })
-        .flat_map(|a| {
-            let mut v: Vec<String> = a.get_long().map(|l| format!("--{l}")).into_iter().collect();
-            v.extend(a.get_short().map(|c| format!("-{c}")));
-            v
-        })
+    let valued: std::collections::BTreeSet<String> = cli::option_arity()
+        .into_iter()
+        .filter_map(|(k, takes)| takes.then_some(k))
         .collect();
     let mut out = Vec::new();
     let mut it = argv.iter().skip(1);

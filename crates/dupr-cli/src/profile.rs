@@ -214,18 +214,9 @@ fn private(path: &Path, what: &str) -> Result<()> {
 
 /// The long options of dupr's parser, and whether each takes a value.
 fn long_options() -> BTreeMap<String, bool> {
-    // Built, so every argument knows how many values it takes.
-    let mut cmd = Cli::command();
-    cmd.build();
-    cmd.get_arguments()
-        .filter_map(|a| {
-            let takes = a.get_num_args().is_some_and(|n| n.takes_values())
-                && !matches!(
-                    a.get_action(),
-                    clap::ArgAction::SetTrue | clap::ArgAction::Count
-                );
-            a.get_long().map(|l| (l.to_string(), takes))
-        })
+    crate::cli::option_arity()
+        .into_iter()
+        .filter_map(|(k, takes)| k.strip_prefix("--").map(|l| (l.to_string(), takes)))
         .collect()
 }
 

@@ -29,6 +29,23 @@ impl BackupSet {
         self.set_type == SetType::Full
     }
 
+    /// The signature files among `names` that belong to this set.
+    pub fn sig_files(&self, names: &[String], prefixes: &Prefixes) -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| {
+                naming::parse(n, prefixes).is_some_and(|p| {
+                    p.kind == FileType::Signature
+                        && !p.partial
+                        && p.set == self.set_type
+                        && p.start == self.start
+                        && p.end == self.end
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Every remote file of this set.
     pub fn files(&self) -> Vec<String> {
         self.volumes

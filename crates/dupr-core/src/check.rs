@@ -14,7 +14,7 @@ use crate::crypt::{self, Codec, Crypto};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
 use crate::manifest::VolumeInfo;
-use crate::naming::{self, FileType, Prefixes};
+use crate::naming::{self, Prefixes};
 use crate::sigtar::SigtarReader;
 use std::sync::Arc;
 
@@ -212,24 +212,14 @@ fn set_paths(
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
 ) -> Result<Vec<Index>> {
-    let sig = names
-        .iter()
-        .find(|n| {
-            naming::parse(n, prefixes).is_some_and(|p| {
-                p.kind == FileType::Signature
-                    && !p.partial
-                    && p.set == set.set_type
-                    && p.start == set.start
-                    && p.end == set.end
-            })
-        })
-        .ok_or_else(|| Error::BadSignature {
-            name: format!(
-                "signatures of the set at {}",
-                crate::time::to_filename(set.end)
-            ),
-            reason: "missing".into(),
-        })?;
+    let sigs = set.sig_files(names, prefixes);
+    let sig = sigs.first().ok_or_else(|| Error::BadSignature {
+        name: format!(
+            "signatures of the set at {}",
+            crate::time::to_filename(set.end)
+        ),
+        reason: "missing".into(),
+    })?;
     let local = Cache::local_name(sig, prefixes).map(|l| cache.path(&l));
     let reader: Box<dyn Read + Send> = match local.filter(|p| p.exists()) {
         Some(p) => crypt::decoder(std::fs::File::open(&p).ctx(&p)?, &Codec::GZIP)?,

@@ -829,25 +829,6 @@ pub struct RemovalReport {
     pub text: String,
 }
 
-fn sig_files_of(
-    set: &crate::chain::BackupSet,
-    names: &[String],
-    prefixes: &Prefixes,
-) -> Vec<String> {
-    names
-        .iter()
-        .filter(|n| {
-            crate::naming::parse(n, prefixes).is_some_and(|p| {
-                p.kind == crate::naming::FileType::Signature
-                    && p.set == set.set_type
-                    && p.start == set.start
-                    && p.end == set.end
-            })
-        })
-        .cloned()
-        .collect()
-}
-
 /// Delete (with `force`) or list what `policy` selects, remote files first,
 /// newest incrementals before their full, then the matching cache files.
 pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport> {
@@ -862,7 +843,7 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
         doomed.extend(s.manifest.clone());
         doomed.extend(s.jsonstat.clone());
         doomed.extend(s.volumes.values().cloned());
-        doomed.extend(sig_files_of(s, &names, prefixes));
+        doomed.extend(s.sig_files(&names, prefixes));
     };
     let cutoff = |n: usize| -> Option<Timestamp> {
         if n == 0 || c.chains.len() < n {
