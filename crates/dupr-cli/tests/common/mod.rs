@@ -10,6 +10,8 @@
 //!   comparison of two trees.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
