@@ -898,14 +898,6 @@ pub fn warn_ignored(cli: &Cli) {
             "--short-filenames is ignored: dupr writes long names (it reads short ones)",
         ),
         (
-            c.s3_european_buckets,
-            "--s3-european-buckets is ignored: give the region with --s3-region-name",
-        ),
-        (
-            c.s3_use_new_style,
-            "--s3-use-new-style is ignored: the bucket style follows the endpoint",
-        ),
-        (
             c.s3_multipart_max_timeout.is_some(),
             "--s3-multipart-max-timeout is ignored: use --timeout",
         ),
@@ -929,12 +921,104 @@ pub fn warn_ignored(cli: &Cli) {
             b.par2_redundancy.is_some() || b.par2_volumes.is_some() || b.par2_options.is_some(),
             "--par2-* options are ignored: dupr does not write par2 recovery files",
         ),
+        (
+            b.ssh_askpass || b.scp_command.is_some() || b.sftp_command.is_some(),
+            "--ssh-askpass, --scp-command and --sftp-command are ignored: dupr talks SFTP itself through the system ssh (keys and agent)",
+        ),
+        (
+            b.rsync_options.is_some() || b.ftp_passive || b.ftp_regular,
+            "--rsync-options and --ftp-* are ignored: dupr has no rsync or FTP backend",
+        ),
+        (
+            b.imap_full_address || b.imap_mailbox.is_some(),
+            "--imap-* options are ignored: dupr has no IMAP backend",
+        ),
+        (
+            b.azure_blob_tier.is_some()
+                || b.azure_max_single_put_size.is_some()
+                || b.azure_max_block_size.is_some()
+                || b.azure_max_connections.is_some(),
+            "--azure-* options are ignored: use --concurrency for parallel transfers",
+        ),
+        (
+            b.b2_hide_files
+                || b.cf_backend.is_some()
+                || b.swift_storage_policy.is_some()
+                || b.mp_segment_size.is_some()
+                || b.mf_purge
+                || b.idr_fakeroot.is_some()
+                || b.s3_kms_grant.is_some(),
+            "backend options of services dupr does not serve this way (--b2-hide-files, --cf-backend, --swift-storage-policy, --mp-*, --mf-purge, --idr-fakeroot, --s3-kms-grant) are ignored",
+        ),
     ];
     for (on, msg) in list {
         if *on {
             tracing::warn!("{msg}");
         }
     }
+}
+
+/// The storage options, from duplicity's backend flags.
+pub fn backend_options(
+    cli: &Cli,
+    tempdir: &std::path::Path,
+) -> anyhow::Result<dupr_core::backend::BackendOptions> {
+    use dupr_core::backend::{remote::SseMode, BackendOptions, S3Options};
+    let b = &cli.backend;
+    let classes = [
+        (b.s3_use_rrs, "REDUCED_REDUNDANCY"),
+        (b.s3_use_ia, "STANDARD_IA"),
+        (b.s3_use_onezone_ia, "ONEZONE_IA"),
+        (b.s3_use_glacier, "GLACIER"),
+        (b.s3_use_glacier_ir, "GLACIER_IR"),
+        (b.s3_use_deep_archive, "DEEP_ARCHIVE"),
+    ];
+    let sse = if b.s3_use_server_side_kms_encryption {
+        let Some(id) = b.s3_kms_key_id.clone() else {
+            anyhow::bail!("--s3-use-server-side-kms-encryption needs the key id (--s3-kms-key-id)");
+        };
+        Some(SseMode::Kms(id))
+    } else if b.s3_use_server_side_encryption {
+        Some(SseMode::Aes256)
+    } else {
+        None
+    };
+    let mut headers = Vec::new();
+    if let Some(csv) = &b.webdav_headers {
+        let f: Vec<&str> = csv.split(',').map(str::trim).collect();
+        if f.len() % 2 != 0 {
+            anyhow::bail!("--webdav-headers wants NAME,VALUE pairs separated by commas");
+        }
+        for pair in f.chunks(2) {
+            headers.push((pair[0].to_string(), pair[1].to_string()));
+        }
+    }
+    Ok(BackendOptions {
+        num_retries: cli.general.num_retries,
+        retry_delay: std::time::Duration::from_secs_f64(cli.general.backend_retry_delay as f64),
+        timeout: std::time::Duration::from_secs(cli.general.timeout.max(1)),
+        concurrency: cli.backup.concurrency.max(1),
+        tempdir: tempdir.to_path_buf(),
+        s3: S3Options {
+            endpoint_url: b.s3_endpoint_url.clone(),
+            region_name: b.s3_region_name.clone(),
+            unencrypted_connection: b.s3_unencrypted_connection,
+            use_new_style: cli.compat.s3_use_new_style,
+            european_buckets: cli.compat.s3_european_buckets,
+            storage_class: classes
+                .iter()
+                .find(|(on, _)| *on)
+                .map(|(_, c)| c.to_string()),
+            sse,
+        },
+        s3_multipart_chunk_size: b.s3_multipart_chunk_size.unwrap_or(20).max(5) << 20,
+        s3_multipart_max_procs: b.s3_multipart_max_procs.unwrap_or(4).max(1) as usize,
+        ssh_options: b.ssh_options.clone(),
+        ssl_cacert_file: b.ssl_cacert_file.clone(),
+        ssl_cacert_path: b.ssl_cacert_path.clone(),
+        ssl_no_check_certificate: b.ssl_no_check_certificate,
+        webdav_headers: headers,
+    })
 }
 
 /// A URL is anything like `scheme://`.

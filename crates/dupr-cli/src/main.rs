@@ -309,6 +309,12 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
             None => Codec::GZIP,
         }
     };
+    let tempdir = cli
+        .general
+        .tempdir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let backend = cli::backend_options(cli, &tempdir)?;
     Ok(Settings {
         url,
         archive_dir: cli.general.archive_dir.clone(),
@@ -322,12 +328,9 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
             signature: cli.backup.file_prefix_signature.clone(),
             jsonstat: cli.backup.file_prefix_jsonstat.clone(),
         },
-        tempdir: cli
-            .general
-            .tempdir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir),
+        tempdir,
         check_remote: !cli.general.no_check_remote,
+        backend,
     })
 }
 

@@ -49,6 +49,8 @@ pub struct BackupConfig {
     pub skip_if_no_change: bool,
     /// Store the statistics with the set (duplicity 3's `--jsonstat`).
     pub jsonstat: bool,
+    /// Volumes uploaded at once.
+    pub concurrency: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -580,7 +582,7 @@ pub fn journal_name(set: &ParsedName, prefixes: &Prefixes) -> String {
 /// on top of the given signature state; or the rest of an interrupted one.
 pub fn run_backup(
     cfg: &BackupConfig,
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     cache: &Cache,
     walker: Walker<'_>,
     plan: Plan,
@@ -594,7 +596,7 @@ pub fn run_backup(
         if cfg.skip_if_no_change && incremental && unchanged && !cfg.dry_run {
             tracing::warn!("Skipped the incremental: nothing has changed");
             if let Some(set) = started.take() {
-                discard_set(backend, cache, &set, &cfg.prefixes);
+                discard_set(backend.as_ref(), cache, &set, &cfg.prefixes);
             }
             stats.skipped = true;
             stats.volumes = 0;
@@ -605,7 +607,7 @@ pub fn run_backup(
         if let Some(set) = started {
             // A failed run leaves nothing behind: no volumes of a set that
             // will never get its manifest, no half-written cache files.
-            discard_set(backend, cache, &set, &cfg.prefixes);
+            discard_set(backend.as_ref(), cache, &set, &cfg.prefixes);
         }
     }
     r
@@ -634,7 +636,7 @@ pub fn discard_set(backend: &dyn Backend, cache: &Cache, set: &ParsedName, prefi
 
 fn write_set(
     cfg: &BackupConfig,
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     cache: &Cache,
     walker: Walker<'_>,
     plan: Plan,
@@ -769,6 +771,7 @@ fn write_set(
             let rx = rx;
             let vw = VolumeWriter::new(
                 backend,
+                cfg.concurrency,
                 staging.clone(),
                 cfg.codec.clone(),
                 set,

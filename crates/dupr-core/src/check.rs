@@ -162,8 +162,7 @@ fn read_volume(
             let tmp = opts
                 .tempdir
                 .join(format!(".dupr-check.{}", std::process::id()));
-            let mut f = std::fs::File::create(&tmp).ctx(&tmp)?;
-            std::io::copy(&mut backend.open(name)?, &mut f).ctx(&tmp)?;
+            backend.get(name, &tmp)?;
             (tmp.clone(), Some(tmp))
         }
     };

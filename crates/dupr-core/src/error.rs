@@ -70,7 +70,12 @@ pub enum Error {
     #[error(transparent)]
     Select(#[from] crate::select::SelectError),
     #[error("backend {url}: {reason}")]
-    Backend { url: String, reason: String },
+    Backend {
+        url: String,
+        reason: String,
+        /// Worth retrying (a timeout, a 5xx), unlike a refused permission.
+        transient: bool,
+    },
 }
 
 impl Error {
@@ -79,6 +84,17 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// A storage error that a retry may cure.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// duplicity's exit code for this error (reference section 10.5).

@@ -169,7 +169,7 @@ impl Drop for RunLock {
 /// crash or a sleeping laptop never wedges later runs.
 pub struct TargetLock {
     record: Record,
-    url: String,
+    backend: std::sync::Arc<dyn crate::backend::Backend>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     beat: Option<std::thread::JoinHandle<()>>,
 }
@@ -241,8 +241,7 @@ impl TargetLock {
     /// Take the target's lock for a run using `cache_dir`; `url` must
     /// name the same target as `backend` (the heartbeat opens its own).
     pub fn acquire(
-        backend: &dyn crate::backend::Backend,
-        url: &str,
+        backend: std::sync::Arc<dyn crate::backend::Backend>,
         cache_dir: &Path,
     ) -> Result<TargetLock> {
         let now = crate::time::now();
@@ -255,7 +254,7 @@ impl TargetLock {
             started: now,
             heartbeat: now,
         };
-        if let Some(held) = read_record(backend) {
+        if let Some(held) = read_record(backend.as_ref()) {
             // Same host and cache: its owner is dead, since we hold the
             // cache's lock. Otherwise it counts until it goes stale.
             let ours = held.host == me.host && held.cache == me.cache;
@@ -278,10 +277,10 @@ impl TargetLock {
                 );
             }
         }
-        write_record(backend, cache_dir, &me)?;
+        write_record(backend.as_ref(), cache_dir, &me)?;
         // Two runs that both found no lock: the later write wins, the
         // other sees it and backs off.
-        match read_record(backend) {
+        match read_record(backend.as_ref()) {
             Some(r) if r.same_run(&me) => {}
             other => {
                 return Err(Error::TargetBusy {
@@ -294,13 +293,10 @@ impl TargetLock {
         }
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let beat = {
-            let url = url.to_string();
+            let b = backend.clone();
             let staging = cache_dir.to_path_buf();
             let mut rec = me.clone();
             std::thread::spawn(move || {
-                let Ok(b) = crate::backend::from_url(&url) else {
-                    return;
-                };
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
                 {
@@ -311,7 +307,7 @@ impl TargetLock {
         };
         Ok(TargetLock {
             record: me,
-            url: url.to_string(),
+            backend,
             stop: Some(tx),
             beat: Some(beat),
         })
@@ -324,10 +320,9 @@ impl Drop for TargetLock {
         if let Some(t) = self.beat.take() {
             let _ = t.join();
         }
-        if let Ok(b) = crate::backend::from_url(&self.url) {
-            if read_record(b.as_ref()).is_some_and(|r| r.same_run(&self.record)) {
-                let _ = b.delete(TARGET_LOCK);
-            }
+        let b = self.backend.as_ref();
+        if read_record(b).is_some_and(|r| r.same_run(&self.record)) {
+            let _ = b.delete(TARGET_LOCK);
         }
     }
 }

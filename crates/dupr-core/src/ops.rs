@@ -37,17 +37,19 @@ pub struct Settings {
     /// Compare the target's manifests with the cache's before building on
     /// them (`--no-check-remote` turns it off).
     pub check_remote: bool,
+    /// Retries, timeouts, parallelism and service options.
+    pub backend: backend::BackendOptions,
 }
 
 pub struct Target {
-    pub backend: Box<dyn Backend>,
+    pub backend: Arc<dyn Backend>,
     pub cache: Cache,
     pub settings: Settings,
 }
 
 impl Target {
     pub fn open(settings: Settings) -> Result<Self> {
-        let backend = backend::from_url(&settings.url)?;
+        let backend = backend::open(&settings.url, &settings.backend)?;
         let cache = Cache::open(
             settings.archive_dir.as_deref(),
             settings.name.as_deref(),
@@ -62,11 +64,7 @@ impl Target {
 
     /// The target's lock object, for runs that write to it.
     pub fn lock_target(&self) -> Result<crate::lock::TargetLock> {
-        crate::lock::TargetLock::acquire(
-            self.backend.as_ref(),
-            &self.settings.url,
-            self.cache.dir(),
-        )
+        crate::lock::TargetLock::acquire(self.backend.clone(), self.cache.dir())
     }
 
     pub fn collection(&self) -> Result<(Vec<String>, Collection)> {
@@ -145,6 +143,7 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
         files_changed: req.files_changed,
         skip_if_no_change: req.skip_if_no_change,
         jsonstat: req.jsonstat,
+        concurrency: t.settings.backend.concurrency,
     };
     // Backups must not include their own target or cache (matched by
     // device and inode, without resolving every path).
@@ -214,21 +213,14 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
     }
     let resuming = resume.is_some();
     let incremental = matches!(the_plan, Plan::Incremental { .. });
-    let r = backup::run_backup(
-        &cfg,
-        t.backend.as_ref(),
-        &t.cache,
-        walker()?,
-        the_plan,
-        resume,
-    );
+    let r = backup::run_backup(&cfg, &t.backend, &t.cache, walker()?, the_plan, resume);
     let stats = match r {
         Err(Error::ResumeInvalid(why)) if resuming => {
             // The source changed under the stored volumes: start the set
             // over (run_backup removed the interrupted one).
             tracing::warn!("Cannot resume the interrupted backup ({why}); starting it over");
             let p = plan(t)?;
-            backup::run_backup(&cfg, t.backend.as_ref(), &t.cache, walker()?, p, None)?
+            backup::run_backup(&cfg, &t.backend, &t.cache, walker()?, p, None)?
         }
         r => r?,
     };

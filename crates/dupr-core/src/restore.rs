@@ -182,16 +182,14 @@ impl<'a> SetStream<'a> {
                 (p, None)
             }
             None => {
+                // Start the volumes after this one downloading meanwhile.
+                let ahead: Vec<String> = self.vols.iter().take(4).map(|v| v.name.clone()).collect();
+                self.backend.prefetch(&ahead);
                 self.seq += 1;
                 let tmp =
                     self.tempdir
                         .join(format!(".dupr-vol.{}.{}", std::process::id(), self.seq));
-                let mut r = self.backend.open(&v.name)?;
-                let mut f = File::create(&tmp).ctx(&tmp)?;
-                io::copy(&mut r, &mut f).map_err(|e| Error::Backend {
-                    url: self.backend.display_url(),
-                    reason: format!("download of {}: {e}", v.name),
-                })?;
+                self.backend.get(&v.name, &tmp)?;
                 (tmp.clone(), Some(tmp))
             }
         };

@@ -2,9 +2,16 @@
 //! closed on whole entries and ended with NULs to a 10240-byte record, as
 //! duplicity 3.x does. Each finished volume is handed to the backend and
 //! recorded (index range + SHA-1) for the manifest.
+//!
+//! Uploads run on `--concurrency` worker threads while the next volume is
+//! built; volumes are recorded in order, each once it and all before it are
+//! stored, so the partial manifest only ever lists stored volumes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::crypt::{Codec, Encoder};
@@ -100,8 +107,69 @@ fn at_or_before(index: &Index, chunk: Option<u64>, until: &(Index, Option<u64>))
     }
 }
 
-pub struct VolumeWriter<'a> {
-    backend: &'a dyn Backend,
+/// Worker threads that upload finished volumes.
+struct Uploader {
+    jobs: Option<crossbeam_channel::Sender<(u32, PathBuf, String)>>,
+    /// (volume, result); None for an upload cancelled after another failed.
+    done: crossbeam_channel::Receiver<(u32, Option<Result<()>>)>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Uploader {
+    fn new(backend: Arc<dyn Backend>, n: usize) -> Uploader {
+        let (jobs, rx) = crossbeam_channel::bounded::<(u32, PathBuf, String)>(1);
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let workers = (0..n.max(1))
+            .map(|_| {
+                let (rx, done_tx, b, cancel) =
+                    (rx.clone(), done_tx.clone(), backend.clone(), cancel.clone());
+                std::thread::spawn(move || {
+                    for (num, tmp, name) in rx.iter() {
+                        let r = if cancel.load(Ordering::Relaxed) {
+                            let _ = std::fs::remove_file(&tmp);
+                            None
+                        } else {
+                            let r = b.put(&tmp, &name);
+                            if r.is_err() {
+                                cancel.store(true, Ordering::Relaxed);
+                                let _ = std::fs::remove_file(&tmp);
+                            }
+                            Some(r)
+                        };
+                        if done_tx.send((num, r)).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Uploader {
+            jobs: Some(jobs),
+            done,
+            workers,
+            cancel,
+        }
+    }
+
+    /// Stop: no further uploads start; wait for the running ones.
+    fn stop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+pub struct VolumeWriter {
+    uploader: Uploader,
+    /// Closed volumes whose upload has not been confirmed in order.
+    waiting: BTreeMap<u32, VolumeInfo>,
+    uploaded: BTreeSet<u32>,
+    /// The next volume to record (0: none closed yet).
+    next_record: u32,
     staging: PathBuf,
     codec: Codec,
     set: ParsedName,
@@ -126,10 +194,11 @@ struct Open {
     last: (Index, Option<u64>),
 }
 
-impl<'a> VolumeWriter<'a> {
+impl VolumeWriter {
     /// `set` names the backup set (its kind is replaced per volume).
     pub fn new(
-        backend: &'a dyn Backend,
+        backend: &Arc<dyn Backend>,
+        concurrency: usize,
         staging: PathBuf,
         codec: Codec,
         set: ParsedName,
@@ -143,7 +212,10 @@ impl<'a> VolumeWriter<'a> {
             target = target.saturating_sub(16 * 1024).max(1);
         }
         VolumeWriter {
-            backend,
+            uploader: Uploader::new(backend.clone(), concurrency),
+            waiting: BTreeMap::new(),
+            uploaded: BTreeSet::new(),
+            next_record: 0,
             staging,
             codec,
             set,
@@ -292,11 +364,10 @@ impl<'a> VolumeWriter<'a> {
             self.ratio = (w.size as f64 / cur.plain_len as f64).clamp(0.01, 1.1);
         }
         let name = self.volume_name(self.num);
-        self.backend.put(&cur.tmp, &name)?;
-        if let Some(j) = self.journal.as_mut() {
-            j.out.flush().ctx(&j.path)?;
+        if self.next_record == 0 {
+            self.next_record = self.num;
         }
-        on_volume(
+        self.waiting.insert(
             self.num,
             VolumeInfo {
                 start: cur.first.0,
@@ -305,7 +376,53 @@ impl<'a> VolumeWriter<'a> {
                 end_block: cur.last.1,
                 hash: Some(("SHA1".into(), w.sha1_hex)),
             },
-        )
+        );
+        let jobs = self.uploader.jobs.as_ref().expect("uploader running");
+        if jobs.send((self.num, cur.tmp.clone(), name)).is_err() {
+            let _ = std::fs::remove_file(&cur.tmp);
+        }
+        self.collect(false, on_volume)
+    }
+
+    /// Record the volumes whose uploads finished, in order; with `all`, wait
+    /// for every upload.
+    fn collect(
+        &mut self,
+        all: bool,
+        on_volume: &mut dyn FnMut(u32, VolumeInfo) -> Result<()>,
+    ) -> Result<()> {
+        loop {
+            let got = if all && !self.waiting.is_empty() {
+                match self.uploader.done.recv() {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        return Err(crate::Error::Usage("volume upload workers stopped".into()))
+                    }
+                }
+            } else {
+                self.uploader.done.try_recv().ok()
+            };
+            let Some((num, r)) = got else {
+                return Ok(());
+            };
+            // A cancelled upload: the failure that caused it is on its way.
+            let Some(r) = r else {
+                continue;
+            };
+            r?;
+            self.uploaded.insert(num);
+            while self.uploaded.remove(&self.next_record) {
+                if let Some(j) = self.journal.as_mut() {
+                    j.out.flush().ctx(&j.path)?;
+                }
+                let info = self
+                    .waiting
+                    .remove(&self.next_record)
+                    .expect("an uploaded volume was closed");
+                on_volume(self.next_record, info)?;
+                self.next_record += 1;
+            }
+        }
     }
 
     /// Close the last volume; returns the number of volumes and their bytes.
@@ -325,14 +442,22 @@ impl<'a> VolumeWriter<'a> {
             self.open(Index::root(), None)?;
         }
         self.close(on_volume)?;
+        let r = self.collect(true, on_volume);
+        self.uploader.stop();
+        r?;
         Ok((self.num, self.stored))
     }
 
-    /// Remove a half-written volume after a failure.
+    /// Remove a half-written volume after a failure; uploads under way end.
     pub fn abort(mut self) {
         if let Some(cur) = self.cur.take() {
             drop(cur.enc);
             let _ = std::fs::remove_file(&cur.tmp);
+        }
+        self.uploader.stop();
+        // Volumes queued but never uploaded.
+        while let Ok((_, r)) = self.uploader.done.try_recv() {
+            drop(r);
         }
     }
 }

@@ -1,9 +1,23 @@
-//! Storage backends. Every upload is complete or absent: data is written
-//! under a temporary name and renamed into place.
+//! Storage backends. Every upload is complete or absent: data goes under a
+//! temporary name and is renamed into place, or to a service whose writes
+//! are atomic; its stored size is checked before it counts as done.
+//!
+//! `file://` is served directly; every other scheme through OpenDAL
+//! ([`remote`]). Each backend is wrapped in [`retry::Retrying`] (retries
+//! with exponential backoff on transient errors, size checks), and, for
+//! tests, in [`fault::Faulty`] (`DUPR_FAULTS`).
+
+pub mod fault;
+pub mod google;
+pub mod remote;
+pub mod retry;
+pub mod url;
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -12,10 +26,27 @@ pub trait Backend: Send + Sync {
     fn display_url(&self) -> String;
     /// Names of the files at the target (not recursive).
     fn list(&self) -> Result<Vec<String>>;
-    /// Store the local file `local` as `name`; `local` is consumed.
+    /// Store the local file `local` as `name`. On success `local` may be
+    /// gone (moved into place); on failure it is left as it was.
     fn put(&self, local: &Path, name: &str) -> Result<()>;
     /// Open `name` for streaming reads.
     fn open(&self, name: &str) -> Result<Box<dyn Read + Send>>;
+    /// Download `name` whole into the local file `local`.
+    fn get(&self, name: &str, local: &Path) -> Result<()> {
+        let mut r = self.open(name)?;
+        let mut f = File::create(local).ctx(local)?;
+        std::io::copy(&mut r, &mut f).map_err(|e| Error::Backend {
+            url: self.display_url(),
+            reason: format!("download {name}: {e}"),
+            transient: true,
+        })?;
+        Ok(())
+    }
+    /// A hint that these files will be read soon (remote backends start
+    /// downloading them in the background).
+    fn prefetch(&self, _names: &[String]) {}
+    /// The stored size of `name`; None when it does not exist.
+    fn size(&self, name: &str) -> Result<Option<u64>>;
     /// A local path to `name` when the backend is a local directory, so
     /// reads need no copy.
     fn local_path(&self, name: &str) -> Option<PathBuf>;
@@ -24,27 +55,102 @@ pub trait Backend: Send + Sync {
     fn staging_dir(&self) -> Option<PathBuf>;
 }
 
+/// S3 options (duplicity's `--s3-*`).
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    pub endpoint_url: Option<String>,
+    pub region_name: Option<String>,
+    pub unencrypted_connection: bool,
+    pub use_new_style: bool,
+    pub european_buckets: bool,
+    /// STANDARD_IA, GLACIER, ... (manifests and signatures stay STANDARD
+    /// for the archive classes, as duplicity does).
+    pub storage_class: Option<String>,
+    pub sse: Option<remote::SseMode>,
+}
+
+/// How backends behave: retries, timeouts, parallelism and each service's
+/// options. Credentials come from the environment, as duplicity reads them.
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    /// Attempts after the first, for transient errors.
+    pub num_retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub retry_delay: Duration,
+    /// Connect/read inactivity limit of one request.
+    pub timeout: Duration,
+    /// Volumes uploaded or downloaded at once.
+    pub concurrency: usize,
+    /// Where downloads are staged.
+    pub tempdir: PathBuf,
+    pub s3: S3Options,
+    pub s3_multipart_chunk_size: u64,
+    pub s3_multipart_max_procs: usize,
+    pub ssh_options: Vec<String>,
+    pub ssl_cacert_file: Option<PathBuf>,
+    pub ssl_cacert_path: Option<PathBuf>,
+    pub ssl_no_check_certificate: bool,
+    pub webdav_headers: Vec<(String, String)>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            num_retries: 5,
+            retry_delay: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            concurrency: 1,
+            tempdir: std::env::temp_dir(),
+            s3: S3Options::default(),
+            s3_multipart_chunk_size: 20 << 20,
+            s3_multipart_max_procs: 4,
+            ssh_options: Vec::new(),
+            ssl_cacert_file: None,
+            ssl_cacert_path: None,
+            ssl_no_check_certificate: false,
+            webdav_headers: Vec::new(),
+        }
+    }
+}
+
+/// An environment variable, when set and not empty.
+pub(crate) fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// duplicity's backend password: `BACKEND_PASSWORD`, else 0.8's `FTP_PASSWORD`.
+pub(crate) fn password() -> Option<String> {
+    env_var("BACKEND_PASSWORD").or_else(|| env_var("FTP_PASSWORD"))
+}
+
+/// Parse a duplicity URL into a backend, with default options.
+pub fn from_url(url: &str) -> Result<Arc<dyn Backend>> {
+    open(url, &BackendOptions::default())
+}
+
 /// Parse a duplicity URL into a backend.
-pub fn from_url(url: &str) -> Result<Box<dyn Backend>> {
+pub fn open(url: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
     let bad = |reason: &str| Error::BadUrl {
         url: redact(url),
         reason: reason.to_string(),
     };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(bad("not a URL (expected scheme://…, e.g. file:///path)"));
-    };
-    match scheme {
-        "file" => {
+    let inner: Box<dyn Backend> = match url.split_once("://") {
+        Some(("file", rest)) => {
             if rest.is_empty() {
                 return Err(bad("no path"));
             }
-            Ok(Box::new(Local::new(PathBuf::from(rest), url)))
+            Box::new(Local::new(PathBuf::from(rest), url))
         }
-        s if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') && !s.is_empty() => Err(bad(
-            &format!("scheme {s:?} is not supported by this build of dupr"),
-        )),
-        _ => Err(bad("malformed scheme")),
-    }
+        _ => {
+            let u = url::Url::parse(url)?;
+            Box::new(remote::Remote::open(&u, url, opts)?)
+        }
+    };
+    let inner = match fault::Faulty::from_env(inner, opts.timeout)? {
+        Ok(f) => Box::new(f) as Box<dyn Backend>,
+        Err(b) => b,
+    };
+    Ok(Arc::new(retry::Retrying::new(inner, opts)))
 }
 
 /// Replace a password in `scheme://user:pass@host` with `***`.
@@ -128,6 +234,15 @@ impl Backend for Local {
         }
     }
 
+    fn size(&self, name: &str) -> Result<Option<u64>> {
+        let p = self.dir.join(name);
+        match std::fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
     fn local_path(&self, name: &str) -> Option<PathBuf> {
         Some(self.dir.join(name))
     }
@@ -155,6 +270,7 @@ mod tests {
         assert!(from_url("file:///tmp/x").is_ok());
         assert!(matches!(from_url("/tmp/x"), Err(Error::BadUrl { .. })));
         let e = from_url("foo://u:secret@h/p").err().unwrap().to_string();
+        assert!(e.contains("not supported"), "{e}");
         assert!(e.contains("foo") && !e.contains("secret"), "{e}");
         assert_eq!(redact("sftp://u:pw@h/x"), "sftp://u:***@h/x");
     }

@@ -1,0 +1,146 @@
+//! Retries with exponential backoff around any backend, and the check that
+//! every upload and download has the size the service reports.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Backend, BackendOptions};
+use crate::error::{Error, IoContext, Result};
+
+/// The longest wait between two attempts (unless --backend-retry-delay is
+/// longer itself).
+const MAX_DELAY: Duration = Duration::from_secs(120);
+
+pub struct Retrying {
+    inner: Box<dyn Backend>,
+    retries: u32,
+    delay: Duration,
+}
+
+impl Retrying {
+    pub fn new(inner: Box<dyn Backend>, opts: &BackendOptions) -> Self {
+        Retrying {
+            inner,
+            retries: opts.num_retries,
+            delay: opts.retry_delay,
+        }
+    }
+
+    fn run<T>(&self, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut attempt = 0u32;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < self.retries => {
+                    attempt += 1;
+                    let wait = self
+                        .delay
+                        .saturating_mul(1 << (attempt - 1).min(16))
+                        .min(MAX_DELAY.max(self.delay));
+                    tracing::warn!(
+                        "{what} failed ({e}); retry {attempt} of {} in {:.1} s",
+                        self.retries,
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                }
+                Err(e) if e.is_transient() && self.retries > 0 => {
+                    return Err(Error::Backend {
+                        url: self.inner.display_url(),
+                        reason: format!("{} (gave up after {} attempts)", reason(&e), attempt + 1),
+                        transient: true,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn mismatch(&self, what: &str, name: &str, want: u64, got: Option<u64>) -> Error {
+        Error::Backend {
+            url: self.inner.display_url(),
+            reason: match got {
+                Some(g) => format!("{what} {name}: {g} bytes arrived, the object has {want}"),
+                None => format!("{what} {name}: the object is missing afterwards"),
+            },
+            transient: true,
+        }
+    }
+}
+
+fn reason(e: &Error) -> String {
+    match e {
+        Error::Backend { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Backend for Retrying {
+    fn display_url(&self) -> String {
+        self.inner.display_url()
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        self.run("list", || self.inner.list())
+    }
+
+    fn put(&self, local: &Path, name: &str) -> Result<()> {
+        let size = std::fs::metadata(local).ctx(local)?.len();
+        self.run(&format!("upload of {name}"), || {
+            self.inner.put(local, name)?;
+            // Complete or absent: a short object must not count as stored.
+            match self.inner.size(name)? {
+                Some(s) if s == size => Ok(()),
+                got => {
+                    let e = self.mismatch("upload", name, size, got);
+                    let _ = self.inner.delete(name);
+                    Err(e)
+                }
+            }
+        })?;
+        let _ = std::fs::remove_file(local);
+        Ok(())
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn Read + Send>> {
+        self.run(&format!("download of {name}"), || self.inner.open(name))
+    }
+
+    fn get(&self, name: &str, local: &Path) -> Result<()> {
+        self.run(&format!("download of {name}"), || {
+            self.inner.get(name, local)?;
+            let got = std::fs::metadata(local).ctx(local)?.len();
+            match self.inner.size(name)? {
+                Some(s) if s == got => Ok(()),
+                Some(s) => {
+                    let _ = std::fs::remove_file(local);
+                    Err(self.mismatch("download", name, s, Some(got)))
+                }
+                None => Err(Error::MissingVolume {
+                    name: name.to_string(),
+                }),
+            }
+        })
+    }
+
+    fn prefetch(&self, names: &[String]) {
+        self.inner.prefetch(names)
+    }
+
+    fn size(&self, name: &str) -> Result<Option<u64>> {
+        self.run(&format!("stat of {name}"), || self.inner.size(name))
+    }
+
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        self.inner.local_path(name)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        self.run(&format!("delete of {name}"), || self.inner.delete(name))
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        self.inner.staging_dir()
+    }
+}
