@@ -1064,6 +1064,15 @@ impl FakeDropbox {
         }
     }
 
+    /// Value for the engine's `DUPR_HTTP_REWRITE` that sends both Dropbox
+    /// API hosts to this fake.
+    pub fn rewrite(&self) -> String {
+        format!(
+            "https://api.dropboxapi.com={b},https://content.dropboxapi.com={b}",
+            b = self.base
+        )
+    }
+
     /// Request lines as logged, e.g. `"POST /2/files/upload"`.
     pub fn requests(&self) -> Vec<String> {
         logged_requests(&self.proc)
@@ -1102,7 +1111,17 @@ impl FakeGdrive {
         }
     }
 
-    /// Request lines as logged, e.g. `"POST /upload/drive/v3/files?uploadType=multipart"`.
+    /// Value for the engine's `DUPR_HTTP_REWRITE` that sends the Drive API
+    /// and Google's OAuth token endpoint to this fake.
+    pub fn rewrite(&self) -> String {
+        format!(
+            "https://www.googleapis.com={b},https://oauth2.googleapis.com={b}",
+            b = self.base
+        )
+    }
+
+    /// Request lines as logged, with the query as sent, e.g.
+    /// `"POST /upload/drive/v3/files?uploadType=multipart"`.
     pub fn requests(&self) -> Vec<String> {
         logged_requests(&self.proc)
     }
