@@ -223,9 +223,8 @@ impl Record {
 }
 
 fn read_record(b: &dyn crate::backend::Backend) -> Option<Record> {
-    if !b.list().ok()?.iter().any(|n| n == TARGET_LOCK) {
-        return None;
-    }
+    // Asked for by name: some servers (nginx WebDAV) hide dotfiles in listings.
+    b.size(TARGET_LOCK).ok()??;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut b.open(TARGET_LOCK).ok()?, &mut text).ok()?;
     Record::parse(&text)

@@ -91,7 +91,11 @@ impl Faulty {
         };
         Error::Backend {
             url: self.inner.display_url(),
-            reason: format!("{op} {name}: {what}"),
+            reason: if name.is_empty() {
+                format!("{op}: {what}")
+            } else {
+                format!("{op} {name}: {what}")
+            },
             transient,
         }
     }

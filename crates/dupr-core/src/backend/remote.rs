@@ -403,7 +403,12 @@ impl Remote {
             .chunk(8 << 20)
             .concurrent(self.parts.min(4))
             .await
-            .map_err(|e| self.err("download", name, e))?;
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => Error::MissingVolume {
+                    name: name.to_string(),
+                },
+                _ => self.err("download", name, e),
+            })?;
         let mut stream = r
             .into_bytes_stream(..)
             .await
@@ -621,8 +626,23 @@ pub fn one_line(s: &str) -> String {
     }
 }
 
+/// `S3Error { code: "X", message: "Y", .. }` (a Debug dump) as `X: Y`.
+fn tidy_service_error(m: &str) -> String {
+    let field = |name: &str| -> Option<String> {
+        let i = m.find(&format!("{name}: \""))? + name.len() + 3;
+        let end = m[i..].find('"')?;
+        Some(m[i..i + end].to_string())
+    };
+    match (m.contains("Error {"), field("code"), field("message")) {
+        (true, Some(c), Some(msg)) if !msg.is_empty() => format!("{c}: {msg}"),
+        (true, Some(c), _) => c,
+        _ => m.to_string(),
+    }
+}
+
 pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Error {
     let cause = match e.kind() {
+        _ if e.to_string().contains("status: 404") => "not found",
         ErrorKind::PermissionDenied => "permission denied",
         ErrorKind::NotFound => "not found",
         ErrorKind::ConfigInvalid => "configuration rejected",
@@ -630,9 +650,21 @@ pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Er
         ErrorKind::Unsupported => "not supported by the service",
         _ => "failed",
     };
-    let mut msg = e.message().to_string();
-    if msg.is_empty() {
-        msg = e.to_string();
+    let full = e.to_string();
+    let mut msg = tidy_service_error(e.message());
+    if let Some(i) = full.find("status: ") {
+        // The HTTP status, from the error's context (its full dump is noise).
+        let code: String = full[i + 8..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if !code.is_empty() && !msg.contains(&code) {
+            msg = if msg.is_empty() {
+                format!("HTTP {code}")
+            } else {
+                format!("HTTP {code}: {msg}")
+            };
+        }
     }
     // The underlying cause (connection refused, DNS, TLS) is in the source chain.
     let mut src = std::error::Error::source(&e);
@@ -651,7 +683,11 @@ pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Er
     };
     Error::Backend {
         url: url.to_string(),
-        reason: format!("{what}{target}: {cause}: {}", one_line(&msg)),
+        reason: if msg.is_empty() {
+            format!("{what}{target}: {cause}")
+        } else {
+            format!("{what}{target}: {cause}: {}", one_line(&msg))
+        },
         transient: e.is_temporary() || e.kind() == ErrorKind::RateLimited,
     }
 }

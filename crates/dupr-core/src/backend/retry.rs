@@ -57,12 +57,14 @@ impl Retrying {
         }
     }
 
-    fn mismatch(&self, what: &str, name: &str, want: u64, got: Option<u64>) -> Error {
+    fn upload_mismatch(&self, name: &str, sent: u64, stored: Option<u64>) -> Error {
         Error::Backend {
             url: self.inner.display_url(),
-            reason: match got {
-                Some(g) => format!("{what} {name}: {g} bytes arrived, the object has {want}"),
-                None => format!("{what} {name}: the object is missing afterwards"),
+            reason: match stored {
+                Some(g) => {
+                    format!("upload {name}: the stored object has {g} bytes, {sent} were sent")
+                }
+                None => format!("upload {name}: the object is missing afterwards"),
             },
             transient: true,
         }
@@ -93,7 +95,7 @@ impl Backend for Retrying {
             match self.inner.size(name)? {
                 Some(s) if s == size => Ok(()),
                 got => {
-                    let e = self.mismatch("upload", name, size, got);
+                    let e = self.upload_mismatch(name, size, got);
                     let _ = self.inner.delete(name);
                     Err(e)
                 }
@@ -115,7 +117,11 @@ impl Backend for Retrying {
                 Some(s) if s == got => Ok(()),
                 Some(s) => {
                     let _ = std::fs::remove_file(local);
-                    Err(self.mismatch("download", name, s, Some(got)))
+                    Err(Error::Backend {
+                        url: self.inner.display_url(),
+                        reason: format!("download {name}: {got} bytes arrived, the object has {s}"),
+                        transient: true,
+                    })
                 }
                 None => Err(Error::MissingVolume {
                     name: name.to_string(),
