@@ -986,7 +986,7 @@ pub fn backend_options(
     let mut headers = Vec::new();
     if let Some(csv) = &b.webdav_headers {
         let f: Vec<&str> = csv.split(',').map(str::trim).collect();
-        if f.len() % 2 != 0 {
+        if !f.len().is_multiple_of(2) {
             anyhow::bail!("--webdav-headers wants NAME,VALUE pairs separated by commas");
         }
         for pair in f.chunks(2) {

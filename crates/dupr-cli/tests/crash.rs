@@ -2155,7 +2155,9 @@ fn full_killed_at_vol3() -> (Archive, Vec<u8>) {
     );
     assert!(matches!(fired, Fired::Killed(_)), "not killed");
     let left = inspect(&a, &BTreeSet::new()).unwrap();
-    assert_eq!(left.stored, 2, "{left:?}");
+    // Volume 2 is recorded once the uploader thread has stored it, which
+    // the kill at volume 3 may precede.
+    assert!(matches!(left.stored, 1 | 2), "{left:?}");
     let until = left.until.unwrap().join(&b'/');
     (a, until)
 }
@@ -2267,7 +2269,14 @@ fn wrong_passphrase_after_a_kill_is_refused_and_changes_nothing() {
     if bad.is_empty() {
         // The right passphrase resumes, and a fresh cache restores it.
         let o = a.run_ok(&args);
-        assert!(lossy(&o.stderr).contains("Resuming the interrupted backup after volume 2 "));
+        // Volume 2 counts as stored once its upload (on the uploader
+        // thread) is recorded; the kill at volume 3 may come first.
+        let e = lossy(&o.stderr);
+        assert!(
+            e.contains("Resuming the interrupted backup after volume 2 ")
+                || e.contains("Resuming the interrupted backup after volume 1 "),
+            "{e}"
+        );
         let r = a.env.path().join("restore-fresh-cache");
         let fresh = a.env.path().join("fresh-cache");
         let o = a

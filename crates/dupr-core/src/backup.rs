@@ -603,11 +603,21 @@ pub fn run_backup(
             stats.dest_size = 0;
         }
     }
-    if r.is_err() {
+    if let Err(e) = &r {
         if let Some(set) = started {
-            // A failed run leaves nothing behind: no volumes of a set that
-            // will never get its manifest, no half-written cache files.
-            discard_set(backend.as_ref(), cache, &set, &cfg.prefixes);
+            if e.is_transient() {
+                // The storage gave up for now: the stored volumes stay (with
+                // no manifest, so the set never looks complete) and the next
+                // run resumes after them.
+                tracing::warn!(
+                    "Kept the volumes stored so far; the next run resumes the backup after them"
+                );
+            } else {
+                // A failed run leaves nothing behind: no volumes of a set
+                // that will never get its manifest, no half-written cache
+                // files.
+                discard_set(backend.as_ref(), cache, &set, &cfg.prefixes);
+            }
         }
     }
     r

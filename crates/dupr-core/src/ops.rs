@@ -190,6 +190,15 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
     } else {
         Some(t.lock_target()?)
     };
+    if !cfg.dry_run && t.backend.local_path("").is_none() {
+        // Under the target lock no other dupr writes here: temporary
+        // objects (SFTP, WebDAV) are what a killed run left.
+        if let Ok(names) = t.backend.list() {
+            for n in names.iter().filter(|n| n.starts_with(".dupr-tmp.")) {
+                let _ = t.backend.delete(n);
+            }
+        }
+    }
     // An interrupted set is continued where it stopped, if it can be.
     let mut resume = if partial { find_resume(t, &cfg)? } else { None };
     // Finishing an interrupted full comes first, whatever was asked, as

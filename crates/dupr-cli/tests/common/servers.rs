@@ -259,14 +259,17 @@ impl Drop for Proc {
 
 // ------------------------------------------------------------------ tiny HTTP client
 
+/// (status, headers, body) of an HTTP reply.
+pub type HttpReply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A minimal HTTP/1.1 client (one request per connection) for readiness probes
-/// and the fakes' debug endpoints. Returns (status, headers, body).
+/// and the fakes' debug endpoints.
 pub fn http(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> io::Result<HttpReply> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| io::Error::other(format!("not an http:// URL: {url}")))?;

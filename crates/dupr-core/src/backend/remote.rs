@@ -152,7 +152,7 @@ fn kv(pairs: &[(&str, &str)]) -> Kv {
 /// One service with its config, before the operator is built.
 struct Spec {
     kind: Kind,
-    build: Box<dyn Fn(&Kv) -> opendal::Result<Operator>>,
+    build: fn(Kv) -> opendal::Result<Operator>,
     config: Kv,
     /// Extra config for the volume operator only.
     volume_config: Kv,
@@ -162,7 +162,7 @@ struct Spec {
 fn spec<B: opendal::Builder>(kind: Kind, config: Kv) -> Spec {
     Spec {
         kind,
-        build: Box::new(|c: &Kv| Operator::from_iter::<B>(c.clone())),
+        build: |c: Kv| Operator::from_iter::<B>(c),
         config,
         volume_config: Vec::new(),
         headers: Vec::new(),
@@ -229,7 +229,7 @@ impl Remote {
         let make = |extra: &Kv| -> Result<Operator> {
             let mut c = s.config.clone();
             c.extend(extra.iter().cloned());
-            let op = (s.build)(&c).map_err(|e| bad(one_line(&e.to_string())))?;
+            let op = (s.build)(c).map_err(|e| bad(one_line(&e.to_string())))?;
             let ctx = op.context().with_http_transport(tp.clone());
             // An operation that stalls longer than --timeout between bytes
             // fails (and is retried) instead of hanging the run.
