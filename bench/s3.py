@@ -80,13 +80,17 @@ admin_token = "bench-admin-token"
 
 
 def run(cmd, env):
+    """Wall seconds and peak RSS (MiB) of one command; exits on failure."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = p.communicate()
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{out.decode(errors='replace')[-3000:]}")
-    return dt
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+        if status != 0:
+            out.seek(0)
+            sys.exit(f"failed ({status}): {' '.join(cmd)}\n"
+                     f"{out.read().decode(errors='replace')[-3000:]}")
+    return dt, ru.ru_maxrss / 1024
 
 
 def tree_stats(d):
@@ -126,16 +130,16 @@ def main():
                          ["--concurrency", c]))
         for label, binary, url, extra in runs:
             cache = os.path.join(work, "cache-" + url.rsplit("/", 1)[1])
-            t_full = run([binary, "full", src, url, "--archive-dir", cache] + s3args + extra, env)
+            t_full, m_full = run([binary, "full", src, url, "--archive-dir", cache] + s3args + extra, env)
             dest = os.path.join(work, "restore")
             cache2 = cache + "-fresh"
-            t_rest = run([binary, "restore", url, dest, "--archive-dir", cache2] + s3args + extra,
+            t_rest, m_rest = run([binary, "restore", url, dest, "--archive-dir", cache2] + s3args + extra,
                          env)
             got = tree_stats(dest)
             if got != want:
                 sys.exit(f"{label}: restored {got}, want {want}")
             shutil.rmtree(dest)
-            rows.append((label, t_full, t_rest))
+            rows.append((label, t_full, t_rest, m_full, m_rest))
             print(f"{label}: full {t_full:.1f} s, restore {t_rest:.1f} s", file=sys.stderr)
     finally:
         garage.send_signal(signal.SIGTERM)
@@ -153,11 +157,11 @@ def main():
            "to one single-node Garage on 127.0.0.1 (client and server share the 2 cores). "
            "Restore starts from an empty cache, so signatures and manifests come over S3 too. "
            "duplicity 3.2.1 uses its boto3 backend against the same server.", "",
-           "| tool | full backup | MiB/s | ratio | restore all | MiB/s | ratio |",
-           "|---|---|---|---|---|---|---|"]
-    for label, f, r in rows:
-        out.append(f"| {label} | {f:.1f} s | {mib / f:.0f} | {f / base[1]:.2f} | {r:.1f} s | "
-                   f"{mib / r:.0f} | {r / base[2]:.2f} |")
+           "| tool | full backup | MiB/s | ratio | peak RSS | restore all | MiB/s | ratio | peak RSS |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for label, f, r, mf, mr in rows:
+        out.append(f"| {label} | {f:.1f} s | {mib / f:.0f} | {f / base[1]:.2f} | {mf:.0f} MiB | "
+                   f"{r:.1f} s | {mib / r:.0f} | {r / base[2]:.2f} | {mr:.0f} MiB |")
     text = "\n".join(out) + "\n"
     print(text)
     if a.markdown:

@@ -1011,8 +1011,10 @@ pub fn backend_options(
                 .map(|(_, c)| c.to_string()),
             sse,
         },
-        s3_multipart_chunk_size: b.s3_multipart_chunk_size.unwrap_or(20).max(5) << 20,
-        s3_multipart_max_procs: b.s3_multipart_max_procs.unwrap_or(4).max(1) as usize,
+        // Smaller than duplicity's 20 MB x 4: each part in flight is held
+        // in memory.
+        s3_multipart_chunk_size: b.s3_multipart_chunk_size.unwrap_or(8).max(5) << 20,
+        s3_multipart_max_procs: b.s3_multipart_max_procs.unwrap_or(2).max(1) as usize,
         ssh_options: b.ssh_options.clone(),
         ssl_cacert_file: b.ssl_cacert_file.clone(),
         ssl_cacert_path: b.ssl_cacert_path.clone(),

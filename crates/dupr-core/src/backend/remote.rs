@@ -24,10 +24,11 @@ use crate::error::{Error, IoContext, Result};
 pub const SCHEMES: &str = "file, s3, s3+http, boto3+s3, gs, b2, azure, gdrive, gdocs, pydrive, \
 dpbx, onedrive, sftp, scp, paramiko+sftp, pexpect+sftp, webdav, webdavs, http, https, swift";
 
-/// Dropbox refuses one-shot uploads over 150 MB; larger files go in a
-/// session of chunks (a multiple of 4 MiB, as Dropbox recommends).
-const DROPBOX_ONESHOT_MAX: u64 = 150 * 1000 * 1000;
-const DROPBOX_CHUNK: u64 = 64 * 1024 * 1024;
+/// Dropbox refuses one-shot uploads over 150 MB, and a one-shot upload is
+/// held in memory whole: files over 8 MiB go in an upload session of 8 MiB
+/// chunks (a multiple of 4 MiB, as Dropbox recommends).
+const DROPBOX_ONESHOT_MAX: u64 = 8 << 20;
+const DROPBOX_CHUNK: u64 = 8 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -58,6 +59,8 @@ pub struct Remote {
     ahead: usize,
     dropbox_token: Option<String>,
     transport: HttpTransporter,
+    client: reqwest::Client,
+    dav: Option<Dav>,
     prefetched: Mutex<HashMap<String, tokio::task::JoinHandle<Result<PathBuf>>>>,
 }
 
@@ -92,7 +95,10 @@ impl HttpTransport for Transport {
     }
 }
 
-fn transport(opts: &BackendOptions, headers: &[(String, String)]) -> Result<HttpTransporter> {
+fn transport(
+    opts: &BackendOptions,
+    headers: &[(String, String)],
+) -> Result<(HttpTransporter, reqwest::Client)> {
     let bad = |what: String| Error::Usage(what);
     let mut b = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
@@ -133,11 +139,39 @@ fn transport(opts: &BackendOptions, headers: &[(String, String)]) -> Result<Http
             .map_err(|_| bad(format!("--webdav-headers: bad value for {k}")))?;
         hs.push((k, v));
     }
-    Ok(HttpTransporter::new(Transport {
-        inner: opendal_http_transport_reqwest::ReqwestTransport::from(client),
-        rewrite,
-        headers: hs,
-    }))
+    Ok((
+        HttpTransporter::new(Transport {
+            inner: opendal_http_transport_reqwest::ReqwestTransport::from(client.clone()),
+            rewrite,
+            headers: hs,
+        }),
+        client,
+    ))
+}
+
+/// A WebDAV target for dupr's own streaming PUT: OpenDAL's WebDAV writer
+/// sends a file in one buffered request, which would hold a whole volume
+/// in memory.
+struct Dav {
+    /// `http://host:port/root/` (path segments percent-encoded).
+    base: String,
+    /// The collections from the server root down to `base`, to create.
+    dirs: Vec<String>,
+    auth: Option<(String, Option<String>)>,
+    headers: Vec<(String, String)>,
+    made: std::sync::atomic::AtomicBool,
+}
+
+fn encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~+:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 type Kv = Vec<(String, String)>;
@@ -182,7 +216,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
-        let mut pre_transport = transport(opts, &[])?;
+        let (mut pre_transport, mut client) = transport(opts, &[])?;
         let mut s = match u.scheme.as_str() {
             "s3" | "s3+http" | "boto3+s3" | "boto+s3" => s3_spec(u, opts).map_err(bad)?,
             "gs" => gs_spec(u).map_err(bad)?,
@@ -222,8 +256,32 @@ impl Remote {
                 )))
             }
         };
+        let dav = (s.kind == Kind::Webdav).then(|| {
+            let get = |k: &str| {
+                s.config
+                    .iter()
+                    .find(|(kk, _)| kk == k)
+                    .map(|(_, v)| v.clone())
+            };
+            let endpoint = get("endpoint").unwrap_or_default();
+            let mut dirs = Vec::new();
+            let mut base = endpoint.trim_end_matches('/').to_string();
+            for seg in u.segments() {
+                base.push('/');
+                base.push_str(&encode_segment(seg));
+                dirs.push(format!("{base}/"));
+            }
+            base.push('/');
+            Dav {
+                base,
+                dirs,
+                auth: get("username").map(|u| (u, get("password"))),
+                headers: s.headers.clone(),
+                made: std::sync::atomic::AtomicBool::new(false),
+            }
+        });
         if !s.headers.is_empty() {
-            pre_transport = transport(opts, &std::mem::take(&mut s.headers))?;
+            (pre_transport, client) = transport(opts, &std::mem::take(&mut s.headers))?;
         }
         let tp = pre_transport;
         let make = |extra: &Kv| -> Result<Operator> {
@@ -269,6 +327,8 @@ impl Remote {
                 None
             },
             transport: tp,
+            client,
+            dav,
             prefetched: Mutex::new(HashMap::new()),
         })
     }
@@ -291,6 +351,9 @@ impl Remote {
         if self.kind == Kind::Dropbox && size > dropbox_oneshot_max() {
             return self.dropbox_session(local, dest, size).await;
         }
+        if let Some(dav) = &self.dav {
+            return self.dav_put(dav, local, dest, size).await;
+        }
         if self.multi && size > self.chunk as u64 {
             let mut w = op
                 .writer_with(dest)
@@ -300,7 +363,7 @@ impl Remote {
                 .map_err(|e| self.err("upload", dest, e))?;
             let mut f = std::fs::File::open(local).map_err(io)?;
             loop {
-                let mut buf = vec![0u8; self.chunk];
+                let mut buf = vec![0u8; 1 << 20];
                 let n = read_full(&mut f, &mut buf).map_err(io)?;
                 if n == 0 {
                     break;
@@ -319,6 +382,79 @@ impl Remote {
             op.write(dest, data)
                 .await
                 .map_err(|e| self.err("upload", dest, e))?;
+        }
+        Ok(())
+    }
+
+    async fn dav_put(&self, dav: &Dav, local: &Path, dest: &str, size: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let fail = |e: String, transient: bool| Error::Backend {
+            url: self.url.clone(),
+            reason: format!("upload {dest}: {e}"),
+            transient,
+        };
+        let send = |req: reqwest::RequestBuilder| {
+            let mut req = req;
+            if let Some((u, p)) = &dav.auth {
+                req = req.basic_auth(u, p.as_ref());
+            }
+            for (k, v) in &dav.headers {
+                req = req.header(k, v);
+            }
+            req.send()
+        };
+        let status_error = |what: &str, st: reqwest::StatusCode| {
+            let cause = match st.as_u16() {
+                401 | 403 => "permission denied",
+                404 | 409 => "not found",
+                507 => "no space left on the server",
+                _ => "failed",
+            };
+            fail(
+                format!("{what}: {cause}: HTTP {st}"),
+                st.is_server_error() && st.as_u16() != 507 || st.as_u16() == 429,
+            )
+        };
+        if !dav.made.load(Ordering::Relaxed) {
+            for (i, d) in dav.dirs.iter().enumerate() {
+                let mkcol = reqwest::Method::from_bytes(b"MKCOL").expect("a method name");
+                let r = send(self.client.request(mkcol, d))
+                    .await
+                    .map_err(|e| fail(request_error(&e), true))?;
+                // 405: it exists already. Collections above the target may
+                // refuse (403 on a hosted server's own folders): only the
+                // target's own matters.
+                let st = r.status();
+                let last = i + 1 == dav.dirs.len();
+                if last && !(st.is_success() || st.as_u16() == 405 || st.is_redirection()) {
+                    return Err(status_error("MKCOL", st));
+                }
+            }
+            dav.made.store(true, Ordering::Relaxed);
+        }
+        let f = std::fs::File::open(local).ctx(local)?;
+        let stream = futures::stream::unfold(f, |mut f| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            match read_full(&mut f, &mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let url = format!("{}{}", dav.base, encode_segment(dest));
+        let r = send(
+            self.client
+                .put(&url)
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await
+        .map_err(|e| fail(request_error(&e), true))?;
+        if !r.status().is_success() {
+            return Err(status_error("PUT", r.status()));
         }
         Ok(())
     }
@@ -400,8 +536,8 @@ impl Remote {
         let r = self
             .op
             .reader_with(name)
-            .chunk(8 << 20)
-            .concurrent(self.parts.min(4))
+            .chunk(4 << 20)
+            .concurrent(2)
             .await
             .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => Error::MissingVolume {
@@ -528,7 +664,7 @@ impl Backend for Remote {
                 let r = async {
                     let r = op
                         .reader_with(&name2)
-                        .chunk(8 << 20)
+                        .chunk(4 << 20)
                         .await
                         .map_err(|e| backend_error(&url, "download", &name2, e))?;
                     let mut s = r
@@ -587,6 +723,21 @@ impl Drop for Remote {
             }
         }
     }
+}
+
+/// A reqwest error with its causes (connection refused, TLS, ...).
+fn request_error(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    one_line(&msg)
 }
 
 fn dropbox_oneshot_max() -> u64 {
