@@ -879,3 +879,34 @@ fn malformed_urls_and_missing_credentials() {
         assert!(!line.contains("pw@"), "{url}: {line}");
     }
 }
+
+/// A failed size check after a local upload (which moved the staged file
+/// into place) is retried as a check, not as a second upload of a file that
+/// is gone; the backup completes.
+#[test]
+fn a_failed_size_check_after_a_local_put_is_retried_alone() {
+    let env = Env::new();
+    fs::write(env.src().join("a.bin"), pseudo_random_bytes(3 << 20, 4)).unwrap();
+    let t = Target {
+        url: env.target_url(),
+        args: ["--num-retries", "5", "--backend-retry-delay", "0"]
+            .map(String::from)
+            .to_vec(),
+        env: vec![(
+            "DUPR_FAULTS".into(),
+            "size:2:fail,size:4-5:fail,size:7:fail".into(),
+        )],
+        stored: Box::new(BTreeSet::new),
+    };
+    let o = t.ok(&env, &["full", "--volsize", "1", s(&env.src()), &t.url]);
+    assert!(lossy(&o.stderr).contains("; retry "), "{}", out_text(&o));
+    let r = env.restore_dir("r");
+    let clean = Target {
+        url: t.url.clone(),
+        args: vec![],
+        env: vec![],
+        stored: Box::new(BTreeSet::new),
+    };
+    clean.ok(&Env::new(), &["restore", &t.url, s(&r)]);
+    assert_same_tree(&env.src(), &r);
+}

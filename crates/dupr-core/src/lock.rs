@@ -300,7 +300,8 @@ impl TargetLock {
                     rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
                 {
                     rec.heartbeat = crate::time::now();
-                    let _ = write_record(b.as_ref(), &staging, &rec);
+                    // One try: a retry's backoff would hold up the run's end.
+                    let _ = write_record(b.without_retries(), &staging, &rec);
                 }
             })
         };
@@ -319,7 +320,7 @@ impl Drop for TargetLock {
         if let Some(t) = self.beat.take() {
             let _ = t.join();
         }
-        let b = self.backend.as_ref();
+        let b = self.backend.without_retries();
         if read_record(b).is_some_and(|r| r.same_run(&self.record)) {
             let _ = b.delete(TARGET_LOCK);
         }

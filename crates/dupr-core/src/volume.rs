@@ -163,6 +163,13 @@ impl Uploader {
     }
 }
 
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // A writer dropped on an error path: no upload may outlive it.
+        self.stop();
+    }
+}
+
 pub struct VolumeWriter {
     uploader: Uploader,
     /// Closed volumes whose upload has not been confirmed in order.

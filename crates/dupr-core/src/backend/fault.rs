@@ -155,6 +155,10 @@ fn truncate_half(p: &Path) -> Result<()> {
 }
 
 impl Backend for Faulty {
+    fn without_retries(&self) -> &dyn Backend {
+        self
+    }
+
     fn display_url(&self) -> String {
         self.inner.display_url()
     }

@@ -21,7 +21,63 @@ const TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 type Kv = Vec<(String, String)>;
 
-pub async fn drive_credentials(u: &Url, tp: &HttpTransporter) -> Result<Kv, String> {
+/// A service account's key, to sign new token grants as old ones expire.
+pub struct TokenSource {
+    email: String,
+    pem: String,
+    token_uri: String,
+    /// The transport for the grant itself (no Drive hooks).
+    tp: HttpTransporter,
+    /// The current token and when it stops being used (epoch seconds).
+    current: std::sync::Mutex<(String, i64)>,
+}
+
+/// Tokens last an hour; a new one is fetched five minutes before.
+const TOKEN_LIFE: i64 = 3600 - 300;
+
+impl TokenSource {
+    /// The bearer token to send now.
+    pub async fn bearer(&self) -> Result<String, String> {
+        let now = crate::time::now();
+        {
+            let cur = self.current.lock().expect("token lock");
+            if now < cur.1 {
+                return Ok(cur.0.clone());
+            }
+        }
+        let t = service_account_token(&self.email, &self.pem, &self.token_uri, &self.tp).await?;
+        *self.current.lock().expect("token lock") = (t.clone(), now + TOKEN_LIFE);
+        Ok(t)
+    }
+}
+
+/// OpenDAL's config for the account, and for a service account the source
+/// of fresh tokens (OpenDAL cannot renew a static one; a run may outlast it).
+pub async fn drive_auth(
+    u: &Url,
+    tp: &HttpTransporter,
+) -> Result<(Kv, Option<std::sync::Arc<TokenSource>>), String> {
+    let (kv, sa) = drive_credentials_inner(u, tp).await?;
+    let src = sa.map(|(email, pem, token_uri)| {
+        let token = kv
+            .iter()
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        std::sync::Arc::new(TokenSource {
+            email,
+            pem,
+            token_uri,
+            tp: tp.clone(),
+            current: std::sync::Mutex::new((token, crate::time::now() + TOKEN_LIFE)),
+        })
+    });
+    Ok((kv, src))
+}
+
+type Sa = Option<(String, String, String)>;
+
+async fn drive_credentials_inner(u: &Url, tp: &HttpTransporter) -> Result<(Kv, Sa), String> {
     if let Some(id) = u.query("myDriveFolderID").filter(|v| *v != "root") {
         tracing::warn!("myDriveFolderID={id} is ignored: dupr uses the path from My Drive's root");
     }
@@ -43,7 +99,10 @@ pub async fn drive_credentials(u: &Url, tp: &HttpTransporter) -> Result<Kv, Stri
             }
         };
         let token = service_account_token(&email, &pem, TOKEN_URI, tp).await?;
-        return Ok(vec![("access_token".into(), token)]);
+        return Ok((
+            vec![("access_token".into(), token)],
+            Some((email, pem, TOKEN_URI.to_string())),
+        ));
     }
     if env_var("GOOGLE_DRIVE_SETTINGS").is_some() {
         return Err("GOOGLE_DRIVE_SETTINGS (a PyDrive settings file) is not supported: give GOOGLE_CREDENTIALS_FILE or GOOGLE_SERVICE_JSON_FILE".into());
@@ -59,7 +118,7 @@ async fn from_json_file(
     var: &str,
     client_secret_file: Option<&str>,
     tp: &HttpTransporter,
-) -> Result<Kv, String> {
+) -> Result<(Kv, Sa), String> {
     let read = |p: &str, var: &str| -> Result<serde_json::Value, String> {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{var} {p}: {e}"))?;
         serde_json::from_str(&text).map_err(|e| format!("{var} {p}: not JSON: {e}"))
@@ -71,7 +130,10 @@ async fn from_json_file(
         let pem = s(&v, "private_key").ok_or(format!("{var} {path}: no private_key"))?;
         let uri = s(&v, "token_uri").unwrap_or_else(|| TOKEN_URI.into());
         let token = service_account_token(&email, &pem, &uri, tp).await?;
-        return Ok(vec![("access_token".into(), token)]);
+        return Ok((
+            vec![("access_token".into(), token)],
+            Some((email, pem, uri)),
+        ));
     }
     let refresh = s(&v, "refresh_token").ok_or(format!(
         "{var} {path}: neither a service account key nor saved credentials with a refresh_token"
@@ -93,11 +155,14 @@ async fn from_json_file(
     let secret = secret.ok_or(format!(
         "{var} {path}: no client_secret (give GOOGLE_CLIENT_SECRET_JSON_FILE)"
     ))?;
-    Ok(vec![
-        ("refresh_token".into(), refresh),
-        ("client_id".into(), id),
-        ("client_secret".into(), secret),
-    ])
+    Ok((
+        vec![
+            ("refresh_token".into(), refresh),
+            ("client_id".into(), id),
+            ("client_secret".into(), secret),
+        ],
+        None,
+    ))
 }
 
 /// OAuth 2.0 JWT bearer grant (RFC 7523) for a service account.

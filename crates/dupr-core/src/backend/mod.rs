@@ -45,6 +45,9 @@ pub trait Backend: Send + Sync {
     /// A hint that these files will be read soon (remote backends start
     /// downloading them in the background).
     fn prefetch(&self, _names: &[String]) {}
+    /// The same backend without retries (for best-effort bookkeeping that
+    /// must not hold a failing run up).
+    fn without_retries(&self) -> &dyn Backend;
     /// The stored size of `name`; None when it does not exist.
     fn size(&self, name: &str) -> Result<Option<u64>>;
     /// A local path to `name` when the backend is a local directory, so
@@ -185,6 +188,10 @@ impl Local {
 }
 
 impl Backend for Local {
+    fn without_retries(&self) -> &dyn Backend {
+        self
+    }
+
     fn display_url(&self) -> String {
         self.url.clone()
     }

@@ -30,6 +30,9 @@ dpbx, onedrive, sftp, scp, paramiko+sftp, pexpect+sftp, webdav, webdavs, http, h
 const DROPBOX_ONESHOT_MAX: u64 = 8 << 20;
 const DROPBOX_CHUNK: u64 = 8 << 20;
 
+/// A download started ahead: its task, and the file it writes.
+type Prefetch = (tokio::task::JoinHandle<Result<PathBuf>>, PathBuf);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     S3,
@@ -61,7 +64,8 @@ pub struct Remote {
     transport: HttpTransporter,
     client: reqwest::Client,
     dav: Option<Dav>,
-    prefetched: Mutex<HashMap<String, tokio::task::JoinHandle<Result<PathBuf>>>>,
+    /// Downloads started ahead: the task and the file it writes.
+    prefetched: Mutex<HashMap<String, Prefetch>>,
 }
 
 /// The HTTP transport every service uses: reqwest with dupr's timeouts and
@@ -72,6 +76,8 @@ struct Transport {
     inner: opendal_http_transport_reqwest::ReqwestTransport,
     rewrite: Vec<(String, String)>,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fresh bearer tokens for Google's APIs (service accounts).
+    google: Option<std::sync::Arc<super::google::TokenSource>>,
 }
 
 impl HttpTransport for Transport {
@@ -80,6 +86,16 @@ impl HttpTransport for Transport {
         mut req: http::Request<Buffer>,
     ) -> opendal::Result<http::Response<HttpBody>> {
         let u = req.uri().to_string();
+        if let Some(g) = &self.google {
+            if u.starts_with("https://www.googleapis.com/") {
+                let t = g.bearer().await.map_err(|e| {
+                    opendal::Error::new(ErrorKind::PermissionDenied, e).set_temporary()
+                })?;
+                if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}")) {
+                    req.headers_mut().insert(http::header::AUTHORIZATION, v);
+                }
+            }
+        }
         for (from, to) in &self.rewrite {
             if let Some(rest) = u.strip_prefix(from.as_str()) {
                 if let Ok(uri) = format!("{to}{rest}").parse() {
@@ -98,6 +114,7 @@ impl HttpTransport for Transport {
 fn transport(
     opts: &BackendOptions,
     headers: &[(String, String)],
+    google: Option<std::sync::Arc<super::google::TokenSource>>,
 ) -> Result<(HttpTransporter, reqwest::Client)> {
     let bad = |what: String| Error::Usage(what);
     let mut b = reqwest::Client::builder()
@@ -112,12 +129,21 @@ fn transport(
             cas.extend(rd.flatten().map(|e| e.path()));
         }
     }
+    let explicit = opts.ssl_cacert_file.clone();
     for f in cas {
+        if f.is_dir() {
+            continue;
+        }
         let pem = std::fs::read(&f).ctx(&f)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| bad(format!("--ssl-cacert-file {}: {e}", f.display())))?;
-        for c in certs {
-            b = b.add_root_certificate(c);
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) => {
+                for c in certs {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            // Other files in a --ssl-cacert-path directory are not ours.
+            Err(_) if Some(&f) != explicit.as_ref() => {}
+            Err(e) => return Err(bad(format!("--ssl-cacert-file {}: {e}", f.display()))),
         }
     }
     let client = b
@@ -144,6 +170,7 @@ fn transport(
             inner: opendal_http_transport_reqwest::ReqwestTransport::from(client.clone()),
             rewrite,
             headers: hs,
+            google,
         }),
         client,
     ))
@@ -216,7 +243,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
-        let (mut pre_transport, mut client) = transport(opts, &[])?;
+        let (mut pre_transport, mut client) = transport(opts, &[], None)?;
         let mut s = match u.scheme.as_str() {
             "s3" | "s3+http" | "boto3+s3" | "boto+s3" => s3_spec(u, opts).map_err(bad)?,
             "gs" => gs_spec(u).map_err(bad)?,
@@ -236,9 +263,12 @@ impl Remote {
                 )
             }
             "gdrive" | "gdocs" | "pydrive" | "pydrive+gdocs" => {
-                let creds = rt
-                    .block_on(super::google::drive_credentials(u, &pre_transport))
+                let (creds, tokens) = rt
+                    .block_on(super::google::drive_auth(u, &pre_transport))
                     .map_err(bad)?;
+                if tokens.is_some() {
+                    (pre_transport, client) = transport(opts, &[], tokens)?;
+                }
                 let mut c = kv(&[("root", &format!("/{}", u.segments().join("/")))]);
                 c.extend(creds);
                 spec::<services::Gdrive>(Kind::Gdrive, c)
@@ -281,7 +311,7 @@ impl Remote {
             }
         });
         if !s.headers.is_empty() {
-            (pre_transport, client) = transport(opts, &std::mem::take(&mut s.headers))?;
+            (pre_transport, client) = transport(opts, &std::mem::take(&mut s.headers), None)?;
         }
         let tp = pre_transport;
         let make = |extra: &Kv| -> Result<Operator> {
@@ -289,12 +319,14 @@ impl Remote {
             c.extend(extra.iter().cloned());
             let op = (s.build)(c).map_err(|e| bad(one_line(&e.to_string())))?;
             let ctx = op.context().with_http_transport(tp.clone());
-            // An operation that stalls longer than --timeout between bytes
-            // fails (and is retried) instead of hanging the run.
+            // Idle connections are reqwest's read timeout (--timeout); this
+            // is the backstop for a call that hangs anyway. An I/O call may
+            // carry a whole one-shot upload, so its limit is generous.
+            let t = opts.timeout.max(Duration::from_secs(1));
             Ok(op.with_context(ctx).layer(
                 TimeoutLayer::new()
-                    .with_timeout(opts.timeout.max(Duration::from_secs(1)) * 20)
-                    .with_io_timeout(opts.timeout.max(Duration::from_secs(1))),
+                    .with_timeout(t * 20)
+                    .with_io_timeout((t * 60).max(Duration::from_secs(1800))),
             ))
         };
         let op = make(&Vec::new())?;
@@ -364,7 +396,13 @@ impl Remote {
             let mut f = std::fs::File::open(local).map_err(io)?;
             loop {
                 let mut buf = vec![0u8; 1 << 20];
-                let n = read_full(&mut f, &mut buf).map_err(io)?;
+                let n = match read_full(&mut f, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = w.abort().await;
+                        return Err(io(e));
+                    }
+                };
                 if n == 0 {
                     break;
                 }
@@ -374,7 +412,11 @@ impl Remote {
                     return Err(self.err("upload", dest, e));
                 }
             }
-            w.close().await.map_err(|e| self.err("upload", dest, e))?;
+            if let Err(e) = w.close().await {
+                // No orphaned multipart parts left billed on the service.
+                let _ = w.abort().await;
+                return Err(self.err("upload", dest, e));
+            }
         } else {
             // One request: the service (WebDAV, Dropbox, Drive) takes the
             // whole object at once.
@@ -548,14 +590,10 @@ impl Remote {
         let mut stream = r
             .into_bytes_stream(..)
             .await
-            .map_err(|e| self.err("download", name, e))?;
-        let mut f = std::fs::File::create(local).ctx(local)?;
+            .map_err(|e| download_error(&self.url, name, e))?;
+        let mut f = private_file(local)?;
         while let Some(b) = stream.next().await {
-            let b = b.map_err(|e| Error::Backend {
-                url: self.url.clone(),
-                reason: format!("download {name}: {}", one_line(&e.to_string())),
-                transient: true,
-            })?;
+            let b = b.map_err(|e| stream_error(&self.url, name, e))?;
             f.write_all(&b).ctx(local)?;
         }
         f.sync_all().ctx(local)?;
@@ -574,6 +612,10 @@ impl Remote {
 }
 
 impl Backend for Remote {
+    fn without_retries(&self) -> &dyn Backend {
+        self
+    }
+
     fn display_url(&self) -> String {
         self.url.clone()
     }
@@ -611,15 +653,13 @@ impl Backend for Remote {
                     let _ = self.op.delete(name).await;
                     if let Err(e2) = self.op.rename(&dest, name).await {
                         let _ = self.op.delete(&dest).await;
-                        tracing::debug!("first rename error: {e}");
+                        drop(e);
                         return Err(self.err("rename", name, e2));
                     }
                 }
             }
             Ok(())
-        })?;
-        let _ = std::fs::remove_file(local);
-        Ok(())
+        })
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn Read + Send>> {
@@ -632,7 +672,7 @@ impl Backend for Remote {
 
     fn get(&self, name: &str, local: &Path) -> Result<()> {
         let pending = self.prefetched.lock().expect("prefetch map").remove(name);
-        if let Some(h) = pending {
+        if let Some((h, _)) = pending {
             if let Ok(Ok(p)) = self.rt.block_on(h) {
                 if std::fs::rename(&p, local).is_ok() {
                     return Ok(());
@@ -658,6 +698,7 @@ impl Backend for Remote {
             }
             let op = self.op.clone();
             let tmp = self.temp_path(name);
+            let path = tmp.clone();
             let url = self.url.clone();
             let name2 = name.clone();
             let h = self.rt.spawn(async move {
@@ -670,10 +711,10 @@ impl Backend for Remote {
                     let mut s = r
                         .into_bytes_stream(..)
                         .await
-                        .map_err(|e| backend_error(&url, "download", &name2, e))?;
-                    let mut f = std::fs::File::create(&tmp).ctx(&tmp)?;
+                        .map_err(|e| download_error(&url, &name2, e))?;
+                    let mut f = private_file(&tmp)?;
                     while let Some(b) = s.next().await {
-                        let b = b.map_err(|e| Error::io(&tmp, e))?;
+                        let b = b.map_err(|e| stream_error(&url, &name2, e))?;
                         f.write_all(&b).ctx(&tmp)?;
                     }
                     Ok(tmp.clone())
@@ -684,7 +725,7 @@ impl Backend for Remote {
                 }
                 r
             });
-            map.insert(name.clone(), h);
+            map.insert(name.clone(), (h, path));
         }
     }
 
@@ -717,12 +758,49 @@ impl Drop for Remote {
     fn drop(&mut self) {
         // Prefetched volumes nobody asked for.
         let map = std::mem::take(&mut *self.prefetched.lock().expect("prefetch map"));
-        for (_, h) in map {
-            if let Ok(Ok(p)) = self.rt.block_on(h) {
-                let _ = std::fs::remove_file(p);
-            }
+        for (_, (h, path)) in map {
+            h.abort();
+            let _ = self.rt.block_on(h);
+            let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// A download error; a missing object is a missing volume (exit 53).
+fn download_error(url: &str, name: &str, e: opendal::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        return Error::MissingVolume {
+            name: name.to_string(),
+        };
+    }
+    backend_error(url, "download", name, e)
+}
+
+/// An error in the middle of a download stream: OpenDAL's own error when it
+/// is one (its display would carry the request URI, which may hold a
+/// signature), else the I/O error's kind.
+fn stream_error(url: &str, name: &str, e: std::io::Error) -> Error {
+    let kind = e.kind();
+    match e.into_inner().map(|i| i.downcast::<opendal::Error>()) {
+        Some(Ok(oe)) => download_error(url, name, *oe),
+        _ => Error::Backend {
+            url: url.to_string(),
+            reason: format!("download {name}: interrupted ({kind})"),
+            transient: true,
+        },
+    }
+}
+
+/// A new file only we can read (downloaded volumes may be unencrypted).
+fn private_file(p: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(p);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .ctx(p)
 }
 
 /// A reqwest error with its causes (connection refused, TLS, ...).
@@ -853,8 +931,8 @@ fn looks_like_s3_host(h: &str) -> bool {
         || h.parse::<std::net::IpAddr>().is_ok()
         || h.ends_with(".amazonaws.com")
         || h == "localhost"
-        || h.starts_with("s3.")
-        || h.starts_with("s3-")
+        // s3.example.org, but not a bucket named s3-backups
+        || ((h.starts_with("s3.") || h.starts_with("s3-")) && h.matches('.').count() >= 2)
         || h.contains(".s3.")
 }
 
@@ -889,10 +967,21 @@ fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> 
     }
     let bucket = parts.remove(0);
     let root = format!("/{}", parts.join("/"));
+    // s3.eu-central-1.amazonaws.com / s3-eu-west-1.amazonaws.com
+    let host_region = endpoint.as_deref().and_then(|e| {
+        let h = e.split("://").nth(1).unwrap_or(e);
+        let r = h
+            .strip_suffix(".amazonaws.com")?
+            .trim_start_matches("s3.")
+            .trim_start_matches("s3-")
+            .to_string();
+        (!r.is_empty() && r != "s3" && !r.contains('.')).then_some(r)
+    });
     let region = opts
         .s3
         .region_name
         .clone()
+        .or(host_region)
         .or_else(|| env_var("AWS_REGION"))
         .or_else(|| env_var("AWS_DEFAULT_REGION"))
         .or_else(|| opts.s3.european_buckets.then(|| "eu-west-1".to_string()))

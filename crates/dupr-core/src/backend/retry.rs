@@ -89,12 +89,19 @@ impl Backend for Retrying {
 
     fn put(&self, local: &Path, name: &str) -> Result<()> {
         let size = std::fs::metadata(local).ctx(local)?.len();
+        // Sent, not yet confirmed: a failed size check alone is retried
+        // without sending again (a local put has moved the file away).
+        let mut sent = false;
         self.run(&format!("upload of {name}"), || {
-            self.inner.put(local, name)?;
+            if !sent {
+                self.inner.put(local, name)?;
+                sent = true;
+            }
             // Complete or absent: a short object must not count as stored.
             match self.inner.size(name)? {
                 Some(s) if s == size => Ok(()),
                 got => {
+                    sent = false;
                     let e = self.upload_mismatch(name, size, got);
                     let _ = self.inner.delete(name);
                     Err(e)
@@ -132,6 +139,10 @@ impl Backend for Retrying {
 
     fn prefetch(&self, names: &[String]) {
         self.inner.prefetch(names)
+    }
+
+    fn without_retries(&self) -> &dyn Backend {
+        self.inner.as_ref()
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>> {

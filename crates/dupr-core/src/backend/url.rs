@@ -125,12 +125,15 @@ pub fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            let hex = |c: u8| (c as char).to_digit(16).expect("a hex digit") as u8;
+            out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -162,5 +165,6 @@ mod tests {
         assert!(Url::parse("sftp://h:port/x").is_err());
         assert!(Url::parse("no-scheme/x").is_err());
         assert_eq!(decode("a%2Fb%zz%"), "a/b%zz%");
+        assert_eq!(decode("p%aé%é1"), "p%aé%é1");
     }
 }
