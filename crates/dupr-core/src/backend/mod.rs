@@ -11,6 +11,7 @@ pub mod fault;
 pub mod google;
 pub mod remote;
 pub mod retry;
+pub mod services;
 pub mod url;
 
 use std::fs::File;
