@@ -241,9 +241,23 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
 /// hour (a live run on another machine keeps writing to its own).
 fn remove_stale_temps(t: &Target) {
     let is_temp = |n: &str| n.starts_with(".dupr-tmp.") || n.starts_with(".dupr-filelist.");
+    // A journal serves only its set's partial manifest; a run killed after
+    // the manifest was stored can leave it alone.
+    let orphan_journal = |n: &str| {
+        n.strip_prefix(".dupr-journal.").is_some_and(|man| {
+            let man = match man.strip_suffix(".new") {
+                Some(stem) => format!("{stem}.manifest"),
+                None => man.to_string(),
+            };
+            !t.cache.dir().join(format!("{man}.part")).exists()
+        })
+    };
     if let Ok(rd) = std::fs::read_dir(t.cache.dir()) {
         for e in rd.flatten() {
-            if e.file_name().to_str().is_some_and(is_temp) {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| is_temp(n) || orphan_journal(n))
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }
