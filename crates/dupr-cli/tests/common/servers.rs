@@ -1030,107 +1030,98 @@ fn fake_files(proc: &Proc, base: &str) -> Vec<(String, u64)> {
     v
 }
 
-/// Fake of the Dropbox API v2 (`tests/fakes/fake_dropbox.py`). Serves both
+/// Which API a [`Fake`] serves: its script and the HTTPS hosts it stands for.
+pub trait FakeApi {
+    const SCRIPT: &'static str;
+    const TEMP_PREFIX: &'static str;
+    const HOSTS: &'static [&'static str];
+}
+
+/// The Dropbox API v2 (`tests/fakes/fake_dropbox.py`): both
 /// api.dropboxapi.com and content.dropboxapi.com paths, and `/oauth2/token`.
-pub struct FakeDropbox {
-    pub proc: Proc,
-    /// `http://127.0.0.1:PORT`
-    pub base: String,
-    /// The bearer token it accepts (also what `/oauth2/token` hands out).
-    pub token: String,
-    pub dir: tempfile::TempDir,
+pub struct DropboxApi;
+impl FakeApi for DropboxApi {
+    const SCRIPT: &'static str = "fake_dropbox.py";
+    const TEMP_PREFIX: &'static str = "dupr-fake-dropbox-";
+    const HOSTS: &'static [&'static str] = &[
+        "https://api.dropboxapi.com",
+        "https://content.dropboxapi.com",
+    ];
 }
 
-impl FakeDropbox {
-    pub fn start() -> FakeDropbox {
-        Self::start_env(&[])
-    }
-
-    /// `max_upload`: largest one-shot `/2/files/upload` body (bigger: HTTP 400);
-    /// `page_size`: most entries per `list_folder` page.
-    pub fn start_with(max_upload: u64, page_size: usize) -> FakeDropbox {
-        Self::start_env(&[
-            ("FAKE_MAX_UPLOAD", &max_upload.to_string()),
-            ("FAKE_PAGE_SIZE", &page_size.to_string()),
-        ])
-    }
-
-    /// Any of the fake's environment options (FAKE_FAIL, FAKE_MAX_CHUNK,
-    /// FAKE_REFRESH_TOKEN, ...; see the script's docstring).
-    pub fn start_env(env: &[(&str, &str)]) -> FakeDropbox {
-        let (base, token, dir, proc) = start_fake("fake_dropbox.py", "dupr-fake-dropbox-", env);
-        FakeDropbox {
-            proc,
-            base,
-            token,
-            dir,
-        }
-    }
-
-    /// Value for the engine's `DUPR_HTTP_REWRITE` that sends both Dropbox
-    /// API hosts to this fake.
-    pub fn rewrite(&self) -> String {
-        format!(
-            "https://api.dropboxapi.com={b},https://content.dropboxapi.com={b}",
-            b = self.base
-        )
-    }
-
-    /// Request lines as logged, e.g. `"POST /2/files/upload"`.
-    pub fn requests(&self) -> Vec<String> {
-        logged_requests(&self.proc)
-    }
-
-    /// Every stored file: (path_display, size), sorted by path.
-    pub fn files(&self) -> Vec<(String, u64)> {
-        fake_files(&self.proc, &self.base)
-    }
-}
-
-/// Fake of the Google Drive v3 API and Google's OAuth token endpoint
+/// The Google Drive v3 API and Google's OAuth token endpoint
 /// (`tests/fakes/fake_gdrive.py`).
-pub struct FakeGdrive {
+pub struct GdriveApi;
+impl FakeApi for GdriveApi {
+    const SCRIPT: &'static str = "fake_gdrive.py";
+    const TEMP_PREFIX: &'static str = "dupr-fake-gdrive-";
+    const HOSTS: &'static [&'static str] = &[
+        "https://www.googleapis.com",
+        "https://oauth2.googleapis.com",
+    ];
+}
+
+pub type FakeDropbox = Fake<DropboxApi>;
+pub type FakeGdrive = Fake<GdriveApi>;
+
+/// A running fake of one service's API.
+pub struct Fake<A: FakeApi> {
     pub proc: Proc,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The bearer token it accepts (also what its token endpoint hands out).
     pub token: String,
     pub dir: tempfile::TempDir,
+    api: std::marker::PhantomData<A>,
 }
 
-impl FakeGdrive {
-    pub fn start() -> FakeGdrive {
+impl<A: FakeApi> Fake<A> {
+    pub fn start() -> Self {
         Self::start_env(&[])
     }
 
     /// Any of the fake's environment options (FAKE_FAIL, FAKE_PAGE_SIZE,
-    /// FAKE_PUBLIC_BASE, FAKE_REFRESH_TOKEN; see the script's docstring).
-    pub fn start_env(env: &[(&str, &str)]) -> FakeGdrive {
-        let (base, token, dir, proc) = start_fake("fake_gdrive.py", "dupr-fake-gdrive-", env);
-        FakeGdrive {
+    /// FAKE_MAX_UPLOAD, FAKE_REFRESH_TOKEN, ...; see the script's docstring).
+    pub fn start_env(env: &[(&str, &str)]) -> Self {
+        let (base, token, dir, proc) = start_fake(A::SCRIPT, A::TEMP_PREFIX, env);
+        Fake {
             proc,
             base,
             token,
             dir,
+            api: std::marker::PhantomData,
         }
     }
 
-    /// Value for the engine's `DUPR_HTTP_REWRITE` that sends the Drive API
-    /// and Google's OAuth token endpoint to this fake.
+    /// Value for the engine's `DUPR_HTTP_REWRITE` that sends the service's
+    /// hosts to this fake.
     pub fn rewrite(&self) -> String {
-        format!(
-            "https://www.googleapis.com={b},https://oauth2.googleapis.com={b}",
-            b = self.base
-        )
+        A::HOSTS
+            .iter()
+            .map(|h| format!("{h}={}", self.base))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Request lines as logged, with the query as sent, e.g.
-    /// `"POST /upload/drive/v3/files?uploadType=multipart"`.
+    /// `"POST /2/files/upload"`.
     pub fn requests(&self) -> Vec<String> {
         logged_requests(&self.proc)
     }
 
-    /// Every non-trashed, non-folder file: ("/folder/name" by first parent, size).
+    /// Every stored file: (full path, size), sorted by path.
     pub fn files(&self) -> Vec<(String, u64)> {
         fake_files(&self.proc, &self.base)
+    }
+}
+
+impl Fake<DropboxApi> {
+    /// `max_upload`: largest one-shot `/2/files/upload` body (bigger: HTTP 400);
+    /// `page_size`: most entries per `list_folder` page.
+    pub fn start_with(max_upload: u64, page_size: usize) -> Self {
+        Self::start_env(&[
+            ("FAKE_MAX_UPLOAD", &max_upload.to_string()),
+            ("FAKE_PAGE_SIZE", &page_size.to_string()),
+        ])
     }
 }
