@@ -263,7 +263,21 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
     Ok(t)
 }
 
-fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings> {
+/// What a command does with the archive, which decides the secrets asked for.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    /// Writes new files (backups): encrypts, signs.
+    Write,
+    /// Reads file contents (restore, verify): decrypts.
+    Decrypt,
+    /// Works from names and the local cache (listing, status, retention):
+    /// decrypts only to rebuild a lost cache, so a public-key archive needs
+    /// no secret key, as with duplicity.
+    Read,
+}
+
+fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Settings> {
+    let writing = access == Access::Write;
     let url = url
         .to_str()
         .ok_or_else(|| usage("the target URL is not valid UTF-8"))?
@@ -279,8 +293,10 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
             .map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     } else if keys.any() {
-        // Backups to public keys need no passphrase; everything else asks.
-        keys.passphrase = passphrase(!(writing && public_key), writing && !public_key)?;
+        // Public keys need a passphrase only to decrypt (restore, verify);
+        // symmetric encryption always does.
+        let ask = access == Access::Decrypt || !public_key;
+        keys.passphrase = passphrase(ask, writing && !public_key)?;
         keys.sign_passphrase = sign_passphrase;
         keys.writing = writing;
         Some(Crypto::public(keys)?)
@@ -308,6 +324,12 @@ fn settings(cli: &Cli, url: &OsString, writing: bool) -> anyhow::Result<Settings
             }
             None => Codec::GZIP,
         }
+    };
+    // Reading with neither passphrase nor key: files encrypted to a key of
+    // the GnuPG home still open, and others say what they need.
+    let crypto = match crypto {
+        None if !writing && !cli.crypt.no_encryption => Some(Crypto::keyring_only()),
+        c => c,
     };
     let tempdir = cli
         .general
@@ -490,7 +512,15 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                 Some(s) => Some(time::parse_time_string(s, time::now())?),
                 None => None,
             };
-            let target = Target::open(settings(&cli, &args[1], !cli.general.dry_run)?)?;
+            let target = Target::open(settings(
+                &cli,
+                &args[1],
+                if cli.general.dry_run {
+                    Access::Read
+                } else {
+                    Access::Write
+                },
+            )?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let kind = match cmd {
                 Command::Full => BackupKind::Full,
@@ -597,7 +627,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     Ok((parse(&pair[0])?, parse(&pair[1])?))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let target = Target::open(settings(&cli, &args[0], Access::Decrypt)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let stats = ops::restore(
                 &target,
@@ -627,7 +657,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
         Command::ListCurrentFiles => {
             want_args(&args, 1, "URL")?;
             let t = parse_time(&cli)?;
-            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let target = Target::open(settings(&cli, &args[0], Access::Read)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -637,7 +667,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
         }
         Command::CollectionStatus => {
             want_args(&args, 1, "URL")?;
-            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let target = Target::open(settings(&cli, &args[0], Access::Read)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             if let Some(n) = cli.restore.show_changes_in_set {
                 print!("{}", ops::changes_in_set(&target, n, cli.general.jsonstat)?);
@@ -664,7 +694,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                         ))
                     })?,
             };
-            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let target = Target::open(settings(&cli, &args[0], Access::Decrypt)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let r = ops::check(&target, percent)?;
             for p in &r.problems {
@@ -699,7 +729,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             let source = canonical_source(&args[1]);
             let selection = selection(&spec, &source)?;
             let t = parse_time(&cli)?;
-            let target = Target::open(settings(&cli, &args[0], false)?)?;
+            let target = Target::open(settings(&cli, &args[0], Access::Decrypt)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
@@ -757,7 +787,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     (p, &args[1])
                 }
             };
-            let target = Target::open(settings(&cli, url, false)?)?;
+            let target = Target::open(settings(&cli, url, Access::Read)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let _target_lock = if cli.general.force && !cli.general.dry_run {
                 Some(target.lock_target()?)

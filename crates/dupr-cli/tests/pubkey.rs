@@ -769,3 +769,348 @@ fn dupr_restores_duplicity_public_key_backups() {
         assert_same_tree(&env.src(), &dest);
     }
 }
+
+/// The set names on the target, oldest first: (kind, time string).
+fn set_times(target: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = fs::read_dir(target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".manifest.gpg"))
+        .map(|n| {
+            let kind = if n.starts_with("duplicity-full.") {
+                "full"
+            } else {
+                "inc"
+            };
+            // duplicity-full.T.manifest.gpg / duplicity-inc.T1.to.T2.manifest.gpg
+            let t = n
+                .trim_end_matches(".manifest.gpg")
+                .rsplit('.')
+                .next()
+                .unwrap();
+            (kind.to_string(), t.to_string())
+        })
+        .collect();
+    v.sort_by(|a, b| a.1.cmp(&b.1));
+    v
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The duplicity-backup.sh tutorial's set-up: one key encrypts (A, its
+/// passphrase in PASSPHRASE), another signs (B, SIGN_PASSPHRASE), the two
+/// passphrases differ. Every command of the wrapper works past the first
+/// full; those that work from names and the cache need no decryption key
+/// at all; those that decrypt name the key and the variable when its
+/// passphrase is missing or wrong; both duplicitys restore the result.
+#[test]
+fn tutorial_two_keys_whole_sequence() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    let keyargs = ["--encrypt-key", &k.a.fpr, "--sign-key", &k.b.id];
+    let both = [("PASSPHRASE", PA), ("SIGN_PASSPHRASE", PB)];
+    let backup = |kind: &str, vars: &[(&str, &str)]| {
+        let mut c = dupr_in(&env, &home, vars);
+        if !kind.is_empty() {
+            c.arg(kind);
+        }
+        let out = c
+            .args(keyargs)
+            .arg(env.src())
+            .arg(env.target_url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind} with {:?}: {}",
+            vars.iter().map(|v| v.0).collect::<Vec<_>>(),
+            stderr(&out)
+        );
+    };
+    let states = env.path().join("states");
+    fs::create_dir_all(&states).unwrap();
+    backup("full", &both);
+    copy_tree(&env.src(), &states.join("0"));
+    // The second run: the tutorial's own environment.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(env.src().join("new-1.txt"), b"after the full\n").unwrap();
+    backup("incr", &both);
+    copy_tree(&env.src(), &states.join("1"));
+    // Only the signing key's passphrase (a backup host that never holds
+    // the decryption passphrase), then PASSPHRASE set to the wrong key's:
+    // the remote check falls back to what it can see without decrypting.
+    for (i, vars) in [
+        vec![("SIGN_PASSPHRASE", PB)],
+        vec![("PASSPHRASE", PB), ("SIGN_PASSPHRASE", PB)],
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        fs::write(env.src().join(format!("new-{}.txt", i + 2)), b"more\n").unwrap();
+        backup(if i == 0 { "" } else { "incr" }, vars);
+    }
+    let sets = set_times(&env.target());
+    assert_eq!(
+        sets.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["full", "inc", "inc", "inc"]
+    );
+
+    // Listing and status from the cache: no PASSPHRASE, no secret key use.
+    for extra in [&[][..], &["--no-check-remote"][..]] {
+        let out = dupr_in(&env, &home, &[])
+            .arg("list-current-files")
+            .args(extra)
+            .args(keyargs)
+            .arg(env.target_url())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "list: {}", stderr(&out));
+        assert_eq!(
+            parse_listing(&out.stdout),
+            listing_of_tree(&env.src()),
+            "list-current-files"
+        );
+        let out = dupr_in(&env, &home, &[])
+            .arg("collection-status")
+            .args(extra)
+            .args(keyargs)
+            .arg(env.target_url())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "status: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Incremental"), "{text}");
+    }
+
+    // Restore all, one file, and as of the full: PASSPHRASE is A's.
+    let dest = env.restore_dir("all");
+    dupr_in(&env, &home, &both)
+        .arg("restore")
+        .args(keyargs)
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+    let one = env.path().join("one.txt");
+    dupr_in(&env, &home, &both)
+        .args(["restore", "--path-to-restore", "new-2.txt"])
+        .args(keyargs)
+        .arg(env.target_url())
+        .arg(&one)
+        .assert()
+        .success();
+    assert_eq!(fs::read(&one).unwrap(), b"more\n");
+    for (i, (_, t)) in sets.iter().take(2).enumerate() {
+        let dest = env.restore_dir(&format!("t{i}"));
+        dupr_in(&env, &home, &both)
+            .args(["restore", "-t", t])
+            .args(keyargs)
+            .arg(env.target_url())
+            .arg(&dest)
+            .assert()
+            .success();
+        assert_same_tree(&states.join(i.to_string()), &dest);
+    }
+
+    // Decrypting without A's passphrase, or with B's: a one-line error
+    // naming A's key and PASSPHRASE, exit 31, nothing restored.
+    for (vars, args, want) in [
+        (
+            &[("SIGN_PASSPHRASE", PB)][..],
+            &keyargs[..],
+            "set PASSPHRASE",
+        ),
+        (&[][..], &[][..], "set PASSPHRASE"),
+        (
+            &[("PASSPHRASE", PB), ("SIGN_PASSPHRASE", PB)][..],
+            &keyargs[..],
+            "wrong passphrase",
+        ),
+    ] {
+        let dest = env.restore_dir("denied");
+        let out = dupr_in(&env, &home, vars)
+            .arg("restore")
+            .args(args)
+            .arg(env.target_url())
+            .arg(&dest)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(31), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains(&k.a.enc_id) || err.contains(&k.a.fpr), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(restore_is_empty(&dest));
+        // A lost cache needs the decryption key to rebuild: said the same way.
+        let out = dupr_in(&env, &home, vars)
+            .env("XDG_CACHE_HOME", fresh_cache(&env, "lost"))
+            .arg("list-current-files")
+            .args(args)
+            .arg(env.target_url())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(31), "{err}");
+        assert!(err.contains(want) && err.contains("PASSPHRASE"), "{err}");
+    }
+    // verify decrypts: it works with A's passphrase.
+    dupr_in(&env, &home, &both)
+        .arg("verify")
+        .args(keyargs)
+        .arg(env.target_url())
+        .arg(env.src())
+        .assert()
+        .success();
+
+    // Both duplicitys restore what dupr wrote (as of now, and of the full).
+    for v in Dup::ALL {
+        for (name, t, state) in [
+            ("now", "now", env.src()),
+            ("full", &*sets[0].1, states.join("0")),
+        ] {
+            let dest = env.restore_dir(&format!("{}-{name}", v.label()));
+            let archive = env.archive_dir(v);
+            run_duplicity(
+                v,
+                [
+                    OsStr::new("restore"),
+                    OsStr::new("-t"),
+                    OsStr::new(t),
+                    OsStr::new("--encrypt-key"),
+                    OsStr::new(&k.a.fpr),
+                    OsStr::new("--sign-key"),
+                    OsStr::new(&k.b.id),
+                    OsStr::new("--archive-dir"),
+                    archive.as_os_str(),
+                    OsStr::new(&env.target_url()),
+                    dest.as_os_str(),
+                ],
+                &[
+                    ("GNUPGHOME", home.path().to_str().unwrap()),
+                    ("PASSPHRASE", PA),
+                    ("SIGN_PASSPHRASE", PB),
+                ],
+            );
+            assert_same_tree(&state, &dest);
+        }
+    }
+
+    // Retention and cleanup with the public keys alone.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    backup("full", &[("SIGN_PASSPHRASE", PB)]);
+    let sets = set_times(&env.target());
+    let last_full = &sets.last().unwrap().1;
+    fs::write(
+        env.target()
+            .join("duplicity-inc.20200101T000000Z.to.20200102T000000Z.vol1.difftar.gpg"),
+        b"orphan",
+    )
+    .unwrap();
+    let out = dupr_in(&env, &home, &[])
+        .args(["cleanup", "--force"])
+        .args(keyargs)
+        .arg(env.target_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cleanup: {}", stderr(&out));
+    assert!(!env
+        .target()
+        .join("duplicity-inc.20200101T000000Z.to.20200102T000000Z.vol1.difftar.gpg")
+        .exists());
+    let out = dupr_in(&env, &home, &[])
+        .args(["remove-older-than", last_full, "--force"])
+        .args(keyargs)
+        .arg(env.target_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "remove-older-than: {}", stderr(&out));
+    let left = set_times(&env.target());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(&left[0].1, last_full);
+    let dest = env.restore_dir("after-retention");
+    dupr_in(&env, &home, &both)
+        .arg("restore")
+        .args(keyargs)
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+}
+
+/// The tutorial's set-up as a profile (passphrases from private files, the
+/// decryption one absent as on a backup-only host), run twice as the timer
+/// would: both runs back up, the second incrementally, and its cleanup and
+/// retention need no decryption key.
+#[test]
+fn tutorial_two_keys_profile_runs_twice() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    small_tree(&env);
+    let conf = env.path().join("conf");
+    fs::create_dir_all(&conf).unwrap();
+    let sign_pass = conf.join("sign.pass");
+    fs::write(&sign_pass, PB).unwrap();
+    chmod(&sign_pass, 0o600);
+    let profile = conf.join("tutorial.toml");
+    fs::write(
+        &profile,
+        format!(
+            "source = {:?}\ntarget = {:?}\nencrypt-key = [{:?}]\nsign-key = {:?}\n\
+             sign-passphrase-file = {:?}\nlog-dir = {:?}\n[retention]\nkeep-full = 2\n",
+            env.src().to_str().unwrap(),
+            env.target_url(),
+            k.a.fpr,
+            k.b.id,
+            sign_pass.to_str().unwrap(),
+            env.path().join("logs").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    chmod(&profile, 0o600);
+    for run in 0..2 {
+        if run == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            fs::write(env.src().join("second-run.txt"), b"second\n").unwrap();
+        }
+        let out = dupr_in(&env, &home, &[])
+            .env("XDG_STATE_HOME", env.path().join("state"))
+            .arg("-c")
+            .arg(&profile)
+            .arg("backup")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "profile run {run}: {}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let sets = set_times(&env.target());
+    assert_eq!(
+        sets.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["full", "inc"]
+    );
+    let dest = env.restore_dir("profile");
+    dupr_in(&env, &home, &[("PASSPHRASE", PA)])
+        .arg("restore")
+        .arg(env.target_url())
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+}

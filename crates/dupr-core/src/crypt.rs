@@ -10,7 +10,7 @@
 //! per run and shared by every file of the run, so the deliberately slow
 //! S2K is paid once rather than per volume.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -122,8 +122,12 @@ struct Shared {
     keyring: Mutex<Option<Keyring>>,
     /// Unlocked secret keys for decryption.
     secrets: Mutex<Vec<Arc<SignedSecretKey>>>,
-    /// Primary fingerprints whose secret key was already sought.
-    tried: Mutex<HashSet<Vec<u8>>>,
+    /// Primary fingerprints whose secret key was already sought, with why
+    /// it could not be used (None: unlocked).
+    tried: Mutex<HashMap<Vec<u8>, Option<String>>>,
+    /// The recipients named on the command line: tried, on first need, for
+    /// files whose recipient is hidden (wildcard key id).
+    candidates: Vec<SignedPublicKey>,
 }
 
 /// OpenPGP settings of a run; a handle made by [`Codec::for_name`] also
@@ -149,6 +153,16 @@ impl Crypto {
         }))
     }
 
+    /// No passphrase and no key named: reads files encrypted to a public
+    /// key whose secret key is in the GnuPG home (the PKESK names it, as
+    /// gpg finds it), and says what is missing for any other file.
+    pub fn keyring_only() -> Arc<Crypto> {
+        Arc::new(Crypto {
+            shared: Arc::new(Shared::new(None, true)),
+            file: None,
+        })
+    }
+
     /// Apply `--gpg-options` / `--compress-level` to a fresh handle.
     pub fn tuned(mut c: Arc<Crypto>, t: &Tuning) -> Arc<Crypto> {
         if let Some(sh) = Arc::get_mut(&mut c).and_then(|c| Arc::get_mut(&mut c.shared)) {
@@ -161,8 +175,11 @@ impl Crypto {
 
     /// Public-key encryption and/or signing (duplicity's `--encrypt-key`,
     /// `--hidden-encrypt-key`, `--sign-key`). Keys are looked up now: an
-    /// unknown key, a missing secret key or a wrong passphrase fails here,
-    /// before anything is read or written.
+    /// unknown key, or a sign key that cannot sign, fails here, before
+    /// anything is read or written. Secret keys for decryption are unlocked
+    /// only when a file must be decrypted: as with duplicity, backups,
+    /// listings, status and retention of a public-key archive work from the
+    /// cache with the public keys alone.
     pub fn public(opts: PublicKeyOptions) -> Result<Arc<Crypto>> {
         let mut ring = Keyring::new();
         let mut recipients: Vec<(SignedPublicKey, bool)> = Vec::new();
@@ -249,17 +266,31 @@ impl Crypto {
         }
         if let Some((id, pk)) = &sign_key {
             if opts.writing {
-                let sec = ring
-                    .secret_for(pk, sign_pass.as_ref().map(|p| p.as_slice()))?
-                    .ok_or_else(|| Error::BadKey {
-                        role: KeyRole::Sign,
-                        id: id.clone(),
-                        reason: format!(
-                            "no secret key for {} in {}",
-                            keys::fingerprint_hex(pk),
-                            ring.searched()
-                        ),
-                    })?;
+                let pass = sign_pass.as_ref().map(|p| p.as_slice());
+                let var = if sign_is_recipient || recipients.is_empty() {
+                    "SIGN_PASSPHRASE (or PASSPHRASE)"
+                } else {
+                    "SIGN_PASSPHRASE"
+                };
+                let fpr = keys::fingerprint_hex(pk);
+                let sec = match ring.secret_for(pk, pass)? {
+                    keys::Secret::Key(s) => s,
+                    keys::Secret::Missing => {
+                        return Err(Error::BadKey {
+                            role: KeyRole::Sign,
+                            id: id.clone(),
+                            reason: format!("no secret key for {fpr} in {}", ring.searched()),
+                        })
+                    }
+                    keys::Secret::NeedsPassphrase => {
+                        return Err(Error::SecretKey(format!(
+                            "signing needs the passphrase of the sign key {id} ({fpr}): set {var}"
+                        )))
+                    }
+                    keys::Secret::WrongPassphrase => return Err(Error::SecretKey(format!(
+                        "wrong passphrase for the sign key {id} ({fpr}): {var} does not unlock it"
+                    ))),
+                };
                 shared.signer = Some(keys::signing_key(&sec).ok_or_else(|| Error::BadKey {
                     role: KeyRole::Sign,
                     id: id.clone(),
@@ -268,28 +299,7 @@ impl Crypto {
             }
             shared.verifier = Some((id.clone(), pk.clone()));
         }
-        if !opts.writing {
-            // Unlock the recipients' secret keys now, so a wrong passphrase
-            // stops the run before anything is written. A recipient without
-            // a secret key here is fine as long as another one decrypts.
-            let mut wrong = false;
-            for (k, _) in &recipients {
-                shared
-                    .tried
-                    .get_mut()
-                    .expect("fresh")
-                    .insert(k.primary_key.fingerprint().as_bytes().to_vec());
-                match ring.secret_for(k, shared.passphrase.as_ref().map(|p| p.as_slice())) {
-                    Ok(Some(s)) => shared.secrets.get_mut().expect("fresh").push(Arc::new(s)),
-                    Ok(None) => {}
-                    Err(Error::WrongPassphrase) => wrong = true,
-                    Err(e) => return Err(e),
-                }
-            }
-            if wrong && shared.secrets.get_mut().expect("fresh").is_empty() {
-                return Err(Error::WrongPassphrase);
-            }
-        }
+        shared.candidates = recipients.into_iter().map(|(k, _)| k).collect();
         *shared.keyring.get_mut().expect("fresh") = Some(ring);
         Ok(Arc::new(Crypto {
             shared: Arc::new(shared),
@@ -326,7 +336,8 @@ impl Shared {
             verifier: None,
             keyring: Mutex::new(None),
             secrets: Mutex::new(Vec::new()),
-            tried: Mutex::new(HashSet::new()),
+            tried: Mutex::new(HashMap::new()),
+            candidates: Vec::new(),
         }
     }
 
@@ -418,10 +429,13 @@ impl Shared {
         Ok(None)
     }
 
-    /// Unlocked secret keys for the PKESK recipients `ids` (a wildcard id
-    /// matches every key we hold). Missing ones are looked up in the keyring
-    /// (the GnuPG home by default) once.
-    fn secrets_for(&self, ids: &[KeyId]) -> Result<Vec<Arc<SignedSecretKey>>> {
+    /// Unlocked secret keys for the PKESK recipients `ids` of the stored
+    /// file `what` (a wildcard id matches every key we hold, and the
+    /// recipients named on the command line). Missing ones are looked up in
+    /// the keyring (the GnuPG home by default) once. When none can be used,
+    /// the error says why for each key: no secret key, or its passphrase
+    /// (`PASSPHRASE`) not set or wrong.
+    fn secrets_for(&self, ids: &[KeyId], what: &str) -> Result<Vec<Arc<SignedSecretKey>>> {
         let holds = |s: &SignedSecretKey, id: &KeyId| {
             id.is_wildcard()
                 || s.primary_key.legacy_key_id() == *id
@@ -446,45 +460,78 @@ impl Shared {
             *ring = Some(r);
         }
         let ring = ring.as_ref().expect("loaded");
-        for id in ids.iter().filter(|id| !id.is_wildcard()) {
-            let Some(pk) = ring.find_id(id) else { continue };
-            let fpr = pk.primary_key.fingerprint().as_bytes().to_vec();
-            if !self.tried.lock().expect("poisoned").insert(fpr) {
-                continue;
-            }
-            let pass = self.passphrase.as_ref().map(|p| p.as_slice());
-            match ring.secret_for(pk, pass) {
-                Ok(Some(s)) => self.secrets.lock().expect("poisoned").push(Arc::new(s)),
-                Ok(None) => {}
-                Err(Error::WrongPassphrase) if pass.is_none() => {
-                    return Err(Error::Crypto(format!(
-                        "the secret key {} is protected by a passphrase: set PASSPHRASE",
-                        keys::fingerprint_hex(pk)
-                    )))
+        // The keys to try, each with the id the file names it by.
+        let mut wanted: Vec<(String, &SignedPublicKey)> = Vec::new();
+        for id in ids {
+            if id.is_wildcard() {
+                for k in &self.candidates {
+                    wanted.push((keys::fingerprint_hex(k), k));
                 }
-                Err(e) => return Err(e),
+            } else if let Some(pk) = ring.find_id(id) {
+                wanted.push((keys::key_id_hex(id), pk));
+            }
+        }
+        let mut reasons = Vec::new();
+        for (name, pk) in &wanted {
+            let fpr = pk.primary_key.fingerprint().as_bytes().to_vec();
+            let known = self.tried.lock().expect("poisoned").get(&fpr).cloned();
+            let reason = match known {
+                Some(r) => r,
+                None => {
+                    let pass = self.passphrase.as_ref().map(|p| p.as_slice());
+                    let full = keys::fingerprint_hex(pk);
+                    let r = match ring.secret_for(pk, pass)? {
+                        keys::Secret::Key(s) => {
+                            self.secrets.lock().expect("poisoned").push(Arc::new(s));
+                            None
+                        }
+                        keys::Secret::Missing => Some(format!(
+                            "no secret key for key {name} ({full}) was found in {}",
+                            ring.searched()
+                        )),
+                        keys::Secret::NeedsPassphrase => Some(format!(
+                            "the secret key {name} ({full}) is protected by a passphrase: set PASSPHRASE to it"
+                        )),
+                        keys::Secret::WrongPassphrase => Some(format!(
+                            "wrong passphrase for the secret key {name} ({full}): PASSPHRASE does not unlock it"
+                        )),
+                    };
+                    self.tried.lock().expect("poisoned").insert(fpr, r.clone());
+                    r
+                }
+            };
+            if let Some(r) = reason {
+                if !reasons.contains(&r) {
+                    reasons.push(r);
+                }
             }
         }
         let found = find(&self.secrets.lock().expect("poisoned"));
-        if found.is_empty() {
-            let named: Vec<String> = ids
-                .iter()
-                .map(|id| {
-                    if id.is_wildcard() {
-                        "an anonymous recipient (hidden key id; name the key with --hidden-encrypt-key, --encrypt-key or --encrypt-key-file)".to_string()
-                    } else {
-                        keys::key_id_hex(id)
-                    }
-                })
-                .collect();
-            return Err(Error::Crypto(format!(
-                "encrypted to {}, but no secret key for {} was found in {}",
-                named.join(", "),
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let named: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                if id.is_wildcard() {
+                    "an anonymous recipient (hidden key id; name the key with --hidden-encrypt-key, --encrypt-key or --encrypt-key-file)".to_string()
+                } else {
+                    format!("key {}", keys::key_id_hex(id))
+                }
+            })
+            .collect();
+        if reasons.is_empty() {
+            reasons.push(format!(
+                "no secret key for {} was found in {}",
                 if ids.len() > 1 { "them" } else { "it" },
                 ring.searched()
-            )));
+            ));
         }
-        Ok(found)
+        Err(Error::SecretKey(format!(
+            "{what} is encrypted to {}: {} (decrypting needs that secret key: restore, verify and rebuilding the local cache do)",
+            named.join(", "),
+            reasons.join("; ")
+        )))
     }
 }
 
@@ -924,10 +971,7 @@ fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn
                 .0
         }
         None if !pkesk_ids.is_empty() => {
-            let secrets = sh.secrets_for(&pkesk_ids).map_err(|e| match e {
-                Error::Crypto(m) => Error::Crypto(format!("{what} is {m}")),
-                e => e,
-            })?;
+            let secrets = sh.secrets_for(&pkesk_ids, what)?;
             let ring = TheRing {
                 secret_keys: secrets.iter().map(|s| s.as_ref()).collect(),
                 decrypt_options: options,

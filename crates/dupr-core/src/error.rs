@@ -51,6 +51,11 @@ pub enum Error {
     WrongPassphrase,
     #[error("encryption: {0}")]
     Crypto(String),
+    /// A secret key needed to decrypt or sign is not usable here: missing
+    /// from the keyring, or its passphrase is not set or wrong. The message
+    /// names the file, the key and the variable to set.
+    #[error("{0}")]
+    SecretKey(String),
     #[error("bad {role} key {id:?}: {reason}")]
     BadKey {
         role: crate::keys::KeyRole,
@@ -117,7 +122,7 @@ impl Error {
             Error::BadSignature { .. } => 18,
             Error::HostMismatch { .. } => 3,
             Error::SourceMismatch { .. } => 42,
-            Error::WrongPassphrase | Error::Crypto(_) => 31,
+            Error::WrongPassphrase | Error::Crypto(_) | Error::SecretKey(_) => 31,
             Error::BadKey { role, .. } => role.exit_code(),
             Error::VolumeSignature { .. } => 22,
             Error::Locked(_) => 23,

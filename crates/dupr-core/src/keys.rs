@@ -391,12 +391,8 @@ impl Keyring {
     }
 
     /// The secret key of `key`, unlocked with `pass`: from a key file, else
-    /// exported by gpg from the GnuPG home. `Ok(None)` when there is none.
-    pub fn secret_for(
-        &self,
-        key: &SignedPublicKey,
-        pass: Option<&[u8]>,
-    ) -> Result<Option<SignedSecretKey>> {
+    /// exported by gpg from the GnuPG home.
+    pub fn secret_for(&self, key: &SignedPublicKey, pass: Option<&[u8]>) -> Result<Secret> {
         let fpr = key.primary_key.fingerprint();
         let found = self
             .secret
@@ -405,26 +401,47 @@ impl Keyring {
             .cloned();
         let found = match (found, &self.home) {
             (Some(s), _) => Some(s),
-            (None, Some(home)) => gpg_export_secret(home, &fingerprint_hex(key), pass)?,
+            (None, Some(home)) => match gpg_export_secret(home, &fingerprint_hex(key), pass)? {
+                Exported::Key(k) => Some(k),
+                Exported::None => None,
+                Exported::Locked if pass.is_none() => return Ok(Secret::NeedsPassphrase),
+                Exported::Locked => return Ok(Secret::WrongPassphrase),
+            },
             (None, None) => None,
         };
         match found {
-            Some(mut s) => {
-                unlock(&mut s, pass, &fingerprint_hex(key))?;
-                Ok(Some(s))
-            }
-            None => Ok(None),
+            Some(mut s) => Ok(match unlock(&mut s, pass) {
+                Unlocked::Yes => Secret::Key(s),
+                Unlocked::NoPassphrase => Secret::NeedsPassphrase,
+                Unlocked::Wrong => Secret::WrongPassphrase,
+            }),
+            None => Ok(Secret::Missing),
         }
     }
 }
 
+/// What looking up a secret key found.
+pub enum Secret {
+    /// Found and unlocked.
+    Key(SignedSecretKey),
+    /// Not in any keyring searched.
+    Missing,
+    /// Protected by a passphrase, and none was given.
+    NeedsPassphrase,
+    /// Protected by a passphrase other than the one given.
+    WrongPassphrase,
+}
+
+enum Exported {
+    Key(SignedSecretKey),
+    None,
+    /// gpg needs the key's passphrase (none given, or a wrong one).
+    Locked,
+}
+
 /// Fetch a secret key from gpg-agent's store with `gpg --export-secret-keys`
-/// (the passphrase goes down a pipe). `Ok(None)`: no secret key there.
-fn gpg_export_secret(
-    home: &Path,
-    fpr: &str,
-    pass: Option<&[u8]>,
-) -> Result<Option<SignedSecretKey>> {
+/// (the passphrase goes down a pipe).
+fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Exported> {
     let mut child = Command::new("gpg")
         .env("GNUPGHOME", home)
         .env("LC_ALL", "C")
@@ -472,30 +489,35 @@ fn gpg_export_secret(
         .map_err(|e| Error::Crypto(format!("gpg: {e}")))?;
     let err = String::from_utf8_lossy(&stderr);
     if err.contains("Bad passphrase") || err.contains("bad passphrase") {
-        return Err(Error::WrongPassphrase);
+        return Ok(Exported::Locked);
     }
     if !status.success() && stdout.is_empty() {
         let msg = err.lines().last().unwrap_or("").trim().to_string();
         if err.contains("No passphrase") || err.contains("No pinentry") {
-            return Err(Error::Crypto(format!(
-                "the secret key {fpr} is protected: set PASSPHRASE (or SIGN_PASSPHRASE for signing)"
-            )));
+            return Ok(Exported::Locked);
         }
         return Err(Error::Crypto(format!(
             "gpg --export-secret-keys {fpr} failed ({status}): {msg}"
         )));
     }
-    if stdout.is_empty() {
-        return Ok(None);
-    }
     let (_, secret) = parse_key_file(&stdout);
-    Ok(secret.into_iter().next())
+    Ok(secret
+        .into_iter()
+        .next()
+        .map_or(Exported::None, Exported::Key))
+}
+
+/// Whether [`unlock`] opened a key.
+pub enum Unlocked {
+    Yes,
+    NoPassphrase,
+    Wrong,
 }
 
 /// Remove the passphrase protection of a secret key in memory (all its
 /// packets that carry key material). Keys held offline by gpg (stubs) are
 /// left alone as long as some part unlocks.
-pub fn unlock(key: &mut SignedSecretKey, pass: Option<&[u8]>, name: &str) -> Result<()> {
+pub fn unlock(key: &mut SignedSecretKey, pass: Option<&[u8]>) -> Unlocked {
     let pw = Password::from(pass.unwrap_or_default());
     let mut locked = 0;
     let mut opened = 0;
@@ -516,15 +538,11 @@ pub fn unlock(key: &mut SignedSecretKey, pass: Option<&[u8]>, name: &str) -> Res
             }
         }
     }
-    if locked > 0 && opened == 0 && failed > 0 {
-        if pass.is_none() {
-            return Err(Error::Crypto(format!(
-                "the secret key {name} is protected by a passphrase: set PASSPHRASE (or SIGN_PASSPHRASE for signing)"
-            )));
-        }
-        return Err(Error::WrongPassphrase);
+    match (locked > 0 && opened == 0 && failed > 0, pass) {
+        (false, _) => Unlocked::Yes,
+        (true, None) => Unlocked::NoPassphrase,
+        (true, Some(_)) => Unlocked::Wrong,
     }
-    Ok(())
 }
 
 fn newest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature> {

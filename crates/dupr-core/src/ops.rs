@@ -418,10 +418,15 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
                     });
                     read.is_ok() && hex::encode(sha1::Digest::finalize(h)) == want
                 });
-            if intact || matches!(e, Error::WrongPassphrase) {
+            // Public keys without the secret one here (duplicity skips
+            // this proof for them too): an intact volume 1 is enough.
+            if intact && matches!(e, Error::SecretKey(_)) {
+                tracing::info!("volume 1 of the interrupted backup not decrypted: {e}");
+            } else if intact || matches!(e, Error::WrongPassphrase) {
                 return Err(Error::WrongPassphrase);
+            } else {
+                return give_up(&format!("volume 1 is damaged: {e}"));
             }
-            return give_up(&format!("volume 1 is damaged: {e}"));
         }
     }
     // Signatures the interrupted run uploaded before its manifest would
@@ -513,12 +518,22 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Resu
             .map(|l| t.cache.path(&l))
             .filter(|p| p.exists());
     if cached_copy.is_some() && t.settings.check_remote {
-        let remote = restore::load_remote_manifest(
+        let remote = match restore::load_remote_manifest(
             t.backend.as_ref(),
             last,
             &t.settings.prefixes,
             t.settings.crypto.as_ref(),
-        )?;
+        ) {
+            Ok(r) => Some(r),
+            // A public-key archive backed up without the decryption key
+            // (or its passphrase) at hand, as duplicity allows: compare
+            // what can be seen without decrypting.
+            Err(Error::SecretKey(why)) => {
+                tracing::info!("remote manifest not compared with the cache's copy: {why}");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let key = |m: &crate::manifest::Manifest| {
             let vols: Vec<_> = m
                 .volumes
@@ -527,7 +542,12 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Resu
                 .collect();
             (m.hostname.clone(), m.localdir.clone(), vols)
         };
-        if key(&remote) != key(&m) {
+        let mismatch = match &remote {
+            Some(remote) => key(remote) != key(&m),
+            // The volumes the cached manifest lists are the ones stored.
+            None => !m.volumes.keys().eq(last.volumes.keys()),
+        };
+        if mismatch {
             return Err(Error::ManifestMismatch(
                 last.manifest.clone().unwrap_or_default(),
             ));
