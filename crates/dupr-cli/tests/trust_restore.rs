@@ -110,7 +110,12 @@ fn file_backup_never_replaces_a_non_empty_directory() {
         ],
         &[],
     );
-    assert_eq!(dup.status.code(), Some(11), "duplicity 3.2.1: {}", text(&dup));
+    assert_eq!(
+        dup.status.code(),
+        Some(11),
+        "duplicity 3.2.1: {}",
+        text(&dup)
+    );
     assert_user_dir(&dest);
 
     // An empty directory becomes the file (duplicity 3.2.1 does the same).
@@ -119,7 +124,11 @@ fn file_backup_never_replaces_a_non_empty_directory() {
     let o = restore(&env, &empty, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(fs::read(&empty).unwrap(), b"the archived file\n");
-    assert!(temps_in(env.path()).is_empty(), "{:?}", temps_in(env.path()));
+    assert!(
+        temps_in(env.path()).is_empty(),
+        "{:?}",
+        temps_in(env.path())
+    );
 
     // An existing file: kept without --force, replaced with it.
     let old = env.restore_dir("file");
@@ -130,7 +139,11 @@ fn file_backup_never_replaces_a_non_empty_directory() {
     let o = restore(&env, &old, &["--force"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(fs::read(&old).unwrap(), b"the archived file\n");
-    assert!(temps_in(env.path()).is_empty(), "{:?}", temps_in(env.path()));
+    assert!(
+        temps_in(env.path()).is_empty(),
+        "{:?}",
+        temps_in(env.path())
+    );
 }
 
 /// A tree of a few files, big enough with `--volsize 1` for 3+ volumes.
@@ -167,13 +180,21 @@ fn dir_backup_replaces_a_file_only_once_the_tree_is_complete() {
     let o = restore(&env, &dest, &["--force"]);
     assert_eq!(o.status.code(), Some(21), "{}", text(&o));
     assert_eq!(fs::read(&dest).unwrap(), b"a file where the tree goes\n");
-    assert!(temps_in(env.path()).is_empty(), "{:?}", temps_in(env.path()));
+    assert!(
+        temps_in(env.path()).is_empty(),
+        "{:?}",
+        temps_in(env.path())
+    );
 
     fs::write(&vols[1].1, saved).unwrap();
     let o = restore(&env, &dest, &["--force"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_same_tree(&src, &dest);
-    assert!(temps_in(env.path()).is_empty(), "{:?}", temps_in(env.path()));
+    assert!(
+        temps_in(env.path()).is_empty(),
+        "{:?}",
+        temps_in(env.path())
+    );
 }
 
 #[test]
@@ -207,7 +228,10 @@ fn forced_dir_restore_merges_and_keeps_what_the_archive_lacks() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("was-dir"), "{e}");
     assert!(e.contains("1 error"), "{e}");
-    assert_eq!(fs::read(dest.join("was-dir/precious")).unwrap(), b"precious\n");
+    assert_eq!(
+        fs::read(dest.join("was-dir/precious")).unwrap(),
+        b"precious\n"
+    );
     assert_eq!(fs::read(dest.join("mine.txt")).unwrap(), b"user data\n");
     assert_eq!(fs::read(dest.join("sub/keep")).unwrap(), b"keep me\n");
     assert_eq!(fs::read(dest.join("d/user-in-d")).unwrap(), b"u\n");
@@ -219,7 +243,10 @@ fn forced_dir_restore_merges_and_keeps_what_the_archive_lacks() {
     );
     assert_eq!(fs::read(dest.join("was-file/inner")).unwrap(), b"inner\n");
     // An empty directory in the way of a symlink is replaced too.
-    assert_eq!(fs::read_link(dest.join("link")).unwrap(), Path::new("a.txt"));
+    assert_eq!(
+        fs::read_link(dest.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
     assert!(temps_under(&dest).is_empty(), "{:?}", temps_under(&dest));
     // Everything else equals the source.
     fs::remove_dir_all(dest.join("was-dir")).unwrap();
@@ -234,7 +261,10 @@ fn forced_dir_restore_merges_and_keeps_what_the_archive_lacks() {
     }
     let mt = fs::metadata(src.join("was-dir")).unwrap().mtime();
     set_mtime(&dest.join("was-dir"), mt);
-    set_mtime(&dest.join("d"), fs::metadata(src.join("d")).unwrap().mtime());
+    set_mtime(
+        &dest.join("d"),
+        fs::metadata(src.join("d")).unwrap().mtime(),
+    );
     set_mtime(&dest, fs::metadata(&src).unwrap().mtime());
     assert_same_tree(&src, &dest);
 }
@@ -307,12 +337,18 @@ fn killed_restore_leaves_temporaries_that_a_forced_restore_removes() {
             child.try_wait().unwrap().is_none(),
             "restore finished before a temporary was seen"
         );
-        assert!(std::time::Instant::now() < deadline, "no temporary appeared");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!temps_in(&dest).is_empty(), "the killed restore left nothing");
+    assert!(
+        !temps_in(&dest).is_empty(),
+        "the killed restore left nothing"
+    );
     assert!(!dest.join("big.bin").exists(), "big.bin was complete");
 
     let o = restore(&env, &dest, &["--force"]);
@@ -454,11 +490,7 @@ fn deep_tree(root: &Path, levels: usize, name_len: usize) -> usize {
 /// Everything under `root` (walked with descriptors): relative path →
 /// (kind and mode, size, mtime, content or link target).
 fn fd_tree(root: &Path) -> BTreeMap<Vec<u8>, (u32, i64, i64, Vec<u8>)> {
-    fn walk(
-        dir: libc::c_int,
-        rel: &[u8],
-        out: &mut BTreeMap<Vec<u8>, (u32, i64, i64, Vec<u8>)>,
-    ) {
+    fn walk(dir: libc::c_int, rel: &[u8], out: &mut BTreeMap<Vec<u8>, (u32, i64, i64, Vec<u8>)>) {
         let d = unsafe { libc::fdopendir(libc::dup(dir)) };
         assert!(!d.is_null());
         let mut names = Vec::new();
@@ -508,7 +540,11 @@ fn fd_tree(root: &Path) -> BTreeMap<Vec<u8>, (u32, i64, i64, Vec<u8>)> {
                 assert!(n >= 0);
                 body.extend_from_slice(&buf[..n as usize]);
             }
-            let mtime = if kind == libc::S_IFLNK { 0 } else { st.st_mtime };
+            let mtime = if kind == libc::S_IFLNK {
+                0
+            } else {
+                st.st_mtime
+            };
             // A directory's size is the file system's business.
             let size = if kind == libc::S_IFDIR { 0 } else { st.st_size };
             out.insert(p.clone(), (st.st_mode, size, mtime, body));

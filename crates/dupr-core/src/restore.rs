@@ -999,7 +999,10 @@ impl TreeWriter {
         }
         // A child of the open directory is reached through it, so depth
         // never makes a path too long for the kernel.
-        let child = self.dirs.last().filter(|d| rel.parent().as_ref() == Some(&d.rel));
+        let child = self
+            .dirs
+            .last()
+            .filter(|d| rel.parent().as_ref() == Some(&d.rel));
         let under_open_dir = child.is_some();
         let path = match child {
             Some(d) => d.inner.join(std::ffi::OsStr::from_bytes(last_name(&rel))),
@@ -1035,7 +1038,10 @@ impl TreeWriter {
             Kind::File => {
                 let t = data.expect("regular files come with data");
                 self.bytes += t.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-                let p = t.into_temp_path().keep().map_err(|e| Error::io(&path, e.error))?;
+                let p = t
+                    .into_temp_path()
+                    .keep()
+                    .map_err(|e| Error::io(&path, e.error))?;
                 Temp(Some(p))
             }
             Kind::Symlink => make_temp(&dir, |p| {
@@ -1175,5 +1181,33 @@ impl TreeWriter {
         let mt = filetime::FileTime::from_unix_time(meta.mtime, 0);
         filetime::set_symlink_file_times(path, filetime::FileTime::now(), mt).ctx(path)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Zero blocks become holes however the data is cut into writes (reads
+    /// of a decompressor come in any length, rarely aligned).
+    #[test]
+    fn sparse_writer_makes_holes_from_unaligned_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let mut f = File::create(&p).unwrap();
+        let len = 64 << 20;
+        let mut data = vec![0u8; len];
+        data[5] = 1;
+        data[len / 2 + 3] = 2;
+        let mut w = SparseWriter::new(&mut f);
+        for piece in data.chunks(4097) {
+            w.write_all(piece).unwrap();
+        }
+        w.finish().unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+        let allocated = std::fs::metadata(&p).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "{allocated} bytes allocated");
     }
 }
