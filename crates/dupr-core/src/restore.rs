@@ -636,7 +636,7 @@ impl<'f> SparseWriter<'f> {
 
     /// Write whole blocks: data runs at once, zero blocks skipped.
     fn blocks(f: &mut File, buf: &[u8]) -> io::Result<()> {
-        debug_assert!(buf.len() % BLOCK == 0);
+        debug_assert!(buf.len().is_multiple_of(BLOCK));
         let mut run = 0;
         for (k, b) in buf.chunks_exact(BLOCK).enumerate() {
             if b.iter().all(|&x| x == 0) {
