@@ -357,7 +357,7 @@ impl Emitter<'_> {
             self.sigtar.add_meta(&e.index, Some(&e.meta))?;
             return Ok(true);
         }
-        let mut f = match File::open(&e.path) {
+        let mut f = match File::open(&e.access) {
             Ok(f) => f,
             Err(err) => {
                 self.unreadable(e, &err);
@@ -387,7 +387,7 @@ impl Emitter<'_> {
         let Ok(sig) = fast_rsync::Signature::deserialize(old_sig) else {
             return self.snapshot(e);
         };
-        let mut f = match File::open(&e.path) {
+        let mut f = match File::open(&e.access) {
             Ok(f) => f,
             Err(err) => {
                 self.unreadable(e, &err);

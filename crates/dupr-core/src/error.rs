@@ -23,6 +23,8 @@ pub enum Error {
     SourceMissing(PathBuf),
     #[error("restore target {0:?} exists and is not empty (use --force to restore into it)")]
     RestoreTargetNotEmpty(PathBuf),
+    #[error("restore target {0:?} is a non-empty directory and the archive holds a file there: not replacing it (restore to a path inside it or elsewhere)")]
+    RestoreTargetIsDir(PathBuf),
     #[error("no backup found at {0}")]
     NoBackups(String),
     #[error("no signature chain found at {0}: run a full backup first")]
@@ -112,7 +114,7 @@ impl Error {
             Error::Select(e) => e.exit_code(),
             Error::ResumeInvalid(_) => 39,
             Error::TargetBusy { .. } => 23,
-            Error::RestoreTargetNotEmpty(_) => 11,
+            Error::RestoreTargetNotEmpty(_) | Error::RestoreTargetIsDir(_) => 11,
             Error::NoBackups(_) => 4,
             Error::NoSignatures(_) => 17,
             Error::PathNotFound(_) => 19,

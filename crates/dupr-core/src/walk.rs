@@ -21,15 +21,45 @@ pub enum Select {
 
 pub struct WalkEntry {
     pub index: Index,
+    /// The full path (for messages and selection; may exceed PATH_MAX).
     pub path: PathBuf,
+    /// A path the kernel accepts for this entry: `path` itself, or one
+    /// relative to an open ancestor directory (`/proc/self/fd/N/...`) when
+    /// `path` is too long.
+    pub access: PathBuf,
     pub meta: Meta,
 }
 
 struct Frame {
     index: Index,
     path: PathBuf,
+    /// How to reach this directory (see [`WalkEntry::access`]).
+    access: PathBuf,
+    /// Held open while `access` goes through it.
+    _fd: Option<std::fs::File>,
     names: Vec<OsString>,
     pos: usize,
+}
+
+/// Longest access path used as is; deeper directories are opened and
+/// reached through their descriptor, so no path handed to the kernel
+/// comes near PATH_MAX (4096) and deep trees are walked whole.
+const ACCESS_MAX: usize = 2048;
+
+/// A directory's own access path and, when that grew long, the open
+/// descriptor it now goes through.
+pub(crate) fn dir_access(access: &Path) -> std::io::Result<(PathBuf, Option<std::fs::File>)> {
+    if access.as_os_str().len() <= ACCESS_MAX {
+        return Ok((access.to_path_buf(), None));
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(access)?;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    Ok((via, Some(f)))
 }
 
 pub type Selector<'a> = Box<dyn FnMut(&Index, &Path, &Meta) -> Select + 'a>;
@@ -74,6 +104,7 @@ impl<'a> Walker<'a> {
         let e = WalkEntry {
             index: Index::root(),
             path: root.to_path_buf(),
+            access: root.to_path_buf(),
             meta,
         };
         if e.meta.kind == Kind::Dir {
@@ -99,18 +130,27 @@ impl<'a> Walker<'a> {
     /// Open a directory for walking; false (with a warning) if it cannot
     /// be listed, in which case duplicity leaves it out entirely.
     fn push_dir(&mut self, e: &WalkEntry) -> bool {
+        let (access, fd) = match dir_access(&e.access) {
+            Ok(a) => a,
+            Err(err) => {
+                self.warn(&e.path, &err);
+                return false;
+            }
+        };
         if let Some(names) = self.listing.as_ref().and_then(|l| l(&e.path)) {
             let mut names: Vec<OsString> = names.into_iter().map(OsString::from_vec).collect();
             names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
             self.stack.push(Frame {
                 index: e.index.clone(),
                 path: e.path.clone(),
+                access,
+                _fd: fd,
                 names,
                 pos: 0,
             });
             return true;
         }
-        match std::fs::read_dir(&e.path) {
+        match std::fs::read_dir(&access) {
             Ok(rd) => {
                 let mut names: Vec<OsString> = Vec::new();
                 for de in rd {
@@ -126,6 +166,8 @@ impl<'a> Walker<'a> {
                 self.stack.push(Frame {
                     index: e.index.clone(),
                     path: e.path.clone(),
+                    access,
+                    _fd: fd,
                     names,
                     pos: 0,
                 });
@@ -142,7 +184,7 @@ impl<'a> Walker<'a> {
     fn on_stack(&self, md: &std::fs::Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;
         self.stack.iter().any(|f| {
-            std::fs::metadata(&f.path).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino())
+            std::fs::metadata(&f.access).is_ok_and(|m| m.dev() == md.dev() && m.ino() == md.ino())
         })
     }
 
@@ -192,10 +234,11 @@ impl Iterator for Walker<'_> {
             let name = std::mem::take(&mut frame.names[frame.pos]);
             frame.pos += 1;
             let path = frame.path.join(&name);
+            let access = frame.access.join(&name);
             let index = frame.index.join(name.as_bytes());
-            let md = match std::fs::symlink_metadata(&path) {
+            let md = match std::fs::symlink_metadata(&access) {
                 Ok(md) if self.follow_links && md.file_type().is_symlink() => {
-                    match std::fs::metadata(&path) {
+                    match std::fs::metadata(&access) {
                         Ok(t) if t.is_dir() && self.on_stack(&t) => md,
                         Ok(t) => t,
                         // Dangling: keep the link itself.
@@ -214,7 +257,7 @@ impl Iterator for Walker<'_> {
                     continue;
                 }
             };
-            let link = read_link(&path, &md);
+            let link = read_link(&access, &md);
             let meta = Meta::from_fs(&md, link, &mut self.names);
             let sel = (self.select)(&index, &path, &meta);
             if sel == Select::Exclude || (sel == Select::Scan && meta.kind != Kind::Dir) {
@@ -224,7 +267,12 @@ impl Iterator for Walker<'_> {
                 tracing::info!("Skipping socket {}", path.display());
                 continue;
             }
-            let e = WalkEntry { index, path, meta };
+            let e = WalkEntry {
+                index,
+                path,
+                access,
+                meta,
+            };
             if e.meta.kind == Kind::Dir {
                 if !self.push_dir(&e) {
                     continue;
