@@ -92,9 +92,12 @@ restore (rb), verify (vb), collection-status (st), list-current-files (ls), clea
 remove-older-than (ro), remove-all-but-n-full (ra), remove-all-inc-of-but-n-full (ri); \
 any unique prefix of a command also works. `dupr COMMAND --help` shows the options of one command.
 
-Profiles, schedules and key export (each has its own --help): dupr profile \
-list|show|create|edit-check|import, dupr -p NAME ACTION, dupr schedule install|list|remove, \
-dupr -p NAME export-keys FILE, dupr import-keys FILE.
+Profiles, schedules and key export (each has its own --help):
+  dupr profile list|show|create|edit-check|import ...
+  dupr -p NAME [ACTION]
+  dupr schedule install|list|remove ...
+  dupr -p NAME export-keys FILE
+  dupr import-keys FILE
 
 Environment: PASSPHRASE, SIGN_PASSPHRASE, TMPDIR, XDG_CACHE_HOME, and the storage \
 variables duplicity reads (AWS_*, DPBX_ACCESS_TOKEN, BACKEND_PASSWORD/FTP_PASSWORD, ...).";

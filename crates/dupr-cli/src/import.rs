@@ -1359,7 +1359,7 @@ fn zertrin(text: &str) -> Result<Out> {
             format!("ENCRYPTION={encryption:?} is not 'yes', so the wrapper did not pass them to duplicity")
         };
         c.o.note(format!(
-            "{}: not converted: {why}; to back up to the key(s), add to the profile: {}",
+            "{}: {why}; to back up to the key(s), add to the profile: {}",
             set.join(", "),
             add.join(", ")
         ));

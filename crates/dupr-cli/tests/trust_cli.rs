@@ -20,7 +20,7 @@ use common::*;
 
 const SECRET: &str = "correct horse battery staple 42";
 /// 2026-12-05 12:00:00 UTC.
-const NOON: &str = "1764936000";
+const NOON: &str = "1796472000";
 
 struct T {
     env: Env,
@@ -212,7 +212,11 @@ fn profile_run_takes_passphrase_from_the_environment() {
     let l = parse_listing(&o.stdout);
     assert!(l.contains(&b"d/b.txt".to_vec()), "{}", show(&o));
     // ...and a wrong one fails as a wrong passphrase.
-    let o = t.run(&["-p", "home", "list"], &[("PASSPHRASE", "wrong")]);
+    let dest = t.p("restored");
+    let o = t.run(
+        &["-p", "home", "restore", dest.to_str().unwrap()],
+        &[("PASSPHRASE", "wrong")],
+    );
     assert_eq!(o.status.code(), Some(31), "{}", show(&o));
     // The secret is in no log.
     for f in files_under(&t.p("state")) {
@@ -617,10 +621,14 @@ fn import_says_which_key_ids_were_not_converted() {
         .unwrap_or_else(|| panic!("the key ids are not mentioned: {out}"));
     assert_eq!(
         line,
-        "not converted: GPG_ENC_KEY=6F1B2C3D4E5A6978, GPG_SIGN_KEY=1122334455667788: not converted: ENCRYPTION is not 'yes', so the wrapper did not pass them to duplicity (it encrypted with PASSPHRASE alone); to back up to the key(s), add to the profile: encrypt-key = [\"6F1B2C3D4E5A6978\"], sign-key = \"1122334455667788\""
+        "not converted: GPG_ENC_KEY=6F1B2C3D4E5A6978, GPG_SIGN_KEY=1122334455667788: ENCRYPTION is not 'yes', so the wrapper did not pass them to duplicity (it encrypted with PASSPHRASE alone); to back up to the key(s), add to the profile: encrypt-key = [\"6F1B2C3D4E5A6978\"], sign-key = \"1122334455667788\""
     );
-    let profile = fs::read_to_string(t.cfg().join("dbs.toml")).unwrap();
-    assert!(!profile.contains("encrypt-key"), "{profile}");
+    let profile: toml::Table =
+        toml::from_str(&fs::read_to_string(t.cfg().join("dbs.toml")).unwrap()).unwrap();
+    assert!(
+        !profile.contains_key("encrypt-key") && !profile.contains_key("sign-key"),
+        "{profile:?}"
+    );
 }
 
 // ------------------------------------------------------------- 6. log files
@@ -703,7 +711,7 @@ fn list_current_files_prints_the_last_full_backup_date() {
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(text(&o.stdout), "Last full backup date: none\n", "{}", show(&o));
 
-    for (kind, now) in [("full", NOON), ("full", "1764943200"), ("incremental", "1764946800")] {
+    for (kind, now) in [("full", NOON), ("full", "1796479200"), ("incremental", "1796482800")] {
         let o = t
             .cmd()
             .args([kind, "--no-encryption", "--current-time", now])
