@@ -753,9 +753,9 @@ pub fn help(argv: &[OsString]) -> Option<u8> {
             .take_while(|w| **w != "--")
             .enumerate()
             .find(|(i, w)| {
-                !w.starts_with('-')
-                    && !(*i > 0
-                        && matches!(words[i - 1], "-p" | "--profile" | "-c" | "--config"))
+                let option_value =
+                    *i > 0 && matches!(words[i - 1], "-p" | "--profile" | "-c" | "--config");
+                !w.starts_with('-') && !option_value
             })
             .map(|(_, w)| *w);
         let text = match first {

@@ -1345,7 +1345,10 @@ fn zertrin(text: &str) -> Result<Out> {
         let mut add = Vec::new();
         if let Some(e) = &enc_key {
             set.push(format!("GPG_ENC_KEY={e}"));
-            add.push(format!("encrypt-key = [{}]", toml::Value::String(e.clone())));
+            add.push(format!(
+                "encrypt-key = [{}]",
+                toml::Value::String(e.clone())
+            ));
         }
         if let Some(s) = &sign_key {
             set.push(format!("GPG_SIGN_KEY={s}"));

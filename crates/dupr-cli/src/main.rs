@@ -87,7 +87,9 @@ fn init_logging(g: &cli::General) -> anyhow::Result<()> {
     if let Some(fd) = g.log_fd {
         use std::os::fd::FromRawFd;
         if fd < 0 || nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).is_err() {
-            return Err(bad_value(format!("--log-fd {fd}: not an open file descriptor")));
+            return Err(bad_value(format!(
+                "--log-fd {fd}: not an open file descriptor"
+            )));
         }
         // SAFETY: checked open above; the process owns it for its lifetime.
         extra.push(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -243,10 +245,9 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
             }
             "-z" | "--compress-level" | "--bzip2-compress-level" => {
                 let v = value(&mut i)?;
-                t.level =
-                    v.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
-                        bad_value(format!("--gpg-options: bad compression level {v:?}"))
-                    })?;
+                t.level = v.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
+                    bad_value(format!("--gpg-options: bad compression level {v:?}"))
+                })?;
                 if t.level == 0 {
                     t.compress = false;
                 }

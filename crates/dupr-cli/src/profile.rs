@@ -661,7 +661,10 @@ pub fn run(
     if preview {
         println!("# PASSPHRASE {}", pass_from.describe("PASSPHRASE"));
         if !matches!(sign_from, Source::None) {
-            println!("# SIGN_PASSPHRASE {}", sign_from.describe("SIGN_PASSPHRASE"));
+            println!(
+                "# SIGN_PASSPHRASE {}",
+                sign_from.describe("SIGN_PASSPHRASE")
+            );
         }
         if let Some(h) = &p.hooks.pre {
             println!("# pre hook: {h}");
@@ -977,7 +980,10 @@ fn new_log(dir: &Path, name: &str, action: &str, start: i64) -> Result<(PathBuf,
             }
         }
     }
-    bail!("creating a log in {}: too many runs this second", dir.display())
+    bail!(
+        "creating a log in {}: too many runs this second",
+        dir.display()
+    )
 }
 
 fn rotate_logs(dir: &Path, name: &str, keep_days: u64) {

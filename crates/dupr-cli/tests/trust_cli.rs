@@ -172,7 +172,10 @@ fn profile_run_takes_passphrase_from_the_environment() {
     let t = T::new();
     t.profile("home", "");
     // Preview says where the passphrase will come from, never the secret.
-    let o = t.run(&["-p", "home", "--preview", "backup"], &[("PASSPHRASE", SECRET)]);
+    let o = t.run(
+        &["-p", "home", "--preview", "backup"],
+        &[("PASSPHRASE", SECRET)],
+    );
     assert!(o.status.success(), "{}", show(&o));
     let out = text(&o.stdout);
     assert_eq!(
@@ -210,7 +213,7 @@ fn profile_run_takes_passphrase_from_the_environment() {
     let o = t.run(&["-p", "home", "list"], &[("PASSPHRASE", SECRET)]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let l = parse_listing(&o.stdout);
-    assert!(l.contains(&b"d/b.txt".to_vec()), "{}", show(&o));
+    assert!(l.contains(b"d/b.txt".as_slice()), "{}", show(&o));
     // ...and a wrong one fails as a wrong passphrase.
     let dest = t.p("restored");
     let o = t.run(
@@ -230,7 +233,10 @@ fn profile_passphrase_source_wins_over_the_environment() {
     let t = T::new();
     let pw = t.private_file("pw", &format!("{SECRET}\n"));
     t.profile("home", &format!("passphrase-file = \"{}\"\n", pw.display()));
-    let o = t.run(&["-p", "home", "--preview", "backup"], &[("PASSPHRASE", "other")]);
+    let o = t.run(
+        &["-p", "home", "--preview", "backup"],
+        &[("PASSPHRASE", "other")],
+    );
     assert_eq!(
         text(&o.stdout).lines().next(),
         Some(format!("# PASSPHRASE from the file {}", pw.display()).as_str()),
@@ -287,7 +293,10 @@ fn profile_run_asks_on_the_terminal() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let shown = text(&o.stdout);
     assert!(shown.contains("GnuPG passphrase:"), "{shown}");
-    assert!(!shown.contains(SECRET), "the passphrase was echoed: {shown}");
+    assert!(
+        !shown.contains(SECRET),
+        "the passphrase was echoed: {shown}"
+    );
     // The typed passphrase is the backup's.
     let o = t.run(&["-p", "home", "list"], &[("PASSPHRASE", SECRET)]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
@@ -305,7 +314,10 @@ fn sched_env(t: &T) -> Vec<(String, String)> {
         let p = t.p("bin").join(name);
         fs::write(
             &p,
-            format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit 0\n", log.display()),
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit 0\n",
+                log.display()
+            ),
         )
         .unwrap();
         chmod(&p, 0o755);
@@ -352,13 +364,23 @@ fn schedule_install_preview_writes_nothing() {
         assert!(out.contains("0 * * * * "), "{out}");
         assert!(out.ends_with("# preview: nothing was written\n"), "{out}");
         assert!(!units.exists(), "{flag} created {}", units.display());
-        assert!(!t.p("tools.log").exists(), "{flag} ran systemctl or crontab");
+        assert!(
+            !t.p("tools.log").exists(),
+            "{flag} ran systemctl or crontab"
+        );
         assert_eq!(before, files_under(t.env.path()), "{flag} wrote a file");
     }
     let o = run_env(
         &t,
         &[
-            "schedule", "install", "-p", "home", "--every", "15m", "--cron", "--preview",
+            "schedule",
+            "install",
+            "-p",
+            "home",
+            "--every",
+            "15m",
+            "--cron",
+            "--preview",
         ],
         &env,
     );
@@ -378,7 +400,15 @@ fn schedule_install_preview_writes_nothing() {
     // What the preview shows is exactly what an install writes.
     let o = run_env(
         &t,
-        &["schedule", "install", "-p", "home", "--every", "1h", "--preview"],
+        &[
+            "schedule",
+            "install",
+            "-p",
+            "home",
+            "--every",
+            "1h",
+            "--preview",
+        ],
         &env,
     );
     let preview = text(&o.stdout);
@@ -394,7 +424,10 @@ fn schedule_install_preview_writes_nothing() {
             "# would write {}:\n{body}# would",
             units.join(unit).display()
         );
-        assert!(preview.contains(&block), "{unit}:\n{body}\nnot in\n{preview}");
+        assert!(
+            preview.contains(&block),
+            "{unit}:\n{body}\nnot in\n{preview}"
+        );
     }
     // remove --preview names the units and removes nothing.
     let calls = fs::read_to_string(t.p("tools.log")).unwrap();
@@ -499,7 +532,10 @@ fn export_keys_has_its_own_passphrase() {
     let out = t.p("e1.dupr");
     let o = t.run(
         &["-p", "home", "export-keys", out.to_str().unwrap()],
-        &[("PASSPHRASE", backup_pw), ("DUPR_EXPORT_PASSPHRASE", export_pw)],
+        &[
+            ("PASSPHRASE", backup_pw),
+            ("DUPR_EXPORT_PASSPHRASE", export_pw),
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(
@@ -545,7 +581,10 @@ fn export_keys_has_its_own_passphrase() {
             "--export-passphrase-file",
             pwf.to_str().unwrap(),
         ],
-        &[("PASSPHRASE", backup_pw), ("DUPR_EXPORT_PASSPHRASE", "ignored")],
+        &[
+            ("PASSPHRASE", backup_pw),
+            ("DUPR_EXPORT_PASSPHRASE", "ignored"),
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let readme = readme_of(&gpg_decrypt(&t, &out2, export_pw).expect("file's passphrase"));
@@ -709,9 +748,18 @@ fn list_current_files_prints_the_last_full_backup_date() {
     };
     let o = list(&[]);
     assert_ne!(o.status.code(), Some(0));
-    assert_eq!(text(&o.stdout), "Last full backup date: none\n", "{}", show(&o));
+    assert_eq!(
+        text(&o.stdout),
+        "Last full backup date: none\n",
+        "{}",
+        show(&o)
+    );
 
-    for (kind, now) in [("full", NOON), ("full", "1796479200"), ("incremental", "1796482800")] {
+    for (kind, now) in [
+        ("full", NOON),
+        ("full", "1796479200"),
+        ("incremental", "1796482800"),
+    ] {
         let o = t
             .cmd()
             .args([kind, "--no-encryption", "--current-time", now])
@@ -773,27 +821,68 @@ fn bad_option_values_exit_23_naming_the_option() {
     let src = t.env.src().display().to_string();
     let dest = t.p("restored").display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["restore", "--no-encryption", "-t", "garbage", &url, &dest], "--time"),
         (
-            vec!["restore", "--no-encryption", "--restore-time", "garbage", &url, &dest],
+            vec!["restore", "--no-encryption", "-t", "garbage", &url, &dest],
             "--time",
         ),
-        (vec!["list-current-files", "--no-encryption", "--time", "garbage", &url], "--time"),
         (
-            vec!["incremental", "--no-encryption", "--full-if-older-than", "garbage", &src, &url],
+            vec![
+                "restore",
+                "--no-encryption",
+                "--restore-time",
+                "garbage",
+                &url,
+                &dest,
+            ],
+            "--time",
+        ),
+        (
+            vec![
+                "list-current-files",
+                "--no-encryption",
+                "--time",
+                "garbage",
+                &url,
+            ],
+            "--time",
+        ),
+        (
+            vec![
+                "incremental",
+                "--no-encryption",
+                "--full-if-older-than",
+                "garbage",
+                &src,
+                &url,
+            ],
             "--full-if-older-than",
         ),
-        (vec!["remove-older-than", "garbage", "--no-encryption", &url], "remove-older-than"),
+        (
+            vec!["remove-older-than", "garbage", "--no-encryption", &url],
+            "remove-older-than",
+        ),
         (
             vec!["collection-status", "--num-retries", "garbage", &url],
             "--num-retries",
         ),
-        (vec!["collection-status", "-v", "garbage", &url], "--verbosity"),
         (
-            vec!["verify", "--no-encryption", "--read-data-subset", "garbage", &url],
+            vec!["collection-status", "-v", "garbage", &url],
+            "--verbosity",
+        ),
+        (
+            vec![
+                "verify",
+                "--no-encryption",
+                "--read-data-subset",
+                "garbage",
+                &url,
+            ],
             "--read-data-subset",
         ),
-        (vec!["-p", "home", "status", "--max-age", "garbage"], "--max-age"),
+        (
+            vec!["-p", "home", "status", "--max-age", "garbage"],
+            "--max-age",
+        ),
     ];
     for (args, option) in &cases {
         let o = t.run(args, &[]);
@@ -811,7 +900,13 @@ fn bad_option_values_exit_23_naming_the_option() {
     // duplicity 3.2.1 exits 23 for a bad restore time too.
     if let Some(dup) = std::env::var_os("DUPR_DUPLICITY3").filter(|p| Path::new(p).exists()) {
         let o = Command::new(dup)
-            .args(["restore", "--no-encryption", "-t", "garbage", "--archive-dir"])
+            .args([
+                "restore",
+                "--no-encryption",
+                "-t",
+                "garbage",
+                "--archive-dir",
+            ])
             .arg(t.p("dup-archive"))
             .arg(&url)
             .arg(t.p("dup-restored"))

@@ -631,7 +631,9 @@ pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> R
     let (names, c) = t.collection()?;
     // duplicity 3.2.1's first line: the full of the newest chain, whatever
     // the time asked for.
-    let last_full = c.last_chain().map(|ch| crate::time::pretty_local(ch.start()));
+    let last_full = c
+        .last_chain()
+        .map(|ch| crate::time::pretty_local(ch.start()));
     writeln!(
         out,
         "Last full backup date: {}",
