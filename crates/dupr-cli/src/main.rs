@@ -775,10 +775,13 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     want_args(&args, 2, "TIME|COUNT URL")?;
                     let a = args[0].to_string_lossy();
                     let count = || -> anyhow::Result<usize> {
-                        a.parse::<usize>()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| usage(format!("expected a count above 0, got {a:?}")))
+                        let name = match cmd {
+                            Command::RemoveAllButNFull => "remove-all-but-n-full",
+                            _ => "remove-all-inc-of-but-n-full",
+                        };
+                        a.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            bad_value(format!("{name}: expected a count above 0, got {a:?}"))
+                        })
                     };
                     let p = match cmd {
                         Command::RemoveOlderThan => {

@@ -368,7 +368,9 @@ pub(crate) enum Source {
     Env(&'static str),
     /// Asked on the terminal before the run.
     Terminal,
-    /// Nothing: the run needs none, or none can be had.
+    /// The run needs none: unencrypted, or a backup to public keys.
+    NotNeeded,
+    /// None can be had.
     None,
 }
 
@@ -381,6 +383,9 @@ impl Source {
             Source::Command(c) => format!("from the command {c:?}"),
             Source::Env(v) => format!("from the environment variable {v} (hidden)"),
             Source::Terminal => "asked on the terminal before the run".into(),
+            Source::NotNeeded => {
+                "not needed (unencrypted, or a backup to public keys)".into()
+            }
             Source::None => format!(
                 "none: the profile names no passphrase source, {var} is unset and there is no terminal to ask on"
             ),
@@ -406,7 +411,7 @@ impl Source {
             Source::Env(v) => Ok(crate::take_env(v)
                 .map(|b| Zeroizing::new(String::from_utf8_lossy(&b).into_owned()))),
             Source::Terminal => prompt(confirm).map(Some),
-            Source::None => Ok(None),
+            Source::None | Source::NotNeeded => Ok(None),
         }
     }
 }
@@ -422,7 +427,7 @@ fn profile_source(clear: &Option<String>, file: &Option<String>, cmd: &Option<St
 }
 
 /// The passphrase source of a run of `action`.
-pub(crate) fn passphrase_source(l: &Loaded, action: &str) -> Source {
+pub(crate) fn passphrase_source(l: &Loaded, action: &str, extra: &[OsString]) -> Source {
     let p = &l.profile;
     let own = profile_source(&p.passphrase, &p.passphrase_file, &p.passphrase_command);
     if own != Source::None {
@@ -431,16 +436,22 @@ pub(crate) fn passphrase_source(l: &Loaded, action: &str) -> Source {
     if std::env::var_os("PASSPHRASE").is_some() {
         return Source::Env("PASSPHRASE");
     }
+    // Set in the profile, or given on this command line.
     let on = |k: &str| {
+        let flag = format!("--{k}");
         p.options
             .get(k)
             .is_some_and(|v| !matches!(v, toml::Value::Boolean(false)))
+            || extra.iter().any(|a| {
+                let a = a.to_string_lossy();
+                a == flag || a.starts_with(&format!("{flag}="))
+            })
     };
     // Unencrypted archives, and backups to public keys, need no passphrase.
     let writing = matches!(action, "backup" | "bkp" | "full" | "incr" | "incremental");
     let public = on("encrypt-key") || on("hidden-encrypt-key") || on("encrypt-key-file");
     if on("no-encryption") || (writing && public) {
-        return Source::None;
+        return Source::NotNeeded;
     }
     if std::io::stdin().is_terminal() {
         Source::Terminal
@@ -656,7 +667,7 @@ pub fn run(
 ) -> Result<i32> {
     let p = &l.profile;
     let steps = plan(l, action, rest, extra)?;
-    let pass_from = passphrase_source(l, action);
+    let pass_from = passphrase_source(l, action, extra);
     let sign_from = sign_source(p);
     if preview {
         println!("# PASSPHRASE {}", pass_from.describe("PASSPHRASE"));

@@ -276,6 +276,18 @@ fn profile_run_asks_on_the_terminal() {
         "{}",
         show(&o)
     );
+    // Nothing is asked when nothing is encrypted.
+    let o = t.on_pty(
+        &["-p", "home", "--preview", "--no-encryption", "backup"],
+        &[],
+        "",
+    );
+    assert!(
+        text(&o.stdout)
+            .contains("# PASSPHRASE not needed (unencrypted, or a backup to public keys)"),
+        "{}",
+        show(&o)
+    );
     // A backup asks twice; a mismatch stops it before anything is written.
     let o = t.on_pty(&["-p", "home", "backup"], &[], "one\ntwo\n");
     assert_ne!(o.status.code(), Some(0), "{}", show(&o));
@@ -882,6 +894,10 @@ fn bad_option_values_exit_23_naming_the_option() {
         (
             vec!["-p", "home", "status", "--max-age", "garbage"],
             "--max-age",
+        ),
+        (
+            vec!["remove-all-but-n-full", "garbage", "--no-encryption", &url],
+            "remove-all-but-n-full",
         ),
     ];
     for (args, option) in &cases {
