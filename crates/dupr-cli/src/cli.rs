@@ -71,6 +71,9 @@ pub struct ProfileOpts {
     /// `schedule install`: write a crontab line even where systemd runs.
     #[arg(long)]
     pub cron: bool,
+    /// `export-keys`, `import-keys`: the export's own passphrase, from this private file (mode 600).
+    #[arg(long, value_name = "FILE")]
+    pub export_passphrase_file: Option<PathBuf>,
 }
 
 pub const USAGE: &str = "dupr [full|incremental] [OPTIONS] SOURCE_DIR TARGET_URL
@@ -88,6 +91,13 @@ const COMMANDS_HELP: &str =
 restore (rb), verify (vb), collection-status (st), list-current-files (ls), cleanup (cl), \
 remove-older-than (ro), remove-all-but-n-full (ra), remove-all-inc-of-but-n-full (ri); \
 any unique prefix of a command also works. `dupr COMMAND --help` shows the options of one command.
+
+Profiles, schedules and key export (each has its own --help):
+  dupr profile list|show|create|edit-check|import ...
+  dupr -p NAME [ACTION]
+  dupr schedule install|list|remove ...
+  dupr -p NAME export-keys FILE
+  dupr import-keys FILE
 
 Environment: PASSPHRASE, SIGN_PASSPHRASE, TMPDIR, XDG_CACHE_HOME, and the storage \
 variables duplicity reads (AWS_*, DPBX_ACCESS_TOKEN, BACKEND_PASSWORD/FTP_PASSWORD, ...).";
@@ -736,6 +746,39 @@ pub fn help(argv: &[OsString]) -> Option<u8> {
             cmd = parse_command(w);
         }
     }
+    if wanted {
+        // The wrapper's commands: the first word that is not an option.
+        let first = words
+            .iter()
+            .take_while(|w| **w != "--")
+            .enumerate()
+            .find(|(i, w)| {
+                let option_value =
+                    *i > 0 && matches!(words[i - 1], "-p" | "--profile" | "-c" | "--config");
+                !w.starts_with('-') && !option_value
+            })
+            .map(|(_, w)| *w);
+        let text = match first {
+            Some("profile") => Some(PROFILE_HELP),
+            Some("schedule") => Some(SCHEDULE_HELP),
+            Some("export-keys") => Some(EXPORT_KEYS_HELP),
+            Some("import-keys") => Some(IMPORT_KEYS_HELP),
+            // `dupr -p NAME --help`: the profile's help.
+            None if words.iter().any(|w| {
+                matches!(*w, "-p" | "--profile" | "-c" | "--config")
+                    || w.starts_with("--profile=")
+                    || w.starts_with("--config=")
+            }) =>
+            {
+                Some(PROFILE_HELP)
+            }
+            _ => None,
+        };
+        if let Some(t) = text {
+            print!("{t}");
+            return Some(0);
+        }
+    }
     let c = cmd.filter(|_| wanted)?;
     let (sections, usage) = command_help(c);
     let mut command = Cli::command().override_usage(usage).mut_args(|a| {
@@ -752,6 +795,106 @@ pub fn help(argv: &[OsString]) -> Option<u8> {
     let _ = command.print_help();
     Some(0)
 }
+
+const PROFILE_HELP: &str = "\
+Profiles: a backup's settings in one TOML file,
+$XDG_CONFIG_HOME/dupr/profiles/NAME.toml (or any file given with -c FILE).
+
+Usage: dupr profile list
+       dupr profile show NAME
+       dupr profile create NAME [SOURCE TARGET]
+       dupr profile edit-check NAME
+       dupr profile import FILE|DIR [NAME]
+       dupr -p NAME [OPTIONS] [ACTION [ARGS]]
+       dupr -c FILE [OPTIONS] [ACTION [ARGS]]
+
+Commands:
+  list                    the profiles and their last run
+  show NAME               the profile's settings (passphrases hidden)
+  create NAME             write a starter profile (mode 600)
+  edit-check NAME         check the profile and the command lines it makes
+  import FILE|DIR [NAME]  convert a duply profile directory or a
+                          duplicity-backup.sh configuration file
+
+Actions of dupr -p NAME:
+  backup (the default)    pre hook, backup, retention, cleanup, post hook
+  full, incr              a full or an incremental backup only
+  verify                  compare the backup with the source
+  status [--max-age TIME] the last success; exit 1 when it is older than TIME
+  list, collection-status the files of the latest backup, the chains
+  restore [DEST]          the latest backup into DEST (default: the source)
+  fetch PATH DEST         one path of the latest backup
+  purge, cleanup          retention only, cleanup only
+  export-keys FILE        see dupr export-keys --help
+
+Options:
+  -p, --profile NAME      the profile to run
+  -c, --config FILE       the profile file to use
+      --preview           print what the action would run and where its
+                          passphrase comes from (never the secret); run nothing
+      --max-age TIME      status: the age limit (default: the profile's, else 2D)
+Every other dupr option given is passed on to each step of the run.
+
+Passphrase of a run, first found wins: the profile's passphrase,
+passphrase-file or passphrase-command; the environment's PASSPHRASE; asked
+on the terminal (twice for a backup) when there is one. Unencrypted
+profiles and backups to public keys need none. SIGN_PASSPHRASE: the
+profile's sign-passphrase sources, then the environment; never asked.
+
+Environment: DUPR_<KEY> overrides the profile's field or option KEY
+(DUPR_TARGET=..., DUPR_VOLSIZE=50).
+";
+
+const SCHEDULE_HELP: &str = "\
+Schedules: run dupr -p NAME backup regularly, through a systemd user timer,
+or a crontab line where systemd is not usable (or with --cron).
+
+Usage: dupr schedule install -p NAME --every INTERVAL [--cron] [--preview]
+       dupr schedule list [-p NAME]
+       dupr schedule remove -p NAME [--preview]
+
+Options:
+  -p, --profile NAME      the profile (or a positional NAME)
+  -c, --config FILE       a profile file outside the profile directory
+      --every INTERVAL    15m, 1h, 2h30m, 1d, 1w, @hourly, @daily, @weekly, ...
+      --cron              write a crontab line even where systemd runs
+      --preview, --dry-run
+                          print exactly the unit files or crontab line that
+                          would be written (or removed); change nothing
+
+One schedule per profile: installing one kind removes the other. The
+schedule holds no secret: the profile's passphrase source is read at run
+time. A run skipped because the previous one is still going exits 102.
+";
+
+const EXPORT_KEYS_HELP: &str = "\
+Export a profile for disaster recovery: the profile, the files it reads
+and its OpenPGP keys (secret keys included) in one encrypted tar, opened
+with gpg -d FILE | tar x or dupr import-keys FILE.
+
+Usage: dupr -p NAME export-keys FILE [--export-passphrase-file PWFILE]
+
+The export's passphrase, first found wins:
+  --export-passphrase-file PWFILE   a private file (mode 600)
+  DUPR_EXPORT_PASSPHRASE            the environment
+  the terminal                      asked twice, when there is one
+  the backup passphrase             the profile's, else PASSPHRASE
+The export's README.txt says which one was used (never the secret).
+The secret keys are unlocked with the backup passphrase (the profile's,
+else PASSPHRASE) and SIGN_PASSPHRASE.
+";
+
+const IMPORT_KEYS_HELP: &str = "\
+Import an export made by dupr -p NAME export-keys: the keys into GnuPG
+(GNUPGHOME, else ~/.gnupg), the profile as
+$XDG_CONFIG_HOME/dupr/profiles/NAME.toml and the files it reads next to it.
+An existing profile is never replaced.
+
+Usage: dupr import-keys FILE [--export-passphrase-file PWFILE]
+
+The export's passphrase, first found wins: --export-passphrase-file PWFILE
+(mode 600), DUPR_EXPORT_PASSPHRASE, PASSPHRASE, asked on the terminal.
+";
 
 const URLS_HELP: &str = "Target URLs (duplicity's spellings):
   file:///some_dir                 local directory (tested)
@@ -803,6 +946,12 @@ pub fn parse_error(e: clap::Error) -> u8 {
             2
         }
         _ => {
+            // duplicity 3.2.1 exits 23 for a bad option value, 2 stays for
+            // the rest (unknown options, missing values).
+            let code = match e.kind() {
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation | ErrorKind::InvalidUtf8 => 23,
+                _ => 2,
+            };
             let text = e.kind().as_str().map(str::to_string).unwrap_or_default();
             let rendered = e.render().to_string();
             let first = rendered
@@ -813,7 +962,7 @@ pub fn parse_error(e: clap::Error) -> u8 {
                 .to_string();
             eprintln!("dupr: error: {first}");
             eprintln!("Enter 'dupr --help' for help screen.");
-            2
+            code
         }
     }
 }

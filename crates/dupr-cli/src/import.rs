@@ -1339,6 +1339,34 @@ fn zertrin(text: &str) -> Result<Out> {
             "ENCRYPTION={other:?} is neither yes nor no: the wrapper then passed no encryption options (PASSPHRASE alone), and so does the profile"
         )),
     }
+    // Key ids the wrapper set but did not use: said, never dropped silently.
+    if encryption != "yes" && (enc_key.is_some() || sign_key.is_some()) {
+        let mut set = Vec::new();
+        let mut add = Vec::new();
+        if let Some(e) = &enc_key {
+            set.push(format!("GPG_ENC_KEY={e}"));
+            add.push(format!(
+                "encrypt-key = [{}]",
+                toml::Value::String(e.clone())
+            ));
+        }
+        if let Some(s) = &sign_key {
+            set.push(format!("GPG_SIGN_KEY={s}"));
+            add.push(format!("sign-key = {}", toml::Value::String(s.clone())));
+        }
+        let why = if encryption == "no" {
+            "ENCRYPTION='no' (unencrypted backups)".to_string()
+        } else if encryption.is_empty() {
+            "ENCRYPTION is not 'yes', so the wrapper did not pass them to duplicity (it encrypted with PASSPHRASE alone)".to_string()
+        } else {
+            format!("ENCRYPTION={encryption:?} is not 'yes', so the wrapper did not pass them to duplicity")
+        };
+        c.o.note(format!(
+            "{}: {why}; to back up to the key(s), add to the profile: {}",
+            set.join(", "),
+            add.join(", ")
+        ));
+    }
     match passphrase {
         Some(pw) if !pw.is_empty() && encryption != "no" => {
             c.o.p.passphrase = Some(pw.clone());

@@ -57,7 +57,47 @@ type Secret = Zeroizing<Vec<u8>>;
 
 // ----------------------------------------------------------------- export
 
-pub fn export_keys(l: &Loaded, out: &Path) -> Result<i32> {
+/// The export's own passphrase, when one is given: `--export-passphrase-file`,
+/// else `DUPR_EXPORT_PASSPHRASE`, else asked on the terminal (`ask` says
+/// whether to, `confirm` whether twice). With the secret, the words the
+/// README and the output use for it (never the secret).
+fn export_passphrase(
+    file: Option<&Path>,
+    ask_prompt: Option<(&str, bool)>,
+) -> Result<Option<(Secret, String)>> {
+    if let Some(f) = file {
+        let f = f.display().to_string();
+        let s = secret(&None, &Some(f.clone()), &None, "export passphrase")?
+            .ok_or_else(|| anyhow!("--export-passphrase-file {f}: empty"))?;
+        if s.is_empty() {
+            bail!("--export-passphrase-file {f}: the file is empty");
+        }
+        return Ok(Some((
+            s,
+            format!("the export passphrase from the file {f} (--export-passphrase-file)"),
+        )));
+    }
+    if let Some(s) = env_secret("DUPR_EXPORT_PASSPHRASE") {
+        std::env::remove_var("DUPR_EXPORT_PASSPHRASE");
+        if s.is_empty() {
+            bail!("DUPR_EXPORT_PASSPHRASE is empty");
+        }
+        return Ok(Some((
+            s,
+            "the export passphrase from the environment variable DUPR_EXPORT_PASSPHRASE".into(),
+        )));
+    }
+    use std::io::IsTerminal;
+    match ask_prompt {
+        Some((prompt, confirm)) if std::io::stdin().is_terminal() => Ok(Some((
+            ask(prompt, confirm)?,
+            "an export passphrase asked on the terminal".into(),
+        ))),
+        _ => Ok(None),
+    }
+}
+
+pub fn export_keys(l: &Loaded, out: &Path, export_file: Option<&Path>) -> Result<i32> {
     let name = &l.name;
     if name.contains('/') || name.is_empty() {
         bail!("export-keys: profile name {name:?} can't name an export (use -p NAME)");
@@ -80,9 +120,26 @@ pub fn export_keys(l: &Loaded, out: &Path) -> Result<i32> {
         "sign passphrase",
     )?
     .or_else(|| env_secret("SIGN_PASSPHRASE"));
-    let pass = match profile_pass.or_else(|| env_secret("PASSPHRASE")) {
-        Some(p) => p,
-        None => ask(&format!("Passphrase for {}: ", out.display()), true)?,
+    let mut backup_pass = profile_pass.or_else(|| env_secret("PASSPHRASE"));
+    // The export's own passphrase; without one (no file, no variable, no
+    // terminal), the backup passphrase encrypts it.
+    let prompt = format!(
+        "Export passphrase for {} (it protects the export, not the backups): ",
+        out.display()
+    );
+    let (pass, pass_from) = match export_passphrase(export_file, Some((&prompt, true)))? {
+        Some(x) => x,
+        None => {
+            let p = match backup_pass.clone() {
+                Some(p) => p,
+                None => ask(&format!("Passphrase for {}: ", out.display()), true)?,
+            };
+            backup_pass = Some(p.clone());
+            (
+                p,
+                "the profile's backup passphrase (no export passphrase was given)".into(),
+            )
+        }
     };
 
     // The files the profile reads.
@@ -163,7 +220,7 @@ pub fn export_keys(l: &Loaded, out: &Path) -> Result<i32> {
         // The sign key's passphrase is SIGN_PASSPHRASE, falling back to
         // PASSPHRASE (duplicity's rule); encryption keys the other way.
         let mut tries: Vec<&Secret> = Vec::new();
-        let main = Some(&pass);
+        let main = backup_pass.as_ref();
         let (first, second) = if *signs {
             (sign_pass.as_ref(), main)
         } else {
@@ -194,13 +251,13 @@ pub fn export_keys(l: &Loaded, out: &Path) -> Result<i32> {
     }
     t.file(&format!("{top}/files.toml"), index.as_bytes());
     t.file(&format!("{top}/profile.toml"), text.as_bytes());
-    let readme = readme(name, out, l, &files, &key_lines);
+    let readme = readme(name, out, l, &files, &key_lines, &pass_from);
     t.file(&format!("{top}/README.txt"), readme.as_bytes());
     let data = t.finish();
 
     write_encrypted(out, &data, pass)?;
     println!(
-        "exported profile {name} to {} (mode 600, encrypted with the passphrase):",
+        "exported profile {name} to {} (mode 600, encrypted with {pass_from}):",
         out.display()
     );
     println!("  {top}/profile.toml, {top}/README.txt");
@@ -386,6 +443,7 @@ fn readme(
     l: &Loaded,
     files: &BTreeMap<String, String>,
     key_lines: &[String],
+    pass_from: &str,
 ) -> String {
     let file = out
         .file_name()
@@ -400,6 +458,7 @@ This file holds what it takes to reach the backups of profile {name} again
 after losing the machine they were made on: the profile, the files it reads
 and the OpenPGP keys it names, secret keys included. It is encrypted with
 a passphrase: keep it (and the passphrase) apart from the backups.
+The passphrase of this export: {pass_from}.
 
 Contents, after `gpg -d {file} | tar x`:
   {top}/README.txt        this file
@@ -430,7 +489,8 @@ Restore with dupr
 -----------------
   dupr import-keys {file}
 
-It asks for the passphrase (or reads PASSPHRASE), imports the keys into
+It reads the export's passphrase from --export-passphrase-file FILE, else
+DUPR_EXPORT_PASSPHRASE, else PASSPHRASE, else asks for it; imports the keys into
 GnuPG (GNUPGHOME, else ~/.gnupg), installs the profile as
 $XDG_CONFIG_HOME/dupr/profiles/{name}.toml (~/.config/dupr/profiles/{name}.toml)
 and the files it reads next to it; files that were at absolute paths go to
@@ -618,11 +678,16 @@ fn entry_path(name: &[u8]) -> Option<(String, PathBuf)> {
     Some((top, parts.iter().collect()))
 }
 
-pub fn import_keys(file: &Path) -> Result<i32> {
+pub fn import_keys(file: &Path, export_file: Option<&Path>) -> Result<i32> {
     let show = file.display().to_string();
-    let pass = match env_secret("PASSPHRASE") {
-        Some(p) => p,
-        None => ask(&format!("Passphrase for {show}: "), false)?,
+    // As export-keys: the export passphrase (file, variable), else
+    // PASSPHRASE (an export made with the backup passphrase), else asked.
+    let pass = match export_passphrase(export_file, None)? {
+        Some((p, _)) => p,
+        None => match env_secret("PASSPHRASE") {
+            Some(p) => p,
+            None => ask(&format!("Passphrase for {show}: "), false)?,
+        },
     };
     let f = std::fs::File::open(file).with_context(|| format!("opening {show}"))?;
     let crypto = Crypto::symmetric(pass.clone(), true)?;

@@ -49,6 +49,17 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(Exit(2, msg.into()))
 }
 
+/// A bad option value: one line naming the option, exit 23 (duplicity
+/// 3.2.1's code for any bad value, a time string included).
+fn bad_value(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(Exit(23, msg.into()))
+}
+
+/// A time string given to `option`.
+fn time_value(option: &str, s: &str) -> anyhow::Result<time::Timestamp> {
+    time::parse_time_string(s, time::now()).map_err(|e| bad_value(format!("{option}: {e}")))
+}
+
 fn init_logging(g: &cli::General) -> anyhow::Result<()> {
     use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
     let level = match g.verbosity.as_deref().unwrap_or("3") {
@@ -58,8 +69,8 @@ fn init_logging(g: &cli::General) -> anyhow::Result<()> {
         "5" | "6" | "7" | "8" | "i" | "info" => "info",
         "9" | "d" | "debug" => "debug",
         other => {
-            return Err(usage(format!(
-                "bad verbosity {other:?}: use 0-9 or e, w, n, i, d"
+            return Err(bad_value(format!(
+                "--verbosity: bad level {other:?}: use 0-9 or e, w, n, i, d"
             )))
         }
     };
@@ -76,7 +87,9 @@ fn init_logging(g: &cli::General) -> anyhow::Result<()> {
     if let Some(fd) = g.log_fd {
         use std::os::fd::FromRawFd;
         if fd < 0 || nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).is_err() {
-            return Err(usage(format!("--log-fd {fd}: not an open file descriptor")));
+            return Err(bad_value(format!(
+                "--log-fd {fd}: not an open file descriptor"
+            )));
         }
         // SAFETY: checked open above; the process owns it for its lifetime.
         extra.push(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -215,7 +228,7 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
             words
                 .get(*i)
                 .cloned()
-                .ok_or_else(|| usage(format!("--gpg-options: {name} needs a value")))
+                .ok_or_else(|| bad_value(format!("--gpg-options: {name} needs a value")))
         };
         match name.as_str() {
             "--compress-algo" | "--compression-algo" => {
@@ -223,15 +236,18 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
                 match v.as_str() {
                     "none" | "uncompressed" | "0" => t.compress = false,
                     "zip" | "zlib" | "bzip2" | "1" | "2" | "3" => t.compress = true,
-                    _ => return Err(usage(format!("--gpg-options: unknown compression {v:?}"))),
+                    _ => {
+                        return Err(bad_value(format!(
+                            "--gpg-options: unknown compression {v:?}"
+                        )))
+                    }
                 }
             }
             "-z" | "--compress-level" | "--bzip2-compress-level" => {
                 let v = value(&mut i)?;
-                t.level =
-                    v.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
-                        usage(format!("--gpg-options: bad compression level {v:?}"))
-                    })?;
+                t.level = v.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
+                    bad_value(format!("--gpg-options: bad compression level {v:?}"))
+                })?;
                 if t.level == 0 {
                     t.compress = false;
                 }
@@ -368,7 +384,7 @@ fn want_args(args: &[OsString], n: usize, what: &str) -> anyhow::Result<()> {
 
 fn parse_time(cli: &Cli) -> anyhow::Result<time::Timestamp> {
     match &cli.general.time {
-        Some(s) => Ok(time::parse_time_string(s, time::now())?),
+        Some(s) => time_value("--time", s),
         None => Ok(time::now()),
     }
 }
@@ -404,7 +420,15 @@ fn canonical_source(arg: &OsString) -> PathBuf {
 /// The command line minus the profile options and the positionals: the
 /// options a profile run passes on to each step.
 fn passthrough(argv: &[OsString]) -> Vec<OsString> {
-    const OWN_VALUED: &[&str] = &["-p", "--profile", "-c", "--config", "--max-age", "--every"];
+    const OWN_VALUED: &[&str] = &[
+        "-p",
+        "--profile",
+        "-c",
+        "--config",
+        "--max-age",
+        "--every",
+        "--export-passphrase-file",
+    ];
     const OWN_FLAGS: &[&str] = &["--preview", "--cron"];
     let valued: std::collections::BTreeSet<String> = cli::option_arity()
         .into_iter()
@@ -458,10 +482,14 @@ fn run_profile(cli: &Cli, argv: &[OsString]) -> anyhow::Result<Option<i32>> {
             cli.profile.config.as_deref(),
             cli.profile.every.as_deref(),
             cli.profile.cron,
+            cli.profile.preview || cli.general.dry_run,
         )?));
     }
     if first == Some("import-keys") && cli.args.len() == 2 {
-        return Ok(Some(keyexport::import_keys(Path::new(&cli.args[1]))?));
+        return Ok(Some(keyexport::import_keys(
+            Path::new(&cli.args[1]),
+            cli.profile.export_passphrase_file.as_deref(),
+        )?));
     }
     let (name, path) = match (&cli.profile.profile, &cli.profile.config) {
         (_, Some(c)) => (
@@ -485,7 +513,11 @@ fn run_profile(cli: &Cli, argv: &[OsString]) -> anyhow::Result<Option<i32>> {
             .args
             .get(1)
             .ok_or_else(|| usage("usage: dupr -p NAME export-keys FILE"))?;
-        return Ok(Some(keyexport::export_keys(&l, Path::new(out))?));
+        return Ok(Some(keyexport::export_keys(
+            &l,
+            Path::new(out),
+            cli.profile.export_passphrase_file.as_deref(),
+        )?));
     }
     let rest = cli.args.get(1..).unwrap_or_default();
     Ok(Some(profile::run(
@@ -509,7 +541,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             // A bad selection fails before anything is read or written.
             let selection = selection(&spec, &source)?;
             let full_if_older_than = match &cli.backup.full_if_older_than {
-                Some(s) => Some(time::parse_time_string(s, time::now())?),
+                Some(s) => Some(time_value("--full-if-older-than", s)?),
                 None => None,
             };
             let target = Target::open(settings(
@@ -600,7 +632,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
                     Index::parse(p.as_bytes())
-                        .ok_or_else(|| usage(format!("bad path to restore {p:?}")))?,
+                        .ok_or_else(|| bad_value(format!("--path-to-restore: bad path {p:?}")))?,
                 ),
                 None => None,
             };
@@ -622,7 +654,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                 .map(|pair| {
                     let parse = |p: &OsString| {
                         Index::parse(p.as_bytes())
-                            .ok_or_else(|| usage(format!("--rename: bad path {p:?}")))
+                            .ok_or_else(|| bad_value(format!("--rename: bad path {p:?}")))
                     };
                     Ok((parse(&pair[0])?, parse(&pair[1])?))
                 })
@@ -673,7 +705,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                 print!("{}", ops::changes_in_set(&target, n, cli.general.jsonstat)?);
             } else if let Some(p) = &cli.restore.file_changed {
                 let ix = Index::parse(p.as_bytes())
-                    .ok_or_else(|| usage(format!("--file-changed: bad path {p:?}")))?;
+                    .ok_or_else(|| bad_value(format!("--file-changed: bad path {p:?}")))?;
                 print!("{}", ops::file_changed(&target, &ix)?);
             } else {
                 print!("{}", ops::collection_status(&target)?);
@@ -689,7 +721,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     .ok()
                     .filter(|p| (0.0..=100.0).contains(p) && *p > 0.0)
                     .ok_or_else(|| {
-                        usage(format!(
+                        bad_value(format!(
                             "--read-data-subset {s:?}: expected a percentage above 0, like 10%"
                         ))
                     })?,
@@ -733,7 +765,8 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
-                    Index::parse(p.as_bytes()).ok_or_else(|| usage(format!("bad path {p:?}")))?,
+                    Index::parse(p.as_bytes())
+                        .ok_or_else(|| bad_value(format!("--path-to-restore: bad path {p:?}")))?,
                 ),
                 None => None,
             };
@@ -772,14 +805,17 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     want_args(&args, 2, "TIME|COUNT URL")?;
                     let a = args[0].to_string_lossy();
                     let count = || -> anyhow::Result<usize> {
-                        a.parse::<usize>()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| usage(format!("expected a count above 0, got {a:?}")))
+                        let name = match cmd {
+                            Command::RemoveAllButNFull => "remove-all-but-n-full",
+                            _ => "remove-all-inc-of-but-n-full",
+                        };
+                        a.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            bad_value(format!("{name}: expected a count above 0, got {a:?}"))
+                        })
                     };
                     let p = match cmd {
                         Command::RemoveOlderThan => {
-                            ops::Removal::OlderThan(time::parse_time_string(&a, time::now())?)
+                            ops::Removal::OlderThan(time_value("remove-older-than", &a)?)
                         }
                         Command::RemoveAllButNFull => ops::Removal::AllButNFull(count()?),
                         _ => ops::Removal::AllIncOfButNFull(count()?),
@@ -853,7 +889,7 @@ fn main() -> ExitCode {
         };
     if let Err(e) = init_logging(&cli.general) {
         eprintln!("dupr: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(exit_code(&e) as u8);
     }
     if let Some(t) = cli.general.current_time {
         time::set_now(t);

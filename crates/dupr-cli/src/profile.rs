@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -141,7 +141,13 @@ impl Notify {
 
 /// Long options a profile may not set: they belong to the invocation.
 const NOT_IN_PROFILE: &[&str] = &[
-    "help", "version", "generate", "profile", "config", "preview",
+    "help",
+    "version",
+    "generate",
+    "profile",
+    "config",
+    "preview",
+    "export-passphrase-file",
 ];
 
 pub fn config_dir() -> PathBuf {
@@ -350,6 +356,143 @@ pub(crate) fn secret(
     Ok(None)
 }
 
+/// Where a profile run's passphrase comes from. Precedence: the profile
+/// (`passphrase`, `passphrase-file`, `passphrase-command`, in that order),
+/// then the environment (`PASSPHRASE`), then a prompt on the terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Source {
+    Clear,
+    File(String),
+    Command(String),
+    /// The environment variable of that name (taken out of the environment).
+    Env(&'static str),
+    /// Asked on the terminal before the run.
+    Terminal,
+    /// The run needs none: unencrypted, or a backup to public keys.
+    NotNeeded,
+    /// None can be had.
+    None,
+}
+
+impl Source {
+    /// What `--preview` prints: where the secret comes from, never the secret.
+    fn describe(&self, var: &str) -> String {
+        match self {
+            Source::Clear => "from the profile (hidden)".into(),
+            Source::File(f) => format!("from the file {f}"),
+            Source::Command(c) => format!("from the command {c:?}"),
+            Source::Env(v) => format!("from the environment variable {v} (hidden)"),
+            Source::Terminal => "asked on the terminal before the run".into(),
+            Source::NotNeeded => {
+                "not needed (unencrypted, or a backup to public keys)".into()
+            }
+            Source::None => format!(
+                "none: the profile names no passphrase source, {var} is unset and there is no terminal to ask on"
+            ),
+        }
+    }
+
+    /// The secret itself.
+    fn read(&self, p: &Profile, what: &str, confirm: bool) -> Result<Option<Zeroizing<String>>> {
+        let sign = what.starts_with("sign");
+        let (clear, file, command) = if sign {
+            (
+                &p.sign_passphrase,
+                &p.sign_passphrase_file,
+                &p.sign_passphrase_command,
+            )
+        } else {
+            (&p.passphrase, &p.passphrase_file, &p.passphrase_command)
+        };
+        match self {
+            Source::Clear | Source::File(_) | Source::Command(_) => {
+                secret(clear, file, command, what)
+            }
+            Source::Env(v) => Ok(crate::take_env(v)
+                .map(|b| Zeroizing::new(String::from_utf8_lossy(&b).into_owned()))),
+            Source::Terminal => prompt(confirm).map(Some),
+            Source::None | Source::NotNeeded => Ok(None),
+        }
+    }
+}
+
+/// The profile's own source, if it names one.
+fn profile_source(clear: &Option<String>, file: &Option<String>, cmd: &Option<String>) -> Source {
+    match (clear, file, cmd) {
+        (Some(_), _, _) => Source::Clear,
+        (_, Some(f), _) => Source::File(f.clone()),
+        (_, _, Some(c)) => Source::Command(c.clone()),
+        _ => Source::None,
+    }
+}
+
+/// The passphrase source of a run of `action`.
+pub(crate) fn passphrase_source(l: &Loaded, action: &str, extra: &[OsString]) -> Source {
+    let p = &l.profile;
+    let own = profile_source(&p.passphrase, &p.passphrase_file, &p.passphrase_command);
+    if own != Source::None {
+        return own;
+    }
+    if std::env::var_os("PASSPHRASE").is_some() {
+        return Source::Env("PASSPHRASE");
+    }
+    // Set in the profile, or given on this command line.
+    let on = |k: &str| {
+        let flag = format!("--{k}");
+        p.options
+            .get(k)
+            .is_some_and(|v| !matches!(v, toml::Value::Boolean(false)))
+            || extra.iter().any(|a| {
+                let a = a.to_string_lossy();
+                a == flag || a.starts_with(&format!("{flag}="))
+            })
+    };
+    // Unencrypted archives, and backups to public keys, need no passphrase.
+    let writing = matches!(action, "backup" | "bkp" | "full" | "incr" | "incremental");
+    let public = on("encrypt-key") || on("hidden-encrypt-key") || on("encrypt-key-file");
+    if on("no-encryption") || (writing && public) {
+        return Source::NotNeeded;
+    }
+    if std::io::stdin().is_terminal() {
+        Source::Terminal
+    } else {
+        Source::None
+    }
+}
+
+/// The sign passphrase: the profile's, else `SIGN_PASSPHRASE` (never asked).
+fn sign_source(p: &Profile) -> Source {
+    let own = profile_source(
+        &p.sign_passphrase,
+        &p.sign_passphrase_file,
+        &p.sign_passphrase_command,
+    );
+    if own == Source::None && std::env::var_os("SIGN_PASSPHRASE").is_some() {
+        return Source::Env("SIGN_PASSPHRASE");
+    }
+    own
+}
+
+/// The passphrase asked on the terminal, twice when it protects new data.
+fn prompt(confirm: bool) -> Result<Zeroizing<String>> {
+    let first = Zeroizing::new(
+        rpassword::prompt_password("GnuPG passphrase: ").context("reading the passphrase")?,
+    );
+    if first.is_empty() {
+        return Err(crate::usage("an empty passphrase is not allowed"));
+    }
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password("Retype passphrase to confirm: ")
+                .context("reading the passphrase")?,
+        );
+        if *again != *first {
+            return Err(crate::usage("the two passphrases do not match"));
+        }
+    }
+    Ok(first)
+}
+
 fn expand(p: &str) -> PathBuf {
     match p.strip_prefix("~/") {
         Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
@@ -524,23 +667,16 @@ pub fn run(
 ) -> Result<i32> {
     let p = &l.profile;
     let steps = plan(l, action, rest, extra)?;
-    let passphrase = secret(
-        &p.passphrase,
-        &p.passphrase_file,
-        &p.passphrase_command,
-        "passphrase",
-    );
+    let pass_from = passphrase_source(l, action, extra);
+    let sign_from = sign_source(p);
     if preview {
-        let show = |s: &Option<String>, f: &Option<String>, c: &Option<String>| match (s, f, c) {
-            (Some(_), _, _) => "from the profile (hidden)".to_string(),
-            (_, Some(f), _) => format!("from the file {f}"),
-            (_, _, Some(c)) => format!("from the command {c:?}"),
-            _ => "from the environment or the terminal".into(),
-        };
-        println!(
-            "# PASSPHRASE {}",
-            show(&p.passphrase, &p.passphrase_file, &p.passphrase_command)
-        );
+        println!("# PASSPHRASE {}", pass_from.describe("PASSPHRASE"));
+        if !matches!(sign_from, Source::None) {
+            println!(
+                "# SIGN_PASSPHRASE {}",
+                sign_from.describe("SIGN_PASSPHRASE")
+            );
+        }
         if let Some(h) = &p.hooks.pre {
             println!("# pre hook: {h}");
         }
@@ -557,13 +693,12 @@ pub fn run(
         }
         return Ok(0);
     }
-    let passphrase = passphrase?;
-    let sign = secret(
-        &p.sign_passphrase,
-        &p.sign_passphrase_file,
-        &p.sign_passphrase_command,
-        "sign passphrase",
+    let passphrase = pass_from.read(
+        p,
+        "passphrase",
+        matches!(action, "backup" | "bkp" | "full" | "incr" | "incremental"),
     )?;
+    let sign = sign_from.read(p, "sign passphrase", false)?;
     std::fs::create_dir_all(state_dir())?;
     // One run of a profile at a time; a second one is "skipped", not failed.
     let lock_path = state_dir().join(format!("{}.lock", l.name));
@@ -605,15 +740,8 @@ pub fn run(
         .unwrap_or_else(|| state_dir().join("logs").join(&l.name));
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("creating the log dir {}", log_dir.display()))?;
-    rotate_logs(&log_dir, p.log_keep_days.unwrap_or(30));
-    let log_path = log_dir.join(format!(
-        "dupr-{}-{}-{}.log",
-        l.name,
-        action,
-        dupr_core::time::to_filename(start)
-    ));
-    let mut log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating the log {}", log_path.display()))?;
+    rotate_logs(&log_dir, &l.name, p.log_keep_days.unwrap_or(30));
+    let (log_path, mut log) = new_log(&log_dir, &l.name, action, start)?;
     let exe = std::env::current_exe().context("locating the dupr binary")?;
     let hook_env = hook_env(l, action);
     let mut record = RunRecord {
@@ -789,7 +917,87 @@ fn hook(
     Ok(code)
 }
 
-fn rotate_logs(dir: &Path, keep_days: u64) {
+/// Profile actions, as they appear in log names.
+const ACTIONS: &[&str] = &[
+    "backup",
+    "bkp",
+    "full",
+    "incr",
+    "incremental",
+    "verify",
+    "list",
+    "collection-status",
+    "restore",
+    "fetch",
+    "purge",
+    "cleanup",
+];
+
+/// Whether `file` is a run log of profile `name`:
+/// `dupr-NAME-ACTION-YYYYMMDDTHHMMSSZ[-N].log`. The whole shape is checked,
+/// so that profile `home` never claims the logs of `home-x` in a shared
+/// log directory.
+fn is_own_log(file: &str, name: &str) -> bool {
+    let Some(rest) = file
+        .strip_prefix(&format!("dupr-{name}-"))
+        .and_then(|r| r.strip_suffix(".log"))
+    else {
+        return false;
+    };
+    ACTIONS.iter().any(|a| {
+        let Some(tail) = rest.strip_prefix(a).and_then(|t| t.strip_prefix('-')) else {
+            return false;
+        };
+        let (stamp, seq) = match tail.split_once('-') {
+            Some((st, n)) => (st, Some(n)),
+            None => (tail, None),
+        };
+        let b = stamp.as_bytes();
+        let stamp_ok = b.len() == 16
+            && b[8] == b'T'
+            && b[15] == b'Z'
+            && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+        let seq_ok = match seq {
+            Some(n) => !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()),
+            None => true,
+        };
+        stamp_ok && seq_ok
+    })
+}
+
+/// A new log file of this run; a second run in the same second gets
+/// `-2`, `-3`, ... (created exclusively, so two runs never share one).
+fn new_log(dir: &Path, name: &str, action: &str, start: i64) -> Result<(PathBuf, std::fs::File)> {
+    let stem = format!(
+        "dupr-{name}-{action}-{}",
+        dupr_core::time::to_filename(start)
+    );
+    for n in 1..1000 {
+        let file = if n == 1 {
+            format!("{stem}.log")
+        } else {
+            format!("{stem}-{n}.log")
+        };
+        let path = dir.join(file);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating the log {}", path.display()))
+            }
+        }
+    }
+    bail!(
+        "creating a log in {}: too many runs this second",
+        dir.display()
+    )
+}
+
+fn rotate_logs(dir: &Path, name: &str, keep_days: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -800,7 +1008,7 @@ fn rotate_logs(dir: &Path, keep_days: u64) {
             .ok()
             .and_then(|m| m.elapsed().ok())
             .is_some_and(|a| a.as_secs() > keep_days * 86_400);
-        let ours = e.file_name().to_string_lossy().starts_with("dupr-");
+        let ours = is_own_log(&e.file_name().to_string_lossy(), name);
         if old && ours {
             let _ = std::fs::remove_file(e.path());
         }
@@ -915,7 +1123,9 @@ pub fn status(l: &Loaded, max_age: Option<&str>) -> Result<i32> {
         .map(str::to_string)
         .or_else(|| l.profile.max_age.clone())
         .unwrap_or_else(|| "2D".into());
-    let limit = now - dupr_core::time::parse_time_string(&limit_s, now)?;
+    let limit = now
+        - dupr_core::time::parse_time_string(&limit_s, now)
+            .map_err(|e| crate::bad_value(format!("--max-age: {e}")))?;
     println!("Profile: {} ({})", l.name, l.path.display());
     println!("Target: {}", l.profile.target.clone().unwrap_or_default());
     let last_ok = recs.iter().rev().find(|r| {

@@ -32,6 +32,7 @@ pub fn manage(
     config: Option<&Path>,
     every: Option<&str>,
     cron: bool,
+    preview: bool,
 ) -> Result<i32> {
     let w: Vec<String> = words
         .iter()
@@ -44,7 +45,7 @@ pub fn manage(
             let every = every.ok_or_else(|| {
                 anyhow!("schedule install: --every is required (e.g. --every 15m, 1h, 2h30m, 1d, @daily)")
             })?;
-            install(&name, config.as_deref(), every, cron)
+            install(&name, config.as_deref(), every, cron, preview)
         }
         Some("list") => {
             let name = which(&w, profile, config)?.map(|(n, _)| n);
@@ -53,6 +54,9 @@ pub fn manage(
         Some("remove") => {
             let (name, _) = which(&w, profile, config)?
                 .ok_or_else(|| anyhow!("schedule remove: which profile? {USAGE}"))?;
+            if preview {
+                return preview_remove(&name);
+            }
             remove(&name)
         }
         _ => bail!("{USAGE}"),
@@ -305,6 +309,7 @@ fn profile_vars() -> BTreeSet<String> {
                 "config",
                 "preview",
                 "archive-dir",
+                "export-passphrase-file",
             ]
             .contains(&l)
             {
@@ -680,7 +685,13 @@ fn remove_cron(name: &str) -> Result<bool> {
 
 // -------------------------------------------------------------- commands
 
-fn install(name: &str, config: Option<&Path>, every: &str, cron: bool) -> Result<i32> {
+fn install(
+    name: &str,
+    config: Option<&Path>,
+    every: &str,
+    cron: bool,
+    preview: bool,
+) -> Result<i32> {
     let iv = Interval::parse(every)?;
     if cron {
         iv.cron(every)?;
@@ -698,6 +709,9 @@ fn install(name: &str, config: Option<&Path>, every: &str, cron: bool) -> Result
     let exe = dupr_exe()?;
     let args = run_args(name, config);
     let env = run_env(&exe);
+    if preview {
+        return preview_install(name, &exe, &args, &env, every, &iv, cron);
+    }
     if !cron {
         match install_systemd(name, &exe, &args, &env, every, &iv)? {
             Ok(()) => {
@@ -744,6 +758,75 @@ fn finish_cron(
         tag(name)
     );
     println!("runs: {} {}", exe.display(), args.join(" "));
+    Ok(0)
+}
+
+/// `schedule install --preview` (or `--dry-run`): print exactly what would
+/// be written, touch nothing and run neither systemctl nor crontab.
+fn preview_install(
+    name: &str,
+    exe: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    every: &str,
+    iv: &Interval,
+    cron: bool,
+) -> Result<i32> {
+    let line = |when: &str| cron_line(name, when, exe, args, env);
+    if cron {
+        println!(
+            "# would add this line to the crontab (replacing any line tagged {}):",
+            tag(name)
+        );
+        println!("{}", line(&iv.cron(every)?));
+        let (service, timer) = unit_paths(name);
+        for p in [&timer, &service] {
+            if p.exists() {
+                println!("# would remove {}", p.display());
+            }
+        }
+    } else {
+        let (service, timer) = unit_paths(name);
+        println!("# would write {}:", service.display());
+        print!("{}", service_text(name, exe, args, env));
+        println!("# would write {}:", timer.display());
+        print!("{}", timer_text(name, every, iv));
+        println!(
+            "# would run: systemctl --user daemon-reload; systemctl --user enable --now dupr-{name}.timer"
+        );
+        println!(
+            "# and remove any crontab line tagged {}; where systemd is not usable, instead:",
+            tag(name)
+        );
+        match iv.cron(every) {
+            Ok(when) => println!("{}", line(&when)),
+            Err(e) => println!("# (no crontab line: {e})"),
+        }
+    }
+    println!("# preview: nothing was written");
+    Ok(0)
+}
+
+/// `schedule remove --preview`: what would be removed (reading only).
+fn preview_remove(name: &str) -> Result<i32> {
+    let (service, timer) = unit_paths(name);
+    let mut n = 0;
+    for p in [&timer, &service] {
+        if p.exists() {
+            println!("# would remove {}", p.display());
+            n += 1;
+        }
+    }
+    if let Some(table) = crontab_read()? {
+        for l in table.lines().filter(|l| tagged(l) == Some(name)) {
+            println!("# would remove this crontab line:\n{l}");
+            n += 1;
+        }
+    }
+    if n == 0 {
+        bail!("no schedule installed for profile {name}");
+    }
+    println!("# preview: nothing was removed");
     Ok(0)
 }
 

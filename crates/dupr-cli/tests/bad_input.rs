@@ -327,7 +327,7 @@ fn bad_time_string_is_refused_naming_it() {
     backup(&env, false);
     let dest = env.restore_dir("r");
     let out = restore(&env, &dest, &["-t", "yesterdayish"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert_eq!(out.status.code(), Some(23), "{}", stderr_of(&out));
     assert_one_line_naming(&out, &["yesterdayish"]);
     assert!(
         !dest.exists(),
@@ -344,7 +344,7 @@ fn bad_time_string_is_refused_naming_it() {
         .arg(env.target_url())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert_eq!(out.status.code(), Some(23), "{}", stderr_of(&out));
     assert_one_line_naming(&out, &["yesterdayish"]);
 }
 

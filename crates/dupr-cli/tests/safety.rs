@@ -125,7 +125,7 @@ fn verify_without_source_names_the_paths_of_a_damaged_volume() {
         .dupr()
         .args(["verify", "--read-data-subset", "0"])
         .arg(env.target_url()));
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert_eq!(bad.status.code(), Some(23), "{}", text(&bad.stderr));
 
     // Damage volume 2 (flip a byte) and remove volume 3.
     let v2 = vols

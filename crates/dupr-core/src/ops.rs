@@ -649,6 +649,17 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
 
 pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> Result<u64> {
     let (names, c) = t.collection()?;
+    // duplicity 3.2.1's first line: the full of the newest chain, whatever
+    // the time asked for.
+    let last_full = c
+        .last_chain()
+        .map(|ch| crate::time::pretty_local(ch.start()));
+    writeln!(
+        out,
+        "Last full backup date: {}",
+        last_full.as_deref().unwrap_or("none")
+    )
+    .map_err(|e| Error::io("stdout", e))?;
     if c.chains.is_empty() {
         return Err(Error::NoBackups(t.backend.display_url()));
     }
