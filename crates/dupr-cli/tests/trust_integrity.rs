@@ -659,7 +659,9 @@ fn delta_against_a_swapped_base_fails_restore_by_content_hash() {
         fs::write(m, kept).unwrap();
     }
     swap_first_inc_sig(&a);
-    let mut v3 = v2.clone();
+    // Back to the full's bytes around 100000: the delta (against the
+    // swapped-in base) copies that block from a basis that differs there.
+    let mut v3 = base.clone();
     v3[199_000] ^= 1;
     fs::write(src.join("f.bin"), &v3).unwrap();
     set_mtime(&src.join("f.bin"), T0 + 20);
