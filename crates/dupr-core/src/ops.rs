@@ -732,7 +732,11 @@ pub fn check(t: &Target, percent: f64) -> Result<crate::check::CheckReport> {
     if c.chains.is_empty() {
         return Err(Error::NoBackups(t.backend.display_url()));
     }
-    t.sync(&names)?;
+    // A file that cannot be cached is damage to report, not a reason to
+    // stop: the check reads the target's copies itself.
+    if let Err(e) = t.sync(&names) {
+        tracing::warn!("{e}");
+    }
     crate::check::check(
         t.backend.as_ref(),
         &t.cache,
