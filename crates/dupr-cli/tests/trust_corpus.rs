@@ -101,7 +101,12 @@ fn dupr_run(enc: bool, cache: &Path, cwd: &Path, args: &[String]) -> Output {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -223,8 +228,11 @@ fn apply(
             kind != Kind::Manifest || enc
         }
         Damage::Temporaries => {
-            fs::write(target.join(format!(".dupr-tmp.4242.{name}")), &data[..data.len() / 3])
-                .unwrap();
+            fs::write(
+                target.join(format!(".dupr-tmp.4242.{name}")),
+                &data[..data.len() / 3],
+            )
+            .unwrap();
             for d in fs::read_dir(cache).unwrap().flatten() {
                 fs::write(d.path().join(format!(".dupr-tmp.4242.{name}")), b"partial").unwrap();
             }
@@ -269,7 +277,10 @@ fn run_case(p: &Pristine, id: usize, kind: Kind, damage: Damage, fresh: bool, rn
     let dest = out.join("dest");
     let o = run(&["restore", &url, dest.to_str().unwrap()]);
     let beside: Vec<String> = listing(&out).into_iter().filter(|n| n != "dest").collect();
-    assert!(beside.is_empty(), "{what}: restore left {beside:?} beside its destination");
+    assert!(
+        beside.is_empty(),
+        "{what}: restore left {beside:?} beside its destination"
+    );
     if o.status.success() {
         let diffs = tree_diffs(&p.snap, &dest);
         assert!(
@@ -361,7 +372,9 @@ fn damage_corpus_never_passes_wrong_data() {
         .collect();
     assert_eq!(
         now,
-        ["enc".to_string(), "plain".to_string()].into_iter().collect(),
+        ["enc".to_string(), "plain".to_string()]
+            .into_iter()
+            .collect(),
         "files written outside the archives"
     );
     eprintln!(

@@ -155,10 +155,7 @@ fn three_sets(a: &Arch) -> Vec<PathBuf> {
             fs::write(src.join("new.txt"), b"added later\n").unwrap();
         }
         set_mtime(&src.join("changing.bin"), T0 - 100 + i * 10);
-        a.backup(
-            if i == 0 { "full" } else { "incremental" },
-            T0 + i * 1000,
-        );
+        a.backup(if i == 0 { "full" } else { "incremental" }, T0 + i * 1000);
         let snap = a.env.path().join(format!("snap{i}"));
         copy_tree(&src, &snap);
         snaps.push(snap);
@@ -197,7 +194,12 @@ fn incomplete_case(
         let dest = a.env.path().join(format!("r-{what}-{tag}"));
         let o = a.restore(cache, None, &dest);
         let e = stderr_line(&o);
-        assert_eq!(o.status.code(), Some(30), "{what} ({tag}): {}", out_text(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(30),
+            "{what} ({tag}): {}",
+            out_text(&o)
+        );
         assert_eq!(e.lines().count(), 1, "{what}: one line: {e}");
         assert!(e.contains("incomplete"), "{what}: {e}");
         for n in &named {
@@ -239,7 +241,12 @@ fn incomplete_case(
         // verify URL reports the damage, naming the file.
         let o = a.run_in(cache, &["verify".to_string(), a.url()]);
         let out = lossy(&o.stdout);
-        assert_eq!(o.status.code(), Some(1), "{what} verify URL: {}", out_text(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{what} verify URL: {}",
+            out_text(&o)
+        );
         assert!(
             out.contains("Problem: ") && named.iter().any(|n| out.contains(n.as_str())),
             "{what}: verify URL names {named:?}:\n{out}"
@@ -673,7 +680,11 @@ fn delta_against_a_swapped_base_fails_restore_by_content_hash() {
     assert!(!dest.join("f.bin").exists());
     let o = a.run(&["verify".to_string(), a.url()]);
     assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
-    assert!(lossy(&o.stdout).contains("Problem: f.bin"), "{}", out_text(&o));
+    assert!(
+        lossy(&o.stdout).contains("Problem: f.bin"),
+        "{}",
+        out_text(&o)
+    );
 }
 
 // ---------------------------------------------------- 4. garbled Hash line
@@ -735,7 +746,12 @@ fn damaged_encrypted_manifest_is_not_a_wrong_passphrase() {
         let dest = a.env.path().join(format!("r-dm{at}"));
         let o = a.restore(Some(&a.fresh(&format!("dm{at}"))), None, &dest);
         let e = stderr_line(&o);
-        assert_eq!(o.status.code(), Some(21), "byte {at} of {n}: {}", out_text(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(21),
+            "byte {at} of {n}: {}",
+            out_text(&o)
+        );
         assert!(
             e.contains(&name_of(&man)) && e.contains("damaged") && !e.contains("wrong passphrase"),
             "byte {at}: {e}"
@@ -755,7 +771,11 @@ fn damaged_encrypted_manifest_is_not_a_wrong_passphrase() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(31), "{}", out_text(&o));
-    assert!(stderr_line(&o).contains("wrong passphrase"), "{}", out_text(&o));
+    assert!(
+        stderr_line(&o).contains("wrong passphrase"),
+        "{}",
+        out_text(&o)
+    );
 }
 
 #[test]

@@ -207,15 +207,18 @@ pub fn check(
             {
                 let file = match &e {
                     Error::ContentMismatch { path, .. } => path.clone(),
-                    _ => chain.incs.last().unwrap_or(&chain.full).manifest.clone().unwrap_or_default(),
+                    _ => chain
+                        .incs
+                        .last()
+                        .unwrap_or(&chain.full)
+                        .manifest
+                        .clone()
+                        .unwrap_or_default(),
                 };
                 r.problems.push(Problem {
                     file,
                     what: e.to_string(),
-                    set: format!(
-                        "state of {}",
-                        crate::time::pretty_local(chain.end())
-                    ),
+                    set: format!("state of {}", crate::time::pretty_local(chain.end())),
                     affected: Vec::new(),
                     later_sets: 0,
                     per_path: false,

@@ -563,9 +563,7 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Resu
             let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
             let mut plain = crypt::decoder(file, &Codec::GZIP)?;
             // The manifest's record of this set's signature tar, if any.
-            let set = chain
-                .sets()
-                .find(|s| s.end == f.end && s.start == f.start);
+            let set = chain.sets().find(|s| s.end == f.end && s.start == f.start);
             if let Some(set) = set {
                 let m = restore::load_manifest(
                     t.backend.as_ref(),
@@ -696,11 +694,8 @@ pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> R
 
 pub fn collection_status(t: &Target) -> Result<String> {
     let (names, c) = t.collection()?;
-    let mut out = status::collection_status(
-        &c,
-        "BackendWrapper",
-        &t.cache.dir().display().to_string(),
-    );
+    let mut out =
+        status::collection_status(&c, "BackendWrapper", &t.cache.dir().display().to_string());
     // dupr's addition: which sets are incomplete, and why.
     let partial: Vec<Timestamp> = t
         .cache

@@ -100,7 +100,11 @@ impl SigtarWriter {
             Some((enc, p)) => Some(enc.finish().ctx(&p)?),
             None => None,
         };
-        Ok((local, remote, hex::encode(sha2::Digest::finalize(self.hash))))
+        Ok((
+            local,
+            remote,
+            hex::encode(sha2::Digest::finalize(self.hash)),
+        ))
     }
 }
 
