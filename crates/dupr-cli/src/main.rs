@@ -317,8 +317,15 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
         keys.writing = writing;
         Some(Crypto::public(keys)?)
     } else {
-        passphrase(true, writing)?
-            .map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
+        let p = passphrase(true, writing)?;
+        // duplicity refuses too (exit 31): an empty passphrase protects nothing.
+        if writing && p.as_ref().is_some_and(|p| p.is_empty()) {
+            return Err(anyhow!(Exit(
+                31,
+                "PASSPHRASE is empty: refusing to encrypt with an empty passphrase (set one, or pass --no-encryption)".into()
+            )));
+        }
+        p.map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     };
     let crypto = crypto.map(|c| Crypto::tuned(c, &tuning));
@@ -731,7 +738,14 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             let r = ops::check(&target, percent)?;
             for p in &r.problems {
                 println!("Problem: {} ({}): {}", p.file, p.set, p.what);
-                if p.affected.is_empty() {
+                if !p.per_path {
+                    if p.later_sets > 0 {
+                        println!(
+                            "  affects this set and the {} later set(s) of its chain",
+                            p.later_sets
+                        );
+                    }
+                } else if p.affected.is_empty() {
                     println!("  affected paths: unknown (its signature file is unreadable)");
                 } else {
                     let later = if p.later_sets > 0 {

@@ -226,6 +226,22 @@ fn entry_key(role: u8, m: Option<&Meta>) -> u64 {
 }
 
 const CHUNK: usize = 65536;
+
+/// The PAX record holding a regular file's content hash (SHA-256, hex) on
+/// the last tar entry of its snapshot or delta: restore and verify check the
+/// rebuilt bytes against it. duplicity ignores unknown PAX records.
+pub const CONTENT_HASH: &str = "DUPR.sha256";
+
+/// A reader that hashes what it reads.
+struct HashReader<'r, R>(&'r mut R, sha2::Sha256);
+
+impl<R: Read> Read for HashReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        sha2::Digest::update(&mut self.1, &buf[..n]);
+        Ok(n)
+    }
+}
 /// Bytes of a changed file diffed at a time.
 const DIFF_WINDOW: usize = 8 << 20;
 
@@ -283,14 +299,19 @@ impl Emitter<'_> {
         }
     }
 
-    /// Stream `r` as `role` entries under the 64 KiB chunk rule.
+    /// Stream `r` as `role` entries under the 64 KiB chunk rule. The last
+    /// chunk's header records the file's content hash ([`CONTENT_HASH`]):
+    /// `content` when given (a delta: the hash of the new file), else the
+    /// hash of the bytes streamed (a snapshot).
     fn chunks(
         &mut self,
         e: &WalkEntry,
         role: Role,
         r: &mut impl Read,
         mut sig: Option<&mut SigBuilder>,
+        content: Option<String>,
     ) -> Result<u64> {
+        let mut hasher = content.is_none().then(<sha2::Sha256 as sha2::Digest>::new);
         let mut n = 0u64;
         let mut total = 0u64;
         let mut key = Some(entry_key(role as u8, Some(&e.meta)));
@@ -302,6 +323,9 @@ impl Emitter<'_> {
                 if let Some(s) = sig.as_deref_mut() {
                     s.update(&buf[..got]);
                 }
+                if let Some(h) = hasher.as_mut() {
+                    sha2::Digest::update(h, &buf[..got]);
+                }
                 total += got as u64;
                 let last = got < CHUNK;
                 let chunk = if n == 0 && last {
@@ -311,9 +335,18 @@ impl Emitter<'_> {
                     Some(n)
                 };
                 let mut data = Vec::with_capacity(got + 2048);
-                e.meta
-                    .header(entry_name(role, &e.index, chunk, false, true), got as u64)
-                    .encode(&mut data);
+                let mut header = e
+                    .meta
+                    .header(entry_name(role, &e.index, chunk, false, true), got as u64);
+                if last {
+                    let hex = match (&content, hasher.take()) {
+                        (Some(c), _) => c.clone(),
+                        (None, Some(h)) => hex::encode(sha2::Digest::finalize(h)),
+                        (None, None) => unreachable!("a hasher when no hash is given"),
+                    };
+                    header.extra.push((CONTENT_HASH.into(), hex.into_bytes()));
+                }
+                header.encode(&mut data);
                 data.extend_from_slice(&buf[..got]);
                 tar::pad_block(&mut data);
                 self.send(Block {
@@ -365,7 +398,7 @@ impl Emitter<'_> {
             }
         };
         let mut sig = SigBuilder::new(block_len(e.meta.size, self.cfg.max_blocksize));
-        let total = self.chunks(e, Role::Snapshot, &mut f, Some(&mut sig))?;
+        let total = self.chunks(e, Role::Snapshot, &mut f, Some(&mut sig), None)?;
         self.sigtar
             .add_signature(&e.index, &e.meta, &sig.finish())?;
         self.stats.source_file_size += total;
@@ -398,20 +431,22 @@ impl Emitter<'_> {
         let mut newsig = SigBuilder::new(block_len(len, self.cfg.max_blocksize));
         self.delta_tmp.set_len(0).ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
+        let mut content = HashReader(&mut f, <sha2::Sha256 as sha2::Digest>::new());
         let total = {
             let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
-            let r = write_delta(&sig, &mut f, &mut w, Some(&mut newsig)).ctx(&e.path)?;
+            let r = write_delta(&sig, &mut content, &mut w, Some(&mut newsig)).ctx(&e.path)?;
             w.flush().ctx(&e.path)?;
             r
         };
         let Some(total) = total else {
             return self.snapshot(e);
         };
+        let content = hex::encode(sha2::Digest::finalize(content.1));
         let dlen = self.delta_tmp.stream_position().ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
         let mut tmp = self.delta_tmp.try_clone().ctx(&e.path)?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, (&mut tmp).take(dlen));
-        self.chunks(e, Role::Diff, &mut r, None)?;
+        self.chunks(e, Role::Diff, &mut r, None, Some(content))?;
         self.sigtar
             .add_signature(&e.index, &e.meta, &newsig.finish())?;
         self.stats.source_file_size += total;
@@ -886,7 +921,8 @@ fn write_set(
     }
 
     // Signatures, then the manifest: the manifest marks the set complete.
-    let (local_w, remote_w) = sigtar.finish()?;
+    let (local_w, remote_w, sig_hash) = sigtar.finish()?;
+    manifest.sigtar_sha256 = Some(sig_hash);
     stats.dest_size += remote_w.as_ref().map_or(local_w.size, |w| w.size);
     if remote_w.is_none() {
         std::fs::copy(&sig_local_part, &remote_sig_tmp).ctx(&remote_sig_tmp)?;

@@ -105,7 +105,20 @@ impl Cache {
                 continue;
             }
             let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, r)?;
-            let mut plain = crypt::decoder(backend.open(r)?, &codec)?;
+            let mut plain = match crypt::decoder(backend.open(r)?, &codec) {
+                Ok(p) => p,
+                Err(Error::WrongPassphrase) => {
+                    return Err(crate::restore::wrong_passphrase_or_damaged(
+                        backend,
+                        r,
+                        "it does not decrypt",
+                        remote,
+                        prefixes,
+                        crypto,
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
             let tmp = self.path(&format!(".dupr-tmp.{local}"));
             let local_codec = if matches!(p.kind, FileType::Manifest) {
                 Codec::Plain
@@ -137,7 +150,18 @@ impl Cache {
             })();
             if let Err(e) = copied {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(e);
+                return Err(match e {
+                    // An integrity failure of an encrypted file: damage, or
+                    // garbage from a wrong key.
+                    Error::BadSignature { reason, .. } | Error::BadManifest { reason, .. }
+                        if p.encrypted =>
+                    {
+                        crate::restore::wrong_passphrase_or_damaged(
+                            backend, r, &reason, remote, prefixes, crypto,
+                        )
+                    }
+                    e => e,
+                });
             }
             std::fs::rename(&tmp, &lp).ctx(&lp)?;
         }

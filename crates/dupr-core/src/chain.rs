@@ -234,6 +234,82 @@ impl Collection {
         c
     }
 
+    /// A set the state at `t` read from `ch` would silently leave out: one
+    /// ending after the newest complete set that state uses and at or before
+    /// `t`, with volumes or a signature file but no manifest. Returns the
+    /// set's time and what is missing, for [`crate::Error::IncompleteSet`].
+    pub fn incomplete_at(
+        &self,
+        ch: &Chain,
+        t: Timestamp,
+        names: &[String],
+        prefixes: &Prefixes,
+    ) -> Option<(Timestamp, String)> {
+        let used_end = ch.sets_at(t).last().map_or(ch.full.end, |s| s.end);
+        let covers = |end: Timestamp| used_end < end && end <= t;
+        let manifest_name = |set: SetType, start, end, encrypted| {
+            naming::name(
+                &ParsedName {
+                    set,
+                    kind: FileType::Manifest,
+                    start,
+                    end,
+                    encrypted,
+                    gzipped: false,
+                    partial: false,
+                },
+                prefixes,
+            )
+        };
+        if let Some(s) = self
+            .incomplete
+            .iter()
+            .filter(|s| covers(s.end))
+            .min_by_key(|s| s.end)
+        {
+            return Some((
+                s.end,
+                format!(
+                    "its manifest {} is missing from the target ({} volume file(s) present)",
+                    manifest_name(s.set_type, s.start, s.end, s.encrypted),
+                    s.volumes.len()
+                ),
+            ));
+        }
+        // A complete incremental that fits no chain: a set before it is gone.
+        if let Some(s) = self
+            .orphaned
+            .iter()
+            .filter(|s| s.start.is_some_and(|st| covers(st) && st >= ch.start()))
+            .min_by_key(|s| s.end)
+        {
+            let start = s.start.unwrap_or(s.end);
+            return Some((
+                s.end,
+                format!(
+                    "it builds on a set ending {} that is missing from the target",
+                    crate::time::to_filename(start)
+                ),
+            ));
+        }
+        // A signature file without its set: the set's manifest and volumes
+        // are both gone, but listings would show its state.
+        let sig = names
+            .iter()
+            .filter_map(|n| naming::parse(n, prefixes).map(|p| (n, p)))
+            .filter(|(_, p)| p.kind == FileType::Signature && !p.partial && covers(p.end))
+            .filter(|(_, p)| p.start.is_none_or(|st| st >= ch.start()))
+            .min_by_key(|(_, p)| p.end)?;
+        Some((
+            sig.1.end,
+            format!(
+                "signature file {} is present but its manifest {} and volumes are missing",
+                sig.0,
+                manifest_name(sig.1.set, sig.1.start, sig.1.end, sig.1.encrypted)
+            ),
+        ))
+    }
+
     /// The latest chain, which incrementals extend.
     pub fn last_chain(&self) -> Option<&Chain> {
         self.chains.last()

@@ -29,6 +29,9 @@ pub struct Problem {
     pub affected: Vec<Index>,
     /// Later sets of the chain that build on this one.
     pub later_sets: usize,
+    /// `affected` lists the paths the file holds (a volume); false for a
+    /// problem of the whole set (manifest, signature file, completeness).
+    pub per_path: bool,
 }
 
 #[derive(Default)]
@@ -78,13 +81,9 @@ pub fn check(
                 crate::time::pretty_local(set.end)
             );
             let later_sets = sets.len() - 1 - i;
-            let m = match crate::restore::load_manifest(
-                backend,
-                Some(cache),
-                set,
-                prefixes,
-                opts.crypto,
-            ) {
+            // The target's copy: the cache's may hide damage to it.
+            let m = match crate::restore::load_remote_manifest(backend, set, prefixes, opts.crypto)
+            {
                 Ok(m) => m,
                 Err(e) => {
                     r.problems.push(Problem {
@@ -93,10 +92,40 @@ pub fn check(
                         set: label,
                         affected: Vec::new(),
                         later_sets,
+                        per_path: false,
                     });
                     continue;
                 }
             };
+            // The set's signature file: present, and the one its manifest
+            // recorded (the target's copy, which a fresh cache would take).
+            let sig_problem = match set.sig_files(names, prefixes).first() {
+                None => Some((
+                    expected_sig_name(set, prefixes),
+                    "signature file missing from the target".to_string(),
+                )),
+                Some(sig) => match &m.sigtar_sha256 {
+                    None => None,
+                    Some(want) => match remote_sig_hash(backend, sig, prefixes, opts.crypto) {
+                        Ok(got) if got == *want => None,
+                        Ok(got) => Some((
+                            sig.clone(),
+                            format!("signature file does not belong to this set: its SHA-256 {got} differs from the manifest's record {want} (replaced by another set's?)"),
+                        )),
+                        Err(e) => Some((sig.clone(), format!("signature file unreadable: {e}"))),
+                    },
+                },
+            };
+            if let Some((file, what)) = sig_problem {
+                r.problems.push(Problem {
+                    file,
+                    what,
+                    set: label.clone(),
+                    affected: Vec::new(),
+                    later_sets,
+                    per_path: false,
+                });
+            }
             let mut damaged: Vec<(String, String, VolumeInfo)> = Vec::new();
             for (n, v) in &m.volumes {
                 r.volumes_total += 1;
@@ -138,11 +167,190 @@ pub fn check(
                     set: label.clone(),
                     affected,
                     later_sets,
+                    per_path: true,
+                });
+            }
+        }
+    }
+    for (end, what, file) in incomplete_problems(c, names, prefixes) {
+        r.problems.push(Problem {
+            file,
+            what,
+            set: format!("set of {}", crate::time::pretty_local(end)),
+            affected: Vec::new(),
+            later_sets: 0,
+            per_path: false,
+        });
+    }
+    // Rebuild each chain's latest state (every delta applied) and check
+    // each file against the content hash recorded at backup time; only for
+    // a full read of chains whose files all checked out above.
+    if opts.percent >= 100.0 && r.problems.is_empty() {
+        for chain in &c.chains {
+            let sets: Vec<&BackupSet> = chain.sets().collect();
+            let ropts = crate::restore::RestoreOptions {
+                dest: opts.tempdir.clone(),
+                path: None,
+                force: true,
+                restore_owner: false,
+                numeric_owner: false,
+                rename: Vec::new(),
+                selection: None,
+                tempdir: opts.tempdir.clone(),
+                crypto: opts.crypto.cloned(),
+            };
+            let mut sink = Discard {
+                dir: opts.tempdir.clone(),
+            };
+            if let Err(e) =
+                crate::restore::collate(backend, Some(cache), &sets, prefixes, &ropts, &mut sink)
+            {
+                let file = match &e {
+                    Error::ContentMismatch { path, .. } => path.clone(),
+                    _ => chain
+                        .incs
+                        .last()
+                        .unwrap_or(&chain.full)
+                        .manifest
+                        .clone()
+                        .unwrap_or_default(),
+                };
+                r.problems.push(Problem {
+                    file,
+                    what: e.to_string(),
+                    set: format!("state of {}", crate::time::pretty_local(chain.end())),
+                    affected: Vec::new(),
+                    later_sets: 0,
+                    per_path: false,
                 });
             }
         }
     }
     Ok(r)
+}
+
+/// Rebuilt files, checked by `collate`, then dropped.
+struct Discard {
+    dir: PathBuf,
+}
+
+impl crate::restore::Sink for Discard {
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".dupr-check.")
+            .tempfile_in(&self.dir)
+            .ctx(&self.dir)
+    }
+    fn place(
+        &mut self,
+        _: &Index,
+        _: &crate::entry::Meta,
+        _: Option<tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn error(&mut self) {}
+}
+
+/// Sets without a manifest, complete sets that fit no chain, and signature
+/// files with no set: (time, what, file).
+pub fn incomplete_problems(
+    c: &Collection,
+    names: &[String],
+    prefixes: &Prefixes,
+) -> Vec<(crate::time::Timestamp, String, String)> {
+    let mut out = Vec::new();
+    for s in &c.incomplete {
+        let man = naming::name(
+            &naming::ParsedName {
+                set: s.set_type,
+                kind: naming::FileType::Manifest,
+                start: s.start,
+                end: s.end,
+                encrypted: s.encrypted,
+                gzipped: false,
+                partial: false,
+            },
+            prefixes,
+        );
+        out.push((
+            s.end,
+            format!(
+                "incomplete set: its manifest is missing ({} volume file(s) present); an interrupted backup resumes it, otherwise `dupr cleanup` removes it",
+                s.volumes.len()
+            ),
+            man,
+        ));
+    }
+    for s in &c.orphaned {
+        out.push((
+            s.end,
+            "set not part of any chain: a set it builds on is missing".to_string(),
+            s.manifest.clone().unwrap_or_default(),
+        ));
+    }
+    let in_chain = |p: &naming::ParsedName| {
+        c.chains
+            .iter()
+            .flat_map(|ch| ch.sets())
+            .chain(c.orphaned.iter())
+            .chain(c.incomplete.iter())
+            .any(|s| s.set_type == p.set && s.start == p.start && s.end == p.end)
+    };
+    for n in names {
+        if let Some(p) = naming::parse(n, prefixes) {
+            if p.kind == naming::FileType::Signature && !p.partial && !in_chain(&p) {
+                out.push((
+                    p.end,
+                    "signature file without its set (manifest and volumes missing)".to_string(),
+                    n.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn expected_sig_name(set: &BackupSet, prefixes: &Prefixes) -> String {
+    naming::name(
+        &naming::ParsedName {
+            set: set.set_type,
+            kind: naming::FileType::Signature,
+            start: set.start,
+            end: set.end,
+            encrypted: set.encrypted,
+            gzipped: !set.encrypted,
+            partial: false,
+        },
+        prefixes,
+    )
+}
+
+/// SHA-256 of the target's copy of a signature file, decoded.
+fn remote_sig_hash(
+    backend: &dyn Backend,
+    sig: &str,
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+) -> Result<String> {
+    let p = naming::parse(sig, prefixes).expect("listed names parse");
+    let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, sig)?;
+    let mut r = crypt::decoder(backend.open(sig)?, &codec)?;
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::BadSignature {
+            name: sig.to_string(),
+            reason: e.to_string(),
+        })?;
+        if n == 0 {
+            return Ok(hex::encode(sha2::Digest::finalize(h)));
+        }
+        sha2::Digest::update(&mut h, &buf[..n]);
+    }
 }
 
 /// Read one volume whole: SHA-1 against the manifest, then decrypt and

@@ -932,8 +932,9 @@ impl<R: io::BufRead> io::BufRead for DebugReader<R> {
 fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn Read + Send>> {
     let sh = &c.shared;
     let what = c.file.as_deref().unwrap_or("file");
-    let bad = |e: pgp::errors::Error| {
-        Error::Crypto(format!("{what}: not a readable OpenPGP message: {e}"))
+    let bad = |e: pgp::errors::Error| Error::Damaged {
+        name: what.to_string(),
+        reason: format!("not a readable OpenPGP message: {e}"),
     };
     let msg = Message::from_bytes(DebugReader(r)).map_err(bad)?;
     let Message::Encrypted { esk, .. } = &msg else {
@@ -1003,7 +1004,9 @@ fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn
         }
     };
     let msg = if msg.is_compressed() {
-        msg.decompress().map_err(bad)?
+        // Garbage from a wrong key fails here too; callers that can tell
+        // (other files of the archive decrypt) report damage instead.
+        msg.decompress().map_err(|_| Error::WrongPassphrase)?
     } else {
         msg
     };

@@ -41,6 +41,12 @@ pub enum Error {
     },
     #[error("volume {name} is corrupt: {reason}")]
     CorruptVolume { name: String, reason: String },
+    #[error("{path}: the restored content does not match the SHA-256 recorded at backup time in {set} (damaged archive or a replaced signature file); not written")]
+    ContentMismatch { path: String, set: String },
+    #[error("{name} is damaged: {reason}")]
+    Damaged { name: String, reason: String },
+    #[error("backup set {set} is incomplete: {missing}")]
+    IncompleteSet { set: String, missing: String },
     #[error("manifest {name} is malformed: {reason}")]
     BadManifest { name: String, reason: String },
     #[error("signature file {name} is corrupt: {reason}; run a full backup to start a new chain")]
@@ -119,7 +125,11 @@ impl Error {
             Error::NoSignatures(_) => 17,
             Error::PathNotFound(_) => 19,
             Error::MissingVolume { .. } => 53,
-            Error::HashMismatch { .. } | Error::CorruptVolume { .. } => 21,
+            Error::HashMismatch { .. }
+            | Error::CorruptVolume { .. }
+            | Error::ContentMismatch { .. }
+            | Error::Damaged { .. } => 21,
+            Error::IncompleteSet { .. } => 30,
             Error::BadManifest { .. } => 6,
             Error::BadSignature { .. } => 18,
             Error::HostMismatch { .. } => 3,

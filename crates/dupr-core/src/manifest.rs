@@ -46,7 +46,14 @@ pub struct Manifest {
     pub localdir: Vec<u8>,
     pub volumes: BTreeMap<u32, VolumeInfo>,
     pub filelist: Vec<(Change, Index)>,
+    /// SHA-256 (hex) of the set's signature tar (its plain tar bytes): a
+    /// dupr line duplicity ignores, so a signature file swapped for another
+    /// set's is caught.
+    pub sigtar_sha256: Option<String>,
 }
+
+/// The manifest line recording [`Manifest::sigtar_sha256`].
+const SIGTAR_FIELD: &str = "DuprSigtarSHA256";
 
 /// Quote a path as duplicity does: raw unless it holds whitespace, a
 /// backslash or a quote; then wrapped in `"` with each such byte as `\xNN`.
@@ -120,6 +127,9 @@ impl Manifest {
             out.extend_from_slice(&quote(&self.localdir));
             out.push(b'\n');
         }
+        if let Some(h) = &self.sigtar_sha256 {
+            out.extend_from_slice(format!("{SIGTAR_FIELD} {h}\n").as_bytes());
+        }
         out
     }
 
@@ -185,6 +195,12 @@ impl Manifest {
             if m.localdir.is_empty() {
                 if let Some(v) = field(line, "Localdir") {
                     m.localdir = v;
+                    continue;
+                }
+            }
+            if m.sigtar_sha256.is_none() {
+                if let Some(v) = field(line, SIGTAR_FIELD) {
+                    m.sigtar_sha256 = Some(String::from_utf8_lossy(&v).to_ascii_lowercase());
                 }
             }
         }

@@ -581,11 +581,22 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Resu
                     reason: "missing from the cache and the target".into(),
                 })?;
             let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
-            readers.push(SigtarReader::new(
-                crypt::decoder(file, &Codec::GZIP)?,
-                &f.name,
-                true,
-            ));
+            let mut plain = crypt::decoder(file, &Codec::GZIP)?;
+            // The manifest's record of this set's signature tar, if any.
+            let set = chain.sets().find(|s| s.end == f.end && s.start == f.start);
+            if let Some(set) = set {
+                let m = restore::load_manifest(
+                    t.backend.as_ref(),
+                    Some(&t.cache),
+                    set,
+                    &t.settings.prefixes,
+                    t.settings.crypto.as_ref(),
+                )?;
+                if let Some(want) = m.sigtar_sha256 {
+                    plain = Box::new(crate::sigtar::CheckedSigtar::new(plain, want, &f.name));
+                }
+            }
+            readers.push(SigtarReader::new(plain, &f.name, true));
         }
         SigMerge::new(readers)
     };
@@ -595,6 +606,41 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Resu
         start: chain.end(),
         old: open()?,
     }))
+}
+
+/// Refuse to read the state at `time` from `ch` when a set that state
+/// should include is incomplete: the result would silently be an older
+/// state (duplicity 3.2.1 fails too).
+fn refuse_incomplete(
+    t: &Target,
+    c: &Collection,
+    names: &[String],
+    ch: &crate::chain::Chain,
+    time: Timestamp,
+) -> Result<()> {
+    let prefixes = &t.settings.prefixes;
+    let Some((end, missing)) = c.incomplete_at(ch, time, names, prefixes) else {
+        return Ok(());
+    };
+    let interrupted = t.cache.list().is_ok_and(|names| {
+        names.iter().any(|n| {
+            crate::naming::parse(n, prefixes)
+                .is_some_and(|p| p.partial && p.kind == FileType::Manifest && p.end == end)
+        })
+    });
+    let advice = if interrupted {
+        "it is an interrupted backup: run the backup again to complete it, or read an earlier time with -t"
+    } else {
+        "read an earlier time with -t, or remove the set with `dupr cleanup`"
+    };
+    Err(Error::IncompleteSet {
+        set: format!(
+            "{} ({})",
+            crate::time::to_filename(end),
+            crate::time::pretty_local(end)
+        ),
+        missing: format!("{missing}; {advice}"),
+    })
 }
 
 /// What to restore, and how.
@@ -622,10 +668,11 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
         rename,
         selection,
     } = req;
-    let (_, c) = t.collection()?;
+    let (names, c) = t.collection()?;
     let ch = c
         .chain_at(time)
         .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
+    refuse_incomplete(t, &c, &names, ch, time)?;
     let sets = ch.sets_at(time);
     let opts = RestoreOptions {
         dest,
@@ -660,9 +707,10 @@ pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> R
         last_full.as_deref().unwrap_or("none")
     )
     .map_err(|e| Error::io("stdout", e))?;
-    if c.chains.is_empty() {
-        return Err(Error::NoBackups(t.backend.display_url()));
-    }
+    let ch = c
+        .chain_at(time)
+        .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
+    refuse_incomplete(t, &c, &names, ch, time)?;
     t.sync(&names)?;
     status::list_current_files(
         t.backend.as_ref(),
@@ -676,12 +724,31 @@ pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> R
 }
 
 pub fn collection_status(t: &Target) -> Result<String> {
-    let (_, c) = t.collection()?;
-    Ok(status::collection_status(
-        &c,
-        "BackendWrapper",
-        &t.cache.dir().display().to_string(),
-    ))
+    let (names, c) = t.collection()?;
+    let mut out =
+        status::collection_status(&c, "BackendWrapper", &t.cache.dir().display().to_string());
+    // dupr's addition: which sets are incomplete, and why.
+    let partial: Vec<Timestamp> = t
+        .cache
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| crate::naming::parse(n, &t.settings.prefixes))
+        .filter(|p| p.partial && p.kind == FileType::Manifest)
+        .map(|p| p.end)
+        .collect();
+    for (end, what, file) in crate::check::incomplete_problems(&c, &names, &t.settings.prefixes) {
+        let what = if partial.contains(&end) {
+            "incomplete set: an interrupted backup, which the next backup resumes".to_string()
+        } else {
+            what
+        };
+        out.push_str(&format!(
+            "Problem: {file} ({}): {what}\n",
+            crate::time::pretty_local(end)
+        ));
+    }
+    Ok(out)
 }
 
 /// `verify URL` without a source tree: read the target's volumes (or a
@@ -691,7 +758,11 @@ pub fn check(t: &Target, percent: f64) -> Result<crate::check::CheckReport> {
     if c.chains.is_empty() {
         return Err(Error::NoBackups(t.backend.display_url()));
     }
-    t.sync(&names)?;
+    // A file that cannot be cached is damage to report, not a reason to
+    // stop: the check reads the target's copies itself.
+    if let Err(e) = t.sync(&names) {
+        tracing::warn!("{e}");
+    }
     crate::check::check(
         t.backend.as_ref(),
         &t.cache,
@@ -1017,10 +1088,11 @@ pub fn verify(
     compare_data: bool,
     selection: Option<Arc<Selection>>,
 ) -> Result<VerifyReport> {
-    let (_, c) = t.collection()?;
+    let (names, c) = t.collection()?;
     let ch = c
         .chain_at(time)
         .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
+    refuse_incomplete(t, &c, &names, ch, time)?;
     let sets = ch.sets_at(time);
     let local_root = match &path {
         Some(p) => p.to_path(&source),

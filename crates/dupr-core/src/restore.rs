@@ -85,7 +85,109 @@ pub fn load_remote_manifest(
     read_manifest(backend, None, set, prefixes, crypto, true, false)
 }
 
+/// `name` failed to decrypt or failed its integrity check. Symmetric
+/// OpenPGP cannot tell a wrong passphrase from damage (no key check before
+/// the MDC at the end), so read other encrypted files of the archive
+/// (`others`; manifests first, they are small) to their end: if the
+/// passphrase opens one, `name` is damaged; else the passphrase is wrong.
+pub fn wrong_passphrase_or_damaged(
+    backend: &dyn Backend,
+    name: &str,
+    why: &str,
+    others: &[String],
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+) -> Error {
+    let opens = |other: &String| -> bool {
+        let Some(p) = naming::parse(other, prefixes) else {
+            return false;
+        };
+        let Ok(codec) = Codec::for_name(true, p.gzipped, crypto, other) else {
+            return false;
+        };
+        backend
+            .open(other)
+            .ok()
+            .and_then(|r| crypt::decoder(r, &codec).ok())
+            .is_some_and(|mut r| io::copy(&mut r, &mut io::sink()).is_ok())
+    };
+    let mut candidates: Vec<(u8, &String)> = others
+        .iter()
+        .filter(|o| *o != name)
+        .filter_map(|o| {
+            let p = naming::parse(o, prefixes)?;
+            if !p.encrypted || p.partial {
+                return None;
+            }
+            let rank = match p.kind {
+                naming::FileType::Manifest => 0,
+                naming::FileType::Signature | naming::FileType::JsonStat => 1,
+                naming::FileType::Volume(_) => 2,
+            };
+            Some((rank, o))
+        })
+        .collect();
+    candidates.sort();
+    match candidates.iter().take(2).find(|(_, o)| opens(o)) {
+        Some((_, other)) => Error::Damaged {
+            name: name.to_string(),
+            reason: format!("{why} (the same passphrase decrypts {other})"),
+        },
+        None => Error::WrongPassphrase,
+    }
+}
+
+/// [`read_manifest_inner`], telling a damaged encrypted manifest from a
+/// wrong passphrase.
 fn read_manifest(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    set: &BackupSet,
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+    remote_only: bool,
+    with_filelist: bool,
+) -> Result<Manifest> {
+    let r = read_manifest_inner(
+        backend,
+        cache,
+        set,
+        prefixes,
+        crypto,
+        remote_only,
+        with_filelist,
+    );
+    let name = set.manifest.as_deref().unwrap_or_default();
+    let from_cache = !remote_only
+        && cache
+            .and_then(|c| Cache::local_name(name, prefixes).map(|l| c.path(&l)))
+            .is_some_and(|p| p.exists());
+    let encrypted = !from_cache && naming::parse(name, prefixes).is_some_and(|p| p.encrypted);
+    match r {
+        Err(Error::WrongPassphrase) if encrypted => {
+            let others: Vec<String> = set.volumes.values().cloned().collect();
+            Err(wrong_passphrase_or_damaged(
+                backend,
+                name,
+                "it does not decrypt",
+                &others,
+                prefixes,
+                crypto,
+            ))
+        }
+        // Unreadable after decryption began: damage, or garbage from a
+        // wrong key.
+        Err(Error::BadManifest { reason, .. } | Error::Damaged { reason, .. }) if encrypted => {
+            let others: Vec<String> = set.volumes.values().cloned().collect();
+            Err(wrong_passphrase_or_damaged(
+                backend, name, &reason, &others, prefixes, crypto,
+            ))
+        }
+        r => r,
+    }
+}
+
+fn read_manifest_inner(
     backend: &dyn Backend,
     cache: Option<&Cache>,
     set: &BackupSet,
@@ -113,15 +215,31 @@ fn read_manifest(
             crypt::decoder(backend.open(name)?, &codec)?
         }
     };
+    let read_err = |e: io::Error| match crypt::signature_failure(&e) {
+        Some(sig) => sig,
+        None => bad(e.to_string()),
+    };
     let text = if with_filelist {
         let mut v = Vec::new();
         let mut r = reader;
-        r.read_to_end(&mut v).map_err(|e| bad(e.to_string()))?;
+        r.read_to_end(&mut v).map_err(read_err)?;
         v
     } else {
-        manifest_head(reader).map_err(|e| bad(e.to_string()))?
+        manifest_head(reader).map_err(read_err)?
     };
     let m = Manifest::parse(&text).map_err(bad)?;
+    // duplicity (0.6 on) and dupr write "Hash SHA1 <40 hex>" for every
+    // volume; without it the volume's check would be skipped silently.
+    for (n, v) in &m.volumes {
+        let ok = v.hash.as_ref().is_some_and(|(alg, h)| {
+            alg == "SHA1" && h.len() == 40 && h.bytes().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Err(bad(format!(
+                "volume {n} has no valid \"Hash SHA1\" line (damaged manifest)"
+            )));
+        }
+    }
     // Every set has at least one volume; a manifest that lists none (empty
     // or garbage text) would otherwise look like an empty backup.
     if m.volumes.is_empty() && !set.volumes.is_empty() {
@@ -153,6 +271,16 @@ struct SetStream<'a> {
     next: Option<Pending>,
     seq: u64,
     buf: Vec<u8>,
+    /// The content hash on the last chunk [`Self::copy_data`] read, if any.
+    last_hash: Option<String>,
+}
+
+/// The content hash a tar header records ([`crate::backup::CONTENT_HASH`]).
+fn content_hash(h: &tar::Header) -> Option<String> {
+    h.extra
+        .iter()
+        .find(|(k, _)| k == crate::backup::CONTENT_HASH)
+        .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
 }
 
 struct Pending {
@@ -289,6 +417,7 @@ impl<'a> SetStream<'a> {
     fn copy_data(&mut self, head: &Head, w: &mut dyn Write) -> Result<u64> {
         let mut total = 0;
         let mut chunk = head.name.chunk;
+        self.last_hash = content_hash(&head.header);
         loop {
             let (tr, name) = self.tar.as_mut().expect("head came from an open volume");
             let mut n = 0u64;
@@ -314,7 +443,7 @@ impl<'a> SetStream<'a> {
                         && en.role == head.name.role =>
                 {
                     chunk = en.chunk;
-                    let _ = h;
+                    self.last_hash = content_hash(&h);
                 }
                 other => {
                     self.peeked = other;
@@ -449,6 +578,7 @@ pub fn collate(
             next: None,
             seq: 0,
             buf: vec![0u8; 256 * 1024],
+            last_hash: None,
         });
     }
 
@@ -468,6 +598,8 @@ pub fn collate(
             .rposition(|&i| heads[i].as_ref().is_some_and(|h| h.name.role != Role::Diff));
         let mut work: Option<tempfile::NamedTempFile> = None;
         let mut meta: Option<Meta> = None;
+        // The content hash recorded with `work`'s newest entry, and its set.
+        let mut expect: Option<(String, usize)> = None;
         for (k, &i) in at.iter().enumerate() {
             let head = heads[i].take().expect("filtered");
             let use_it = wanted && base.is_some_and(|b| k >= b);
@@ -481,6 +613,7 @@ pub fn collate(
                 match head.name.role {
                     Role::Deleted => {
                         meta = None;
+                        expect = None;
                         streams[i].copy_data(&head, &mut io::sink())?;
                     }
                     Role::Snapshot => {
@@ -494,12 +627,14 @@ pub fn collate(
                             }
                         })?;
                         work = None;
+                        expect = None;
                         if m.kind == Kind::File {
                             let mut t = w.temp_file()?;
                             let mut sw = SparseWriter::new(t.as_file_mut());
                             streams[i].copy_data(&head, &mut sw)?;
                             sw.finish().ctx(t.path())?;
                             work = Some(t);
+                            expect = streams[i].last_hash.take().map(|h| (h, i));
                         } else {
                             streams[i].copy_data(&head, &mut io::sink())?;
                         }
@@ -515,6 +650,7 @@ pub fn collate(
                         let basis = work.take();
                         let mut delta = w.temp_file()?;
                         streams[i].copy_data(&head, delta.as_file_mut())?;
+                        expect = streams[i].last_hash.take().map(|h| (h, i));
                         let patched = match basis {
                             Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
                                 apply_delta(w, b, delta, &min, &set_label(sets[i]))?
@@ -543,6 +679,16 @@ pub fn collate(
         }
         if let Some(m) = meta {
             found = true;
+            if let (Some(t), Some((want, i))) = (&work, &expect) {
+                // Checked before the file reaches its final place.
+                let got = sha256_file(t.path()).ctx(t.path())?;
+                if got != *want {
+                    return Err(Error::ContentMismatch {
+                        path: min.to_string(),
+                        set: set_label(sets[*i]),
+                    });
+                }
+            }
             w.place(&min, &m, work)?;
         }
     }
@@ -584,6 +730,19 @@ fn apply_delta(
             w.error();
             Ok(None)
         }
+    }
+}
+
+fn sha256_file(p: &Path) -> io::Result<String> {
+    let mut f = File::open(p)?;
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(sha2::Digest::finalize(h)));
+        }
+        sha2::Digest::update(&mut h, &buf[..n]);
     }
 }
 

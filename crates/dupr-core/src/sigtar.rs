@@ -19,6 +19,8 @@ pub struct SigtarWriter {
     remote: Option<(Encoder, PathBuf)>,
     len: u64,
     buf: Vec<u8>,
+    /// Of the plain tar bytes, for the manifest's record.
+    hash: sha2::Sha256,
 }
 
 impl SigtarWriter {
@@ -34,6 +36,7 @@ impl SigtarWriter {
             remote,
             len: 0,
             buf: Vec::with_capacity(4096),
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
         })
     }
 
@@ -43,6 +46,7 @@ impl SigtarWriter {
             enc.write_all(bytes).ctx(&*p)?;
         }
         self.len += bytes.len() as u64;
+        sha2::Digest::update(&mut self.hash, bytes);
         Ok(())
     }
 
@@ -84,8 +88,9 @@ impl SigtarWriter {
         self.write(&vec![0u8; pad])
     }
 
-    /// Close the tar (two zero blocks, NULs to a record) and the files.
-    pub fn finish(mut self) -> Result<(Written, Option<Written>)> {
+    /// Close the tar (two zero blocks, NULs to a record) and the files;
+    /// also returns the SHA-256 (hex) of the plain tar bytes.
+    pub fn finish(mut self) -> Result<(Written, Option<Written>, String)> {
         let after = self.len + 2 * tar::BLOCK as u64;
         let pad = 2 * tar::BLOCK
             + ((tar::RECORD as u64 - after % tar::RECORD as u64) % tar::RECORD as u64) as usize;
@@ -95,7 +100,51 @@ impl SigtarWriter {
             Some((enc, p)) => Some(enc.finish().ctx(&p)?),
             None => None,
         };
-        Ok((local, remote))
+        Ok((
+            local,
+            remote,
+            hex::encode(sha2::Digest::finalize(self.hash)),
+        ))
+    }
+}
+
+/// Reads a signature file's plain bytes and, at their end, fails unless
+/// they hash to what the set's manifest recorded: a signature file swapped
+/// for another (valid) one must not become an incremental's base.
+pub struct CheckedSigtar<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    want: String,
+    name: String,
+}
+
+impl<R: Read> CheckedSigtar<R> {
+    pub fn new(inner: R, want: String, name: &str) -> Self {
+        CheckedSigtar {
+            inner,
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+            want,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl<R: Read> Read for CheckedSigtar<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.want.is_empty() {
+            let got = hex::encode(sha2::Digest::finalize_reset(&mut self.hash));
+            if got != self.want {
+                return Err(std::io::Error::other(format!(
+                    "{} does not belong to its set: its SHA-256 {got} differs from the manifest's record {}",
+                    self.name, self.want
+                )));
+            }
+            // Checked once; later reads at the end stay quiet.
+            self.want.clear();
+        }
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
     }
 }
 
@@ -242,7 +291,7 @@ mod tests {
             .unwrap();
         w.add_signature(&Index::from_bytes(*b"b"), &fmeta, b"sigB")
             .unwrap();
-        let (wr, _) = w.finish().unwrap();
+        let (wr, _, _) = w.finish().unwrap();
         assert!(wr.size > 0);
         let p2 = dir.path().join("b.sigtar.gz");
         let mut w = SigtarWriter::create(&p2, None).unwrap();
