@@ -318,14 +318,29 @@ impl VolumeWriter {
         if self.replayed(&b)? {
             return Ok(());
         }
+        let boundary = match &self.cur {
+            None => true,
+            Some(cur) => {
+                let est =
+                    ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
+                self.target.saturating_sub(est) < 65536
+            }
+        };
+        if boundary && crate::interrupt::pending().is_some() {
+            // Between volumes, a SIGINT/SIGTERM stops the run: the full
+            // volume is stored and every finished upload recorded before
+            // this block is journaled, so the next run resumes after them.
+            if self.cur.is_some() {
+                self.close(on_volume)?;
+            }
+            self.collect(true, on_volume)?;
+            return crate::interrupt::check();
+        }
         if let (Some(key), Some(j)) = (b.key, self.journal.as_mut()) {
             j.record(&b.index, key)?;
         }
-        if let Some(cur) = &self.cur {
-            let est = ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
-            if self.target.saturating_sub(est) < 65536 {
-                self.close(on_volume)?;
-            }
+        if boundary && self.cur.is_some() {
+            self.close(on_volume)?;
         }
         if self.cur.is_none() {
             self.open(b.index.clone(), b.chunk)?;
