@@ -212,7 +212,7 @@ fn racing_takeovers_of_a_stale_lock_let_exactly_one_in() {
         let w = one_winner(&oa, &ob, &format!("round {round}"));
         let err = text(&[&oa, &ob][w].stderr);
         assert!(
-            err.contains("stale target lock") && err.contains("gonehost"),
+            err.contains("Took over the stale target lock") && err.contains("gonehost"),
             "round {round}: {err}"
         );
         assert_eq!(manifests(&env), 1, "round {round}");
@@ -376,7 +376,7 @@ fn cleanup_lists_and_deletes_stale_temporaries() {
 
 fn interrupted_backup(sig: &str, code: i32, name: &str) {
     let env = Env::new();
-    write_tree(&env.src(), 10, 400_000);
+    write_tree(&env.src(), 20, 400_000);
     let c = spawn_full(&env, &env.cache(), "put:1+:slow");
     // Interrupted once the first volume is stored.
     wait_for("the first volume", || {

@@ -356,9 +356,10 @@ impl TargetLock {
                 None => {
                     // Being written, or garbage: garbage stays the same.
                     std::thread::sleep(settle());
-                    if read_text(b, TARGET_LOCK)?.as_deref() == Some(&text) {
-                        tracing::warn!("Taking over the unreadable target lock {TARGET_LOCK}");
-                        Self::take_over(b, cache_dir, &text, &me)?;
+                    if read_text(b, TARGET_LOCK)?.as_deref() == Some(&text)
+                        && Self::take_over(b, cache_dir, &text, &me)?
+                    {
+                        tracing::warn!("Removed the unreadable target lock {TARGET_LOCK}");
                     }
                     continue;
                 }
@@ -374,15 +375,15 @@ impl TargetLock {
             if !ours && silent < STALE_SECS {
                 return Err(busy(held.describe(crate::time::now())));
             }
-            if !ours {
+            // Warned once removed: a taker that lost the race only says busy.
+            if Self::take_over(b, cache_dir, &text, &me)? && !ours {
                 tracing::warn!(
-                    "Taking over the stale target lock of host {} (pid {}, silent for {} min)",
+                    "Took over the stale target lock of host {} (pid {}, silent for {} min)",
                     held.host,
                     held.pid,
                     silent / 60
                 );
             }
-            Self::take_over(b, cache_dir, &text, &me)?;
         }
         Err(busy("runs that keep taking the lock".into()))
     }
@@ -390,8 +391,8 @@ impl TargetLock {
     /// Remove the stale lock whose text is `stale`, unless another run is
     /// already taking it over: the taker is whoever creates the marker
     /// `.dupr-lock.take.<hash of stale>.<generation>` first. The caller
-    /// then creates its lock exclusively as usual.
-    fn take_over(b: &dyn Backend, staging: &Path, stale: &str, me: &Record) -> Result<()> {
+    /// then creates its lock exclusively as usual. Whether we removed it.
+    fn take_over(b: &dyn Backend, staging: &Path, stale: &str, me: &Record) -> Result<bool> {
         let id = fnv(stale);
         let marker = |g: u32| format!("{TARGET_LOCK}.take.{id:016x}.{g}");
         for g in 1..=TAKEOVER_GENERATIONS {
@@ -399,9 +400,9 @@ impl TargetLock {
                 // Still the stale record (not replaced by a faster taker
                 // that finished before our marker): ours to remove.
                 let r = if read_text(b, TARGET_LOCK)?.as_deref() == Some(stale) {
-                    b.delete(TARGET_LOCK)
+                    b.delete(TARGET_LOCK).map(|_| true)
                 } else {
-                    Ok(())
+                    Ok(false)
                 };
                 for old in 1..=g {
                     let _ = b.delete(&marker(old));
@@ -410,8 +411,10 @@ impl TargetLock {
             }
             match read_text(b, &marker(g))?.and_then(|t| Record::parse(&t)) {
                 Some(m) if m.same_run(me) => {
+                    // Our own marker (a create retried after a lost reply):
+                    // start over from the lock's current state.
                     let _ = b.delete(&marker(g));
-                    return Ok(());
+                    return Ok(false);
                 }
                 Some(m) if crate::time::now() - m.heartbeat < TAKEOVER_SECS => {
                     return Err(Error::TargetBusy {

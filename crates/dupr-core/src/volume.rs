@@ -326,21 +326,21 @@ impl VolumeWriter {
                 self.target.saturating_sub(est) < 65536
             }
         };
-        if boundary && crate::interrupt::pending().is_some() {
-            // Between volumes, a SIGINT/SIGTERM stops the run: the full
-            // volume is stored and every finished upload recorded before
-            // this block is journaled, so the next run resumes after them.
+        if boundary {
             if self.cur.is_some() {
                 self.close(on_volume)?;
             }
-            self.collect(true, on_volume)?;
-            return crate::interrupt::check();
+            // Between volumes (checked after the close, which may wait for
+            // an upload slot), a SIGINT/SIGTERM stops the run: every upload
+            // finishes and is recorded before this block is journaled, so
+            // the next run resumes after them.
+            if crate::interrupt::pending().is_some() {
+                self.collect(true, on_volume)?;
+                return crate::interrupt::check();
+            }
         }
         if let (Some(key), Some(j)) = (b.key, self.journal.as_mut()) {
             j.record(&b.index, key)?;
-        }
-        if boundary && self.cur.is_some() {
-            self.close(on_volume)?;
         }
         if self.cur.is_none() {
             self.open(b.index.clone(), b.chunk)?;
