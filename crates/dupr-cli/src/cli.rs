@@ -966,8 +966,18 @@ pub fn check_values(cli: &Cli) -> Result<(), String> {
     let checks: [(&str, Option<u64>, u64, u64); 8] = [
         ("--volsize", Some(cli.backup.volsize), 1, 1 << 20),
         ("--concurrency", Some(cli.backup.concurrency as u64), 1, 128),
-        ("--num-retries", Some(cli.general.num_retries as u64), 0, 1000),
-        ("--backend-retry-delay", Some(cli.general.backend_retry_delay), 0, 86_400),
+        (
+            "--num-retries",
+            Some(cli.general.num_retries as u64),
+            0,
+            1000,
+        ),
+        (
+            "--backend-retry-delay",
+            Some(cli.general.backend_retry_delay),
+            0,
+            86_400,
+        ),
         ("--timeout", Some(cli.general.timeout), 1, 86_400),
         (
             "--max-blocksize",
@@ -975,7 +985,12 @@ pub fn check_values(cli: &Cli) -> Result<(), String> {
             1,
             1 << 30,
         ),
-        ("--s3-multipart-chunk-size", b.s3_multipart_chunk_size, 1, 5120),
+        (
+            "--s3-multipart-chunk-size",
+            b.s3_multipart_chunk_size,
+            1,
+            5120,
+        ),
         (
             "--s3-multipart-max-procs",
             b.s3_multipart_max_procs.map(u64::from),
@@ -985,9 +1000,7 @@ pub fn check_values(cli: &Cli) -> Result<(), String> {
     ];
     for (name, v, lo, hi) in checks {
         if let Some(v) = v.filter(|v| !(lo..=hi).contains(v)) {
-            return Err(format!(
-                "{name} {v}: out of range (allowed: {lo} to {hi})"
-            ));
+            return Err(format!("{name} {v}: out of range (allowed: {lo} to {hi})"));
         }
     }
     Ok(())

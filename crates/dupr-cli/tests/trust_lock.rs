@@ -171,7 +171,12 @@ fn concurrent_full_backups_exactly_one_proceeds() {
         let b = spawn_full(&env, &cb, fb);
         let (oa, ob) = (finish(a), finish(b));
         let w = one_winner(&oa, &ob, &format!("round {round}"));
-        assert_eq!(manifests(&env), 1, "round {round}: {:?}", target_names(&env));
+        assert_eq!(
+            manifests(&env),
+            1,
+            "round {round}: {:?}",
+            target_names(&env)
+        );
         assert!(
             !env.target().join(".dupr-lock").exists(),
             "round {round}: lock left"
@@ -262,7 +267,14 @@ fn out_of_range_numbers_fail_before_touching_the_target() {
     // The limits themselves are accepted.
     let o = env
         .dupr()
-        .args(["--no-encryption", "full", "--concurrency", "128", "--volsize", "1"])
+        .args([
+            "--no-encryption",
+            "full",
+            "--concurrency",
+            "128",
+            "--volsize",
+            "1",
+        ])
         .arg(env.src())
         .arg(env.target_url())
         .output()
@@ -389,14 +401,21 @@ fn interrupted_backup(sig: &str, code: i32, name: &str) {
     let o = finish(c);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(code), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(
         err.trim().lines().last(),
         Some(format!("dupr: interrupted by {name}").as_str()),
         "{err}"
     );
     assert_eq!(temporaries(&env), Vec::<String>::new());
-    assert!(!env.target().join(".dupr-lock").exists(), "target lock left");
+    assert!(
+        !env.target().join(".dupr-lock").exists(),
+        "target lock left"
+    );
     assert_eq!(files_named(&env.cache(), "lockfile"), Vec::<PathBuf>::new());
     assert_eq!(manifests(&env), 0, "an interrupted set is not complete");
     // The next run resumes it.
@@ -449,7 +468,10 @@ fn sigterm_stops_a_restore_without_temporaries() {
     let o = finish(c);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(143), "{err}");
-    assert!(err.trim().ends_with("dupr: interrupted by SIGTERM"), "{err}");
+    assert!(
+        err.trim().ends_with("dupr: interrupted by SIGTERM"),
+        "{err}"
+    );
     assert_eq!(files_named(&dest, ".dupr-restore."), Vec::<PathBuf>::new());
     assert_eq!(files_named(&env.cache(), "lockfile"), Vec::<PathBuf>::new());
     // Not everything arrived; a new restore completes it.

@@ -446,25 +446,27 @@ impl TargetLock {
             let b = backend.clone();
             let staging = cache_dir.to_path_buf();
             let mut rec = me.clone();
-            std::thread::Builder::new().name("dupr-lock".into()).spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
-                {
-                    // One try: a retry's backoff would hold up the run's end.
-                    let b = b.without_retries();
-                    // Never overwrite a lock another run took over after
-                    // ours went silent (a suspended machine).
-                    match read_record(b) {
-                        Some(r) if r.same_run(&rec) => {}
-                        _ => {
-                            tracing::warn!("The target lock is no longer ours");
-                            return;
+            std::thread::Builder::new()
+                .name("dupr-lock".into())
+                .spawn(move || {
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
+                    {
+                        // One try: a retry's backoff would hold up the run's end.
+                        let b = b.without_retries();
+                        // Never overwrite a lock another run took over after
+                        // ours went silent (a suspended machine).
+                        match read_record(b) {
+                            Some(r) if r.same_run(&rec) => {}
+                            _ => {
+                                tracing::warn!("The target lock is no longer ours");
+                                return;
+                            }
                         }
+                        rec.heartbeat = crate::time::now();
+                        let _ = write_record(b, &staging, &rec);
                     }
-                    rec.heartbeat = crate::time::now();
-                    let _ = write_record(b, &staging, &rec);
-                }
-            })
+                })
         };
         if let Err(e) = &beat {
             // Never a panic holding the lock: the run goes on, and its

@@ -321,8 +321,7 @@ impl VolumeWriter {
         let boundary = match &self.cur {
             None => true,
             Some(cur) => {
-                let est =
-                    ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
+                let est = ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
                 self.target.saturating_sub(est) < 65536
             }
         };

@@ -122,7 +122,11 @@ fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
         let [op, calls, action] = f[..] else {
             return Err(format!("{part:?}: want OP:CALLS:ACTION"));
         };
-        if !["list", "put", "get", "open", "size", "delete", "lock", "any"].contains(&op) {
+        if ![
+            "list", "put", "get", "open", "size", "delete", "lock", "any",
+        ]
+        .contains(&op)
+        {
             return Err(format!("{part:?}: unknown operation {op:?}"));
         }
         let num = |s: &str| {

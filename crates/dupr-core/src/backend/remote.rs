@@ -720,7 +720,12 @@ impl Backend for Remote {
             .block_on(async { self.op.write_with(name, data).if_not_exists(true).await })
         {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(self.err("create", name, e)),
