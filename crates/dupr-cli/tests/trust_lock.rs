@@ -215,9 +215,12 @@ fn racing_takeovers_of_a_stale_lock_let_exactly_one_in() {
         let b = spawn_full(&env, &cb, fb);
         let (oa, ob) = (finish(a), finish(b));
         let w = one_winner(&oa, &ob, &format!("round {round}"));
+        // The winner warns if it removed the stale lock itself; it may
+        // instead have found it already removed by the loser, which never
+        // warns (its refusal is its one line).
         let err = text(&[&oa, &ob][w].stderr);
         assert!(
-            err.contains("Took over the stale target lock") && err.contains("gonehost"),
+            !err.contains("Took over") || err.contains("gonehost"),
             "round {round}: {err}"
         );
         assert_eq!(manifests(&env), 1, "round {round}");

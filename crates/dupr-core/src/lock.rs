@@ -335,6 +335,7 @@ impl TargetLock {
         };
         // Each pass either takes the lock, gives up, or removes a stale or
         // vanished holder; a few passes cover a release in between.
+        let mut took_over: Option<String> = None;
         for _ in 0..4 {
             if create(b, cache_dir, TARGET_LOCK, &me)? {
                 if !b.atomic_create() {
@@ -343,7 +344,12 @@ impl TargetLock {
                     std::thread::sleep(settle());
                 }
                 return match read_record(b) {
-                    Some(r) if r.same_run(&me) => Ok(Self::start(backend.clone(), cache_dir, me)),
+                    Some(r) if r.same_run(&me) => {
+                        if let Some(w) = took_over {
+                            tracing::warn!("{w}");
+                        }
+                        Ok(Self::start(backend.clone(), cache_dir, me))
+                    }
                     Some(r) => Err(busy(r.describe(crate::time::now()))),
                     None => Err(busy("a run that removed the lock".into())),
                 };
@@ -375,14 +381,15 @@ impl TargetLock {
             if !ours && silent < STALE_SECS {
                 return Err(busy(held.describe(crate::time::now())));
             }
-            // Warned once removed: a taker that lost the race only says busy.
+            // Warned once the lock is ours: a taker that removed the stale
+            // lock but lost the create to another run only says busy.
             if Self::take_over(b, cache_dir, &text, &me)? && !ours {
-                tracing::warn!(
+                took_over = Some(format!(
                     "Took over the stale target lock of host {} (pid {}, silent for {} min)",
                     held.host,
                     held.pid,
                     silent / 60
-                );
+                ));
             }
         }
         Err(busy("runs that keep taking the lock".into()))
