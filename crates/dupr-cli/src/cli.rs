@@ -1107,6 +1107,54 @@ pub fn warn_ignored(cli: &Cli) {
     }
 }
 
+/// Numeric options outside what dupr can honour, as one line naming the
+/// option (exit 23, before anything is read or written): too many threads
+/// would abort the process, sizes beyond these overflow.
+pub fn check_values(cli: &Cli) -> Result<(), String> {
+    let b = &cli.backend;
+    let checks: [(&str, Option<u64>, u64, u64); 8] = [
+        ("--volsize", Some(cli.backup.volsize), 1, 1 << 20),
+        ("--concurrency", Some(cli.backup.concurrency as u64), 1, 128),
+        (
+            "--num-retries",
+            Some(cli.general.num_retries as u64),
+            0,
+            1000,
+        ),
+        (
+            "--backend-retry-delay",
+            Some(cli.general.backend_retry_delay),
+            0,
+            86_400,
+        ),
+        ("--timeout", Some(cli.general.timeout), 1, 86_400),
+        (
+            "--max-blocksize",
+            cli.backup.max_blocksize.map(u64::from),
+            1,
+            1 << 30,
+        ),
+        (
+            "--s3-multipart-chunk-size",
+            b.s3_multipart_chunk_size,
+            1,
+            5120,
+        ),
+        (
+            "--s3-multipart-max-procs",
+            b.s3_multipart_max_procs.map(u64::from),
+            1,
+            64,
+        ),
+    ];
+    for (name, v, lo, hi) in checks {
+        if let Some(v) = v.filter(|v| !(lo..=hi).contains(v)) {
+            return Err(format!("{name} {v}: out of range (allowed: {lo} to {hi})"));
+        }
+    }
+    Ok(())
+}
+
 /// The storage options, from duplicity's backend flags.
 pub fn backend_options(
     cli: &Cli,

@@ -541,6 +541,8 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
     match cmd {
         Command::Backup | Command::Full | Command::Incremental => {
             want_args(&args, 2, "SOURCE URL")?;
+            // SIGINT/SIGTERM stop the run at its next safe point.
+            dupr_core::interrupt::install();
             let source = canonical_source(&args[0]);
             if !source.exists() {
                 return Err(dupr_core::Error::SourceMissing(source).into());
@@ -635,6 +637,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
         }
         Command::Restore => {
             want_args(&args, 2, "URL DEST")?;
+            dupr_core::interrupt::install();
             let t = parse_time(&cli)?;
             let path = match &cli.restore.path_to_restore {
                 Some(p) => Some(
@@ -901,6 +904,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(23);
             }
         };
+    if let Err(msg) = cli::check_values(&cli) {
+        eprintln!("dupr: {msg}");
+        return ExitCode::from(23);
+    }
     if let Err(e) = init_logging(&cli.general) {
         eprintln!("dupr: {e}");
         return ExitCode::from(exit_code(&e) as u8);

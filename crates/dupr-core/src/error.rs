@@ -80,6 +80,8 @@ pub enum Error {
     TargetBusy { url: String, holder: String },
     #[error("cannot resume the interrupted backup: {0}")]
     ResumeInvalid(String),
+    #[error("interrupted by {}", crate::interrupt::name(*.0))]
+    Interrupted(i32),
     #[error(transparent)]
     Select(#[from] crate::select::SelectError),
     #[error("backend {url}: {reason}")]
@@ -140,6 +142,8 @@ impl Error {
             Error::Locked(_) => 23,
             Error::ManifestMismatch(_) => 5,
             Error::Backend { .. } => 50,
+            // The shell's convention: 130 for SIGINT, 143 for SIGTERM.
+            Error::Interrupted(sig) => 128 + sig,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod delta;
 pub mod entry;
 pub mod error;
 pub mod index;
+pub mod interrupt;
 pub mod keys;
 pub mod lock;
 pub mod manifest;

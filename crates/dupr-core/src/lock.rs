@@ -167,6 +167,14 @@ impl Drop for RunLock {
 /// duplicity ignores the object (its name is not a duplicity name). A
 /// heartbeat keeps it fresh; one silent for half an hour is stale, so a
 /// crash or a sleeping laptop never wedges later runs.
+///
+/// Taken with the backend's exclusive create ([`Backend::put_new`]): where
+/// that is atomic (local, S3, SFTP, ...) exactly one of two runs starting
+/// together wins. Elsewhere the record is read back after a settle delay.
+/// A stale lock is taken over through a marker object named after it,
+/// itself created exclusively, so only one taker deletes and replaces it.
+///
+/// [`Backend::put_new`]: crate::backend::Backend::put_new
 pub struct TargetLock {
     record: Record,
     backend: std::sync::Arc<dyn crate::backend::Backend>,
@@ -177,6 +185,10 @@ pub struct TargetLock {
 pub const TARGET_LOCK: &str = ".dupr-lock";
 const HEARTBEAT_SECS: u64 = 300;
 const STALE_SECS: i64 = 1800;
+/// A takeover takes seconds; a marker older than this is a dead taker's.
+const TAKEOVER_SECS: i64 = 600;
+/// Markers per stale lock: each dead taker costs one generation.
+const TAKEOVER_GENERATIONS: u32 = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Record {
@@ -195,50 +207,113 @@ impl Record {
         )
     }
 
+    /// A complete record, or None (garbage, or one still being written
+    /// where the service shows a created object before its content).
     fn parse(text: &str) -> Option<Record> {
-        let mut r = Record {
-            host: String::new(),
-            pid: 0,
-            cache: String::new(),
-            started: 0,
-            heartbeat: 0,
-        };
-        for line in text.lines() {
-            let (k, v) = line.split_once(' ')?;
+        let mut lines = text.lines();
+        if lines.next()? != "dupr-lock 1" {
+            return None;
+        }
+        let (mut host, mut pid, mut cache, mut started, mut heartbeat) =
+            (None, None, None, None, None);
+        for line in lines {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
             match k {
-                "host" => r.host = v.into(),
-                "pid" => r.pid = v.parse().ok()?,
-                "cache" => r.cache = v.into(),
-                "started" => r.started = v.parse().ok()?,
-                "heartbeat" => r.heartbeat = v.parse().ok()?,
+                "host" => host = Some(v.to_string()),
+                "pid" => pid = v.parse().ok(),
+                "cache" => cache = Some(v.to_string()),
+                "started" => started = v.parse().ok(),
+                "heartbeat" => heartbeat = v.parse().ok(),
                 _ => {}
             }
         }
-        Some(r)
+        Some(Record {
+            host: host?,
+            pid: pid?,
+            cache: cache?,
+            started: started?,
+            heartbeat: heartbeat?,
+        })
     }
 
     fn same_run(&self, o: &Record) -> bool {
         (self.host.as_str(), self.pid, self.started) == (o.host.as_str(), o.pid, o.started)
     }
+
+    fn describe(&self, now: i64) -> String {
+        format!(
+            "host {}, pid {}, cache {}, last heard from {} s ago",
+            self.host,
+            self.pid,
+            self.cache,
+            now - self.heartbeat
+        )
+    }
 }
 
-fn read_record(b: &dyn crate::backend::Backend) -> Option<Record> {
+use crate::backend::Backend;
+
+/// The text of `name` on the target; None when there is none.
+fn read_text(b: &dyn Backend, name: &str) -> Result<Option<String>> {
     // Asked for by name: some servers (nginx WebDAV) hide dotfiles in listings.
-    b.size(TARGET_LOCK).ok()??;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut b.open(TARGET_LOCK).ok()?, &mut text).ok()?;
-    Record::parse(&text)
+    if b.size(name)?.is_none() {
+        return Ok(None);
+    }
+    let mut r = match b.open(name) {
+        Ok(r) => r,
+        // Released between the two calls.
+        Err(Error::MissingVolume { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut data).map_err(|e| Error::io(name, e))?;
+    Ok(Some(String::from_utf8_lossy(&data).into_owned()))
 }
 
-fn write_record(b: &dyn crate::backend::Backend, staging: &Path, r: &Record) -> Result<()> {
+fn read_record(b: &dyn Backend) -> Option<Record> {
+    Record::parse(&read_text(b, TARGET_LOCK).ok()??)
+}
+
+fn stage(staging: &Path, r: &Record) -> Result<PathBuf> {
     let tmp = staging.join(format!(".dupr-tmp.{}.lock", std::process::id()));
     std::fs::write(&tmp, r.text()).ctx(&tmp)?;
-    b.put(&tmp, TARGET_LOCK)
+    Ok(tmp)
+}
+
+/// Overwrite `name` with `r` (the heartbeat).
+fn write_record(b: &dyn Backend, staging: &Path, r: &Record) -> Result<()> {
+    let tmp = stage(staging, r)?;
+    let res = b.put(&tmp, TARGET_LOCK);
+    let _ = std::fs::remove_file(&tmp);
+    res
+}
+
+/// Create `name` holding `r` if nothing is there; whether we created it.
+fn create(b: &dyn Backend, staging: &Path, name: &str, r: &Record) -> Result<bool> {
+    let tmp = stage(staging, r)?;
+    let res = b.put_new(&tmp, name);
+    let _ = std::fs::remove_file(&tmp);
+    res
+}
+
+/// 64-bit FNV-1a: a stable short name for a lock record's text.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Wait after a non-atomic create before reading the record back
+/// (`DUPR_LOCK_SETTLE_MS`, for tests).
+fn settle() -> std::time::Duration {
+    let ms = crate::backend::env_var("DUPR_LOCK_SETTLE_MS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    std::time::Duration::from_millis(ms)
 }
 
 impl TargetLock {
-    /// Take the target's lock for a run using `cache_dir`; `url` must
-    /// name the same target as `backend` (the heartbeat opens its own).
+    /// Take the target's lock for a run using `cache_dir`.
     pub fn acquire(
         backend: std::sync::Arc<dyn crate::backend::Backend>,
         cache_dir: &Path,
@@ -253,64 +328,164 @@ impl TargetLock {
             started: now,
             heartbeat: now,
         };
-        if let Some(held) = read_record(backend.as_ref()) {
+        let b = backend.as_ref();
+        let busy = |holder: String| Error::TargetBusy {
+            url: b.display_url(),
+            holder,
+        };
+        // Each pass either takes the lock, gives up, or removes a stale or
+        // vanished holder; a few passes cover a release in between.
+        let mut took_over: Option<String> = None;
+        for _ in 0..4 {
+            if create(b, cache_dir, TARGET_LOCK, &me)? {
+                if !b.atomic_create() {
+                    // Two runs that both found no lock: the later write
+                    // wins, the other sees it and backs off.
+                    std::thread::sleep(settle());
+                }
+                return match read_record(b) {
+                    Some(r) if r.same_run(&me) => {
+                        if let Some(w) = took_over {
+                            tracing::warn!("{w}");
+                        }
+                        Ok(Self::start(backend.clone(), cache_dir, me))
+                    }
+                    Some(r) => Err(busy(r.describe(crate::time::now()))),
+                    None => Err(busy("a run that removed the lock".into())),
+                };
+            }
+            let Some(text) = read_text(b, TARGET_LOCK)? else {
+                continue;
+            };
+            let held = match Record::parse(&text) {
+                Some(r) => r,
+                None => {
+                    // Being written, or garbage: garbage stays the same.
+                    std::thread::sleep(settle());
+                    if read_text(b, TARGET_LOCK)?.as_deref() == Some(&text)
+                        && Self::take_over(b, cache_dir, &text, &me)?
+                    {
+                        tracing::warn!("Removed the unreadable target lock {TARGET_LOCK}");
+                    }
+                    continue;
+                }
+            };
+            if held.same_run(&me) {
+                // Our own create, its reply lost and retried.
+                return Ok(Self::start(backend.clone(), cache_dir, me));
+            }
             // Same host and cache: its owner is dead, since we hold the
             // cache's lock. Otherwise it counts until it goes stale.
             let ours = held.host == me.host && held.cache == me.cache;
-            let silent = now - held.heartbeat;
+            let silent = crate::time::now() - held.heartbeat;
             if !ours && silent < STALE_SECS {
-                return Err(Error::TargetBusy {
-                    url: backend.display_url(),
-                    holder: format!(
-                        "host {}, pid {}, cache {}, last heard from {} s ago",
-                        held.host, held.pid, held.cache, silent
-                    ),
-                });
+                return Err(busy(held.describe(crate::time::now())));
             }
-            if !ours {
-                tracing::warn!(
-                    "Taking over the stale target lock of host {} (pid {}, silent for {} min)",
+            // Warned once the lock is ours: a taker that removed the stale
+            // lock but lost the create to another run only says busy.
+            if Self::take_over(b, cache_dir, &text, &me)? && !ours {
+                took_over = Some(format!(
+                    "Took over the stale target lock of host {} (pid {}, silent for {} min)",
                     held.host,
                     held.pid,
                     silent / 60
-                );
+                ));
             }
         }
-        write_record(backend.as_ref(), cache_dir, &me)?;
-        // Two runs that both found no lock: the later write wins, the
-        // other sees it and backs off.
-        match read_record(backend.as_ref()) {
-            Some(r) if r.same_run(&me) => {}
-            other => {
-                return Err(Error::TargetBusy {
-                    url: backend.display_url(),
-                    holder: other
-                        .map(|r| format!("host {}, pid {}, cache {}", r.host, r.pid, r.cache))
-                        .unwrap_or_else(|| "a run that removed the lock".into()),
-                })
+        Err(busy("runs that keep taking the lock".into()))
+    }
+
+    /// Remove the stale lock whose text is `stale`, unless another run is
+    /// already taking it over: the taker is whoever creates the marker
+    /// `.dupr-lock.take.<hash of stale>.<generation>` first. The caller
+    /// then creates its lock exclusively as usual. Whether we removed it.
+    fn take_over(b: &dyn Backend, staging: &Path, stale: &str, me: &Record) -> Result<bool> {
+        let id = fnv(stale);
+        let marker = |g: u32| format!("{TARGET_LOCK}.take.{id:016x}.{g}");
+        for g in 1..=TAKEOVER_GENERATIONS {
+            if create(b, staging, &marker(g), me)? {
+                // Still the stale record (not replaced by a faster taker
+                // that finished before our marker): ours to remove.
+                let r = if read_text(b, TARGET_LOCK)?.as_deref() == Some(stale) {
+                    b.delete(TARGET_LOCK).map(|_| true)
+                } else {
+                    Ok(false)
+                };
+                for old in 1..=g {
+                    let _ = b.delete(&marker(old));
+                }
+                return r;
+            }
+            match read_text(b, &marker(g))?.and_then(|t| Record::parse(&t)) {
+                Some(m) if m.same_run(me) => {
+                    // Our own marker (a create retried after a lost reply):
+                    // start over from the lock's current state.
+                    let _ = b.delete(&marker(g));
+                    return Ok(false);
+                }
+                Some(m) if crate::time::now() - m.heartbeat < TAKEOVER_SECS => {
+                    return Err(Error::TargetBusy {
+                        url: b.display_url(),
+                        holder: format!(
+                            "host {}, pid {} is taking over a stale lock",
+                            m.host, m.pid
+                        ),
+                    });
+                }
+                // A taker that died halfway (or a marker gone meanwhile):
+                // the next generation.
+                _ => {}
             }
         }
+        Err(Error::TargetBusy {
+            url: b.display_url(),
+            holder: format!("{TAKEOVER_GENERATIONS} takers of a stale lock died"),
+        })
+    }
+
+    fn start(
+        backend: std::sync::Arc<dyn crate::backend::Backend>,
+        cache_dir: &Path,
+        me: Record,
+    ) -> TargetLock {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let beat = {
             let b = backend.clone();
             let staging = cache_dir.to_path_buf();
             let mut rec = me.clone();
-            std::thread::spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
-                {
-                    rec.heartbeat = crate::time::now();
-                    // One try: a retry's backoff would hold up the run's end.
-                    let _ = write_record(b.without_retries(), &staging, &rec);
-                }
-            })
+            std::thread::Builder::new()
+                .name("dupr-lock".into())
+                .spawn(move || {
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        rx.recv_timeout(std::time::Duration::from_secs(HEARTBEAT_SECS))
+                    {
+                        // One try: a retry's backoff would hold up the run's end.
+                        let b = b.without_retries();
+                        // Never overwrite a lock another run took over after
+                        // ours went silent (a suspended machine).
+                        match read_record(b) {
+                            Some(r) if r.same_run(&rec) => {}
+                            _ => {
+                                tracing::warn!("The target lock is no longer ours");
+                                return;
+                            }
+                        }
+                        rec.heartbeat = crate::time::now();
+                        let _ = write_record(b, &staging, &rec);
+                    }
+                })
         };
-        Ok(TargetLock {
+        if let Err(e) = &beat {
+            // Never a panic holding the lock: the run goes on, and its
+            // lock looks stale to others after half an hour.
+            tracing::warn!("No heartbeat for the target lock: {e}");
+        }
+        TargetLock {
             record: me,
             backend,
             stop: Some(tx),
-            beat: Some(beat),
-        })
+            beat: beat.ok(),
+        }
     }
 }
 
@@ -345,5 +520,21 @@ mod tests {
             .status()
             .unwrap();
         assert_eq!(status.code(), Some(7));
+    }
+
+    #[test]
+    fn lock_records_parse_only_when_complete() {
+        let r = Record {
+            host: "h".into(),
+            pid: 7,
+            cache: "/c d".into(),
+            started: 5,
+            heartbeat: 9,
+        };
+        assert_eq!(Record::parse(&r.text()), Some(r.clone()));
+        let t = r.text();
+        assert_eq!(Record::parse(&t[..t.len() - 12]), None);
+        assert_eq!(Record::parse(""), None);
+        assert_eq!(Record::parse("host h\npid 1\n"), None);
     }
 }

@@ -190,14 +190,9 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
     } else {
         Some(t.lock_target()?)
     };
-    if !cfg.dry_run && t.backend.local_path("").is_none() {
-        // Under the target lock no other dupr writes here: temporary
-        // objects (SFTP, WebDAV) are what a killed run left.
-        if let Ok(names) = t.backend.list() {
-            for n in names.iter().filter(|n| n.starts_with(".dupr-tmp.")) {
-                let _ = t.backend.delete(n);
-            }
-        }
+    if !cfg.dry_run {
+        remove_target_temps(t);
+        crate::interrupt::check()?;
     }
     // An interrupted set is continued where it stopped, if it can be.
     let mut resume = if partial { find_resume(t, &cfg)? } else { None };
@@ -228,11 +223,17 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
             // The source changed under the stored volumes: start the set
             // over (run_backup removed the interrupted one).
             tracing::warn!("Cannot resume the interrupted backup ({why}); starting it over");
-            let p = plan(t)?;
-            backup::run_backup(&cfg, &t.backend, &t.cache, walker()?, p, None)?
+            plan(t).and_then(|p| backup::run_backup(&cfg, &t.backend, &t.cache, walker()?, p, None))
         }
-        r => r?,
+        r => r,
     };
+    if stats.is_err() && !cfg.dry_run {
+        // Whatever stopped the run (an error, SIGINT/SIGTERM), its staged
+        // volumes and uploads go; we still hold the target lock.
+        remove_target_temps(t);
+        remove_stale_temps(t);
+    }
+    let stats = stats?;
     Ok(BackupOutcome { stats, incremental })
 }
 
@@ -262,23 +263,21 @@ fn remove_stale_temps(t: &Target) {
             }
         }
     }
-    if let Some(dir) = t.backend.local_path("") {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|age| age.as_secs() > 3600);
-                if old
-                    && e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.starts_with(".dupr-tmp."))
-                {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+}
+
+/// Whether `name` on the target is a temporary a run left: staged volumes
+/// and uploads (`.dupr-tmp.`), written only under the target lock.
+pub fn is_target_temp(name: &str) -> bool {
+    name.starts_with(".dupr-tmp.")
+}
+
+/// Temporaries on the target that killed runs left. Call only while
+/// holding the target lock: no live run then has any there.
+pub fn remove_target_temps(t: &Target) {
+    if let Ok(names) = t.backend.list() {
+        for n in names.iter().filter(|n| is_target_temp(n)) {
+            tracing::info!("Removing the stale temporary {n}");
+            let _ = t.backend.delete(n);
         }
     }
 }
@@ -975,6 +974,9 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
                 add_set(&mut doomed, s);
             }
             doomed.extend(c.orphaned_sigs.iter().map(|s| s.name.clone()));
+            // Left by killed runs: deleted with --force, which holds the
+            // target lock, so none can belong to a live run then.
+            doomed.extend(names.iter().filter(|n| is_target_temp(n)).cloned());
             if doomed.is_empty() {
                 text.push_str("No extraneous files found, nothing deleted in cleanup.\n");
             }

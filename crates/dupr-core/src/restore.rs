@@ -588,6 +588,9 @@ pub fn collate(
     }
     let mut found = false;
     while let Some(min) = heads.iter().flatten().map(|h| &h.name.index).min().cloned() {
+        // Between files: a SIGINT/SIGTERM stops here; the temporaries of
+        // the file in progress are dropped (deleted) on the way out.
+        crate::interrupt::check()?;
         // All entries for this index, oldest set first.
         let at: Vec<usize> = (0..heads.len())
             .filter(|&i| heads[i].as_ref().is_some_and(|h| h.name.index == min))

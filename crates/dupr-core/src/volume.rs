@@ -318,14 +318,28 @@ impl VolumeWriter {
         if self.replayed(&b)? {
             return Ok(());
         }
-        if let (Some(key), Some(j)) = (b.key, self.journal.as_mut()) {
-            j.record(&b.index, key)?;
-        }
-        if let Some(cur) = &self.cur {
-            let est = ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
-            if self.target.saturating_sub(est) < 65536 {
+        let boundary = match &self.cur {
+            None => true,
+            Some(cur) => {
+                let est = ((cur.plain_len as f64 * self.ratio) as u64).max(cur.enc.stored_bytes());
+                self.target.saturating_sub(est) < 65536
+            }
+        };
+        if boundary {
+            if self.cur.is_some() {
                 self.close(on_volume)?;
             }
+            // Between volumes (checked after the close, which may wait for
+            // an upload slot), a SIGINT/SIGTERM stops the run: every upload
+            // finishes and is recorded before this block is journaled, so
+            // the next run resumes after them.
+            if crate::interrupt::pending().is_some() {
+                self.collect(true, on_volume)?;
+                return crate::interrupt::check();
+            }
+        }
+        if let (Some(key), Some(j)) = (b.key, self.journal.as_mut()) {
+            j.record(&b.index, key)?;
         }
         if self.cur.is_none() {
             self.open(b.index.clone(), b.chunk)?;

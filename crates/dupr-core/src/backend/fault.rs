@@ -1,12 +1,13 @@
 //! Fault injection at the backend boundary, for tests of retries and
 //! recovery: `DUPR_FAULTS="put:2:fail,get:1:truncate,list:1-3:timeout,put:4+:deny"`.
 //!
-//! Each rule is `OP:CALLS:ACTION`. OP is list, put, get, open, size, delete
+//! Each rule is `OP:CALLS:ACTION`. OP is list, put, get, open, size, delete,
+//! lock (an exclusive create: the target lock and its takeover markers)
 //! or any; CALLS is N, N-M or N+ (1-based, counting that OP's calls);
 //! ACTION is `fail` (a transient error), `deny` (a permanent one, like a
 //! refused permission), `timeout` (waits --timeout, then a transient error)
-//! or `truncate` (put stores half the file and reports success; get and
-//! open deliver half of it).
+//! `truncate` (put stores half the file and reports success; get and
+//! open deliver half of it) or `slow` (waits --timeout, then does the call).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -23,6 +24,7 @@ enum Action {
     Deny,
     Timeout,
     Truncate,
+    Slow,
 }
 
 #[derive(Debug)]
@@ -103,6 +105,10 @@ impl Faulty {
     fn check(&self, op: &str, name: &str) -> Result<Option<Action>> {
         match self.hit(op) {
             Some(Action::Truncate) => Ok(Some(Action::Truncate)),
+            Some(Action::Slow) => {
+                std::thread::sleep(self.timeout);
+                Ok(None)
+            }
             Some(a) => Err(self.error(op, name, a)),
             None => Ok(None),
         }
@@ -116,7 +122,11 @@ fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
         let [op, calls, action] = f[..] else {
             return Err(format!("{part:?}: want OP:CALLS:ACTION"));
         };
-        if !["list", "put", "get", "open", "size", "delete", "any"].contains(&op) {
+        if ![
+            "list", "put", "get", "open", "size", "delete", "lock", "any",
+        ]
+        .contains(&op)
+        {
             return Err(format!("{part:?}: unknown operation {op:?}"));
         }
         let num = |s: &str| {
@@ -136,6 +146,7 @@ fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
             "deny" => Action::Deny,
             "timeout" => Action::Timeout,
             "truncate" => Action::Truncate,
+            "slow" => Action::Slow,
             a => return Err(format!("{part:?}: unknown action {a:?}")),
         };
         rules.push(Rule {
@@ -218,6 +229,15 @@ impl Backend for Faulty {
         None
     }
 
+    fn put_new(&self, local: &Path, name: &str) -> Result<bool> {
+        self.check("lock", name)?;
+        self.inner.put_new(local, name)
+    }
+
+    fn atomic_create(&self) -> bool {
+        self.inner.atomic_create()
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         self.check("delete", name)?;
         self.inner.delete(name)
@@ -241,6 +261,7 @@ mod tests {
         assert!(parse("put:x:fail").is_err());
         assert!(parse("upload:1:fail").is_err());
         assert!(parse("put:1:explode").is_err());
+        assert_eq!(parse("lock:1:slow").unwrap()[0].action, Action::Slow);
         assert!(parse("put:1").is_err());
     }
 }

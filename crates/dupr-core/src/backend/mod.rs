@@ -51,6 +51,17 @@ pub trait Backend: Send + Sync {
     fn without_retries(&self) -> &dyn Backend;
     /// The stored size of `name`; None when it does not exist.
     fn size(&self, name: &str) -> Result<Option<u64>>;
+    /// Store `local` as `name` only if nothing is stored under that name:
+    /// Ok(true) when created, Ok(false) when it existed. Atomic where
+    /// [`Backend::atomic_create`] says so, else a check and then a write.
+    fn put_new(&self, local: &Path, name: &str) -> Result<bool> {
+        put_new_best_effort(self, local, name)
+    }
+    /// Whether [`Backend::put_new`] is one atomic step on the service (two
+    /// runs creating the same name at once: exactly one succeeds).
+    fn atomic_create(&self) -> bool {
+        false
+    }
     /// A local path to `name` when the backend is a local directory, so
     /// reads need no copy.
     fn local_path(&self, name: &str) -> Option<PathBuf>;
@@ -115,6 +126,21 @@ impl Default for BackendOptions {
             webdav_headers: Vec::new(),
         }
     }
+}
+
+/// [`Backend::put_new`] where the service has no exclusive create: a
+/// window between the check and the write remains (the target lock
+/// narrows it with a read-back after a settle delay).
+pub(crate) fn put_new_best_effort<B: Backend + ?Sized>(
+    b: &B,
+    local: &Path,
+    name: &str,
+) -> Result<bool> {
+    if b.size(name)?.is_some() {
+        return Ok(false);
+    }
+    b.put(local, name)?;
+    Ok(true)
 }
 
 /// An environment variable, when set and not empty.
@@ -253,6 +279,47 @@ impl Backend for Local {
 
     fn local_path(&self, name: &str) -> Option<PathBuf> {
         Some(self.dir.join(name))
+    }
+
+    fn put_new(&self, local: &Path, name: &str) -> Result<bool> {
+        use std::io::Write;
+        self.ensure_dir()?;
+        let dest = self.dir.join(name);
+        // Written whole under a private name, then linked into place:
+        // link() refuses an existing name atomically, and a reader never
+        // sees a half-written object. Not `.dupr-tmp.`: those are only
+        // written under the target lock.
+        let tmp = self
+            .dir
+            .join(format!(".dupr-new.{}.{name}", std::process::id()));
+        std::fs::copy(local, &tmp).ctx(&tmp)?;
+        File::open(&tmp).and_then(|f| f.sync_all()).ctx(&tmp)?;
+        let linked = std::fs::hard_link(&tmp, &dest);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            // No hard links on this file system (some FUSE and SMB
+            // mounts): O_EXCL, equally exclusive, briefly short to readers.
+            Err(_) => {}
+        }
+        let data = std::fs::read(local).ctx(local)?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+        {
+            Ok(mut f) => {
+                f.write_all(&data).and_then(|_| f.sync_all()).ctx(&dest)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(dest, e)),
+        }
+    }
+
+    fn atomic_create(&self) -> bool {
+        true
     }
 
     fn delete(&self, name: &str) -> Result<()> {

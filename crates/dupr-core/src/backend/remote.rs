@@ -708,6 +708,34 @@ impl Backend for Remote {
         None
     }
 
+    fn put_new(&self, local: &Path, name: &str) -> Result<bool> {
+        if !self.atomic_create() {
+            return super::put_new_best_effort(self, local, name);
+        }
+        // S3 `If-None-Match: *`, SFTP's exclusive open, Azure/GCS
+        // preconditions: the service refuses an existing name.
+        let data = std::fs::read(local).ctx(local)?;
+        match self
+            .rt
+            .block_on(async { self.op.write_with(name, data).if_not_exists(true).await })
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("create", name, e)),
+        }
+    }
+
+    fn atomic_create(&self) -> bool {
+        self.op.info().capability().write_with_if_not_exists
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         match self.rt.block_on(self.op.delete(name)) {
             Ok(()) => Ok(()),

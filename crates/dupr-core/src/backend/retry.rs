@@ -153,6 +153,18 @@ impl Backend for Retrying {
         self.inner.local_path(name)
     }
 
+    fn put_new(&self, local: &Path, name: &str) -> Result<bool> {
+        // A retry after a create whose reply was lost finds the object:
+        // the caller reads it back to tell its own from another's.
+        self.run(&format!("create of {name}"), || {
+            self.inner.put_new(local, name)
+        })
+    }
+
+    fn atomic_create(&self) -> bool {
+        self.inner.atomic_create()
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         self.run(&format!("delete of {name}"), || self.inner.delete(name))
     }
