@@ -287,9 +287,11 @@ impl Crypto {
                             "signing needs the passphrase of the sign key {id} ({fpr}): set {var}"
                         )))
                     }
-                    keys::Secret::WrongPassphrase => return Err(Error::SecretKey(format!(
+                    keys::Secret::WrongPassphrase => {
+                        return Err(Error::SecretKey(format!(
                         "wrong passphrase for the sign key {id} ({fpr}): {var} does not unlock it"
-                    ))),
+                    )))
+                    }
                 };
                 shared.signer = Some(keys::signing_key(&sec).ok_or_else(|| Error::BadKey {
                     role: KeyRole::Sign,
