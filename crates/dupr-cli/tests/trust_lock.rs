@@ -481,3 +481,55 @@ fn sigterm_stops_a_restore_without_temporaries() {
     assert!(files_named(&dest, "f").len() < 10);
     restore_matches(&env, &env.cache(), "again");
 }
+
+/// `--current-time` (duplicity's test aid, also used to replay old dates)
+/// moves set names, never the lock's clock: a live run whose clock is set
+/// 60 days back is not taken for a stale lock by another run, and a run set
+/// back in time still takes over a lock that is really stale.
+#[test]
+fn a_run_with_current_time_in_the_past_keeps_and_takes_the_lock_by_the_real_clock() {
+    let env = Env::new();
+    write_tree(&env.src(), 12, 300_000);
+    let past = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60 * 86_400)
+        .to_string();
+    let (ca, cb) = (env.path().join("cache-a"), env.path().join("cache-b"));
+    let (src, url) = (env.src(), env.target_url());
+    let a = spawn_dupr(
+        &env,
+        &ca,
+        "put:1+:slow",
+        &[
+            "full",
+            "--volsize",
+            "1",
+            "--current-time",
+            &past,
+            src.to_str().unwrap(),
+            &url,
+        ],
+    );
+    wait_for("run A's lock", || env.target().join(".dupr-lock").exists());
+    let ob = finish(spawn_full(&env, &cb, ""));
+    let oa = finish(a);
+    assert_eq!(one_winner(&oa, &ob, "past clock"), 0);
+    assert_eq!(manifests(&env), 1);
+    restore_matches(&env, &ca, "a");
+
+    // A really stale lock, and a run whose clock is 60 days back.
+    let env = Env::new();
+    write_tree(&env.src(), 2, 1000);
+    fs::create_dir_all(env.target()).unwrap();
+    fs::write(env.target().join(".dupr-lock"), stale_lock_text("gonehost")).unwrap();
+    let o = dupr_in(&env, &env.cache())
+        .args(["full", "--current-time", &past])
+        .arg(env.src())
+        .arg(env.target_url())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!env.target().join(".dupr-lock").exists());
+}

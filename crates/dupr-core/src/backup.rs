@@ -640,7 +640,7 @@ pub fn run_backup(
     }
     if let Err(e) = &r {
         if let Some(set) = started {
-            if e.is_transient() || matches!(e, Error::Interrupted(_)) {
+            if e.is_transient() || matches!(e, Error::Interrupted(_) | Error::LockLost) {
                 // The storage gave up for now: the stored volumes stay (with
                 // no manifest, so the set never looks complete) and the next
                 // run resumes after them.

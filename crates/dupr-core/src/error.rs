@@ -82,6 +82,8 @@ pub enum Error {
     ResumeInvalid(String),
     #[error("interrupted by {}", crate::interrupt::name(*.0))]
     Interrupted(i32),
+    #[error("the target lock .dupr-lock was taken over by another run while this one was writing (this machine was suspended, or its clock is off?); stopped, the next run resumes")]
+    LockLost,
     #[error(transparent)]
     Select(#[from] crate::select::SelectError),
     #[error("backend {url}: {reason}")]
@@ -144,6 +146,7 @@ impl Error {
             Error::Backend { .. } => 50,
             // The shell's convention: 130 for SIGINT, 143 for SIGTERM.
             Error::Interrupted(sig) => 128 + sig,
+            Error::LockLost => 23,
         }
     }
 }

@@ -4,11 +4,20 @@
 //! files are removed and both locks released on the way out. A second
 //! signal ends the process at once, for a run stuck in a long call.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::error::{Error, Result};
 
 static PENDING: AtomicI32 = AtomicI32::new(0);
+
+/// The target lock was found taken over by another run: this run must stop
+/// writing at its next safe point (its volumes could be deleted under it).
+static LOCK_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Called by the lock's heartbeat when the lock is no longer ours.
+pub fn lock_lost() {
+    LOCK_LOST.store(true, Ordering::SeqCst);
+}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if PENDING.swap(sig, Ordering::SeqCst) != 0 {
@@ -42,6 +51,9 @@ pub fn pending() -> Option<i32> {
 
 /// A safe point: stop here if a signal came.
 pub fn check() -> Result<()> {
+    if LOCK_LOST.load(Ordering::SeqCst) {
+        return Err(Error::LockLost);
+    }
     match pending() {
         Some(s) => Err(Error::Interrupted(s)),
         None => Ok(()),

@@ -318,7 +318,7 @@ impl TargetLock {
         backend: std::sync::Arc<dyn crate::backend::Backend>,
         cache_dir: &Path,
     ) -> Result<TargetLock> {
-        let now = crate::time::now();
+        let now = wall_now();
         let me = Record {
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -350,7 +350,7 @@ impl TargetLock {
                         }
                         Ok(Self::start(backend.clone(), cache_dir, me))
                     }
-                    Some(r) => Err(busy(r.describe(crate::time::now()))),
+                    Some(r) => Err(busy(r.describe(wall_now()))),
                     None => Err(busy("a run that removed the lock".into())),
                 };
             }
@@ -377,9 +377,9 @@ impl TargetLock {
             // Same host and cache: its owner is dead, since we hold the
             // cache's lock. Otherwise it counts until it goes stale.
             let ours = held.host == me.host && held.cache == me.cache;
-            let silent = crate::time::now() - held.heartbeat;
+            let silent = wall_now() - held.heartbeat;
             if !ours && silent < STALE_SECS {
-                return Err(busy(held.describe(crate::time::now())));
+                return Err(busy(held.describe(wall_now())));
             }
             // Warned once the lock is ours: a taker that removed the stale
             // lock but lost the create to another run only says busy.
@@ -423,7 +423,7 @@ impl TargetLock {
                     let _ = b.delete(&marker(g));
                     return Ok(false);
                 }
-                Some(m) if crate::time::now() - m.heartbeat < TAKEOVER_SECS => {
+                Some(m) if wall_now() - m.heartbeat < TAKEOVER_SECS => {
                     return Err(Error::TargetBusy {
                         url: b.display_url(),
                         holder: format!(
@@ -467,10 +467,11 @@ impl TargetLock {
                             Some(r) if r.same_run(&rec) => {}
                             _ => {
                                 tracing::warn!("The target lock is no longer ours");
+                                crate::interrupt::lock_lost();
                                 return;
                             }
                         }
-                        rec.heartbeat = crate::time::now();
+                        rec.heartbeat = wall_now();
                         let _ = write_record(b, &staging, &rec);
                     }
                 })
@@ -487,6 +488,13 @@ impl TargetLock {
             beat: beat.ok(),
         }
     }
+}
+
+/// The real clock for heartbeats and staleness: `--current-time` (a test
+/// and replay aid) must never make a live lock look stale, or a dead one
+/// look fresh.
+fn wall_now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 impl Drop for TargetLock {

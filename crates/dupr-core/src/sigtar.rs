@@ -200,7 +200,9 @@ impl<R: Read> SigtarReader<R> {
                     self.bad(format!("unsupported entry type {:?}", h.typeflag as char))
                 })?;
                 let sig = if en.role == Role::Signature && self.want_sigs {
-                    let mut v = Vec::with_capacity(h.size as usize);
+                    // The size comes from the target: never trust it for
+                    // an allocation (the read stops at the entry's end).
+                    let mut v = Vec::with_capacity((h.size as usize).min(1 << 20));
                     self.tar
                         .read_to_end(&mut v)
                         .map_err(|e| self.bad(e.to_string()))?;
