@@ -274,7 +274,7 @@ impl Crypto {
                 };
                 let fpr = keys::fingerprint_hex(pk);
                 let sec = match ring.secret_for(pk, pass)? {
-                    keys::Secret::Key(s) => s,
+                    keys::Secret::Key(s) => *s,
                     keys::Secret::Missing => {
                         return Err(Error::BadKey {
                             role: KeyRole::Sign,
@@ -484,7 +484,7 @@ impl Shared {
                     let full = keys::fingerprint_hex(pk);
                     let r = match ring.secret_for(pk, pass)? {
                         keys::Secret::Key(s) => {
-                            self.secrets.lock().expect("poisoned").push(Arc::new(s));
+                            self.secrets.lock().expect("poisoned").push(Arc::new(*s));
                             None
                         }
                         keys::Secret::Missing => Some(format!(

@@ -402,7 +402,7 @@ impl Keyring {
         let found = match (found, &self.home) {
             (Some(s), _) => Some(s),
             (None, Some(home)) => match gpg_export_secret(home, &fingerprint_hex(key), pass)? {
-                Exported::Key(k) => Some(k),
+                Exported::Key(k) => Some(*k),
                 Exported::None => None,
                 Exported::Locked if pass.is_none() => return Ok(Secret::NeedsPassphrase),
                 Exported::Locked => return Ok(Secret::WrongPassphrase),
@@ -411,7 +411,7 @@ impl Keyring {
         };
         match found {
             Some(mut s) => Ok(match unlock(&mut s, pass) {
-                Unlocked::Yes => Secret::Key(s),
+                Unlocked::Yes => Secret::Key(Box::new(s)),
                 Unlocked::NoPassphrase => Secret::NeedsPassphrase,
                 Unlocked::Wrong => Secret::WrongPassphrase,
             }),
@@ -423,7 +423,7 @@ impl Keyring {
 /// What looking up a secret key found.
 pub enum Secret {
     /// Found and unlocked.
-    Key(SignedSecretKey),
+    Key(Box<SignedSecretKey>),
     /// Not in any keyring searched.
     Missing,
     /// Protected by a passphrase, and none was given.
@@ -433,7 +433,7 @@ pub enum Secret {
 }
 
 enum Exported {
-    Key(SignedSecretKey),
+    Key(Box<SignedSecretKey>),
     None,
     /// gpg needs the key's passphrase (none given, or a wrong one).
     Locked,
@@ -504,7 +504,7 @@ fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Expo
     Ok(secret
         .into_iter()
         .next()
-        .map_or(Exported::None, Exported::Key))
+        .map_or(Exported::None, |k| Exported::Key(Box::new(k))))
 }
 
 /// Whether [`unlock`] opened a key.
