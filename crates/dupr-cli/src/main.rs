@@ -843,6 +843,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             let target = Target::open(settings(&cli, url, Access::Read)?)?;
             let _lock = dupr_core::lock::RunLock::acquire(target.cache.dir())?;
             let _target_lock = if cli.general.force && !cli.general.dry_run {
+                dupr_core::interrupt::install();
                 Some(target.lock_target()?)
             } else {
                 None

@@ -533,3 +533,54 @@ fn a_run_with_current_time_in_the_past_keeps_and_takes_the_lock_by_the_real_cloc
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(!env.target().join(".dupr-lock").exists());
 }
+
+/// `remove-older-than --force` stopped by SIGTERM between deletions: one
+/// line, exit 143, the target lock released, what is left still readable,
+/// and a second run finishes the job.
+#[test]
+fn sigterm_stops_a_removal_between_deletions() {
+    let env = Env::new();
+    write_tree(&env.src(), 4, 300_000);
+    let cache = env.cache();
+    for kind in ["full", "full"] {
+        let o = dupr_in(&env, &cache)
+            .args([kind, "--volsize", "1"])
+            .arg(env.src())
+            .arg(env.target_url())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let url = env.target_url();
+    let c = spawn_dupr(
+        &env,
+        &cache,
+        "delete:1+:slow",
+        &["remove-all-but-n-full", "1", "--force", &url],
+    );
+    // Wait for the first deletion to be under way.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&c, "-TERM");
+    let o = finish(c);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert_eq!(
+        err.trim().lines().last(),
+        Some("dupr: interrupted by SIGTERM"),
+        "{err}"
+    );
+    assert!(
+        !env.target().join(".dupr-lock").exists(),
+        "target lock left"
+    );
+    restore_matches(&env, &cache, "after-stop");
+    let o = dupr_in(&env, &cache)
+        .args(["remove-all-but-n-full", "1", "--force"])
+        .arg(env.target_url())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(manifests(&env), 1);
+    restore_matches(&env, &cache, "after-rerun");
+}

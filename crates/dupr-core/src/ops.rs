@@ -1062,6 +1062,9 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
     }
     if force {
         for f in &doomed {
+            // A signal stops between deletions (newest sets go first, so
+            // what is left is still a readable archive).
+            crate::interrupt::check()?;
             t.backend.delete(f)?;
             if let Some(local) = Cache::local_name(f, prefixes) {
                 let _ = std::fs::remove_file(t.cache.path(&local));
