@@ -38,6 +38,7 @@ import platform
 import resource
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -216,6 +217,20 @@ class Tool:
 
 # ---------------------------------------------------------------- trees
 
+def dir_bytes(root):
+    """Total size of the regular files below root (what a target stores)."""
+    n = 0
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            try:
+                st = os.lstat(os.path.join(dp, f))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                n += st.st_size
+    return n
+
+
 def tree_stats(root):
     """(regular files, dirs, symlinks, total regular bytes) below root (root itself excluded)."""
     files = dirs = links = size = 0
@@ -389,7 +404,12 @@ class Bench:
         n = t.name
         if key in ("full", "incr-noop", "incr-mutate"):
             cmd = "full" if key == "full" else "incremental"
+            tgt = url[len("file://"):]
+            before = dir_bytes(tgt)
             res = self.run_step(rnd, key, t, t.argv(cmd, cache, src, url))
+            # Everything the step added to the target: volumes, signatures,
+            # manifests (and dupr's lock, which is gone again by now).
+            res.bytes_added = dir_bytes(tgt) - before
             if res.ok:
                 state[n] = (src, mutated_stats) if key == "incr-mutate" else (pristine, pristine_stats)
             elif key == "incr-mutate" and state[n] is not None:
@@ -623,6 +643,8 @@ def summarize(results, tools, selected, targets):
             row[n + "_s"] = statistics.median([r["wall"] for r in ok]) if ok else None
             row[n + "_rss"] = max([r["rss_mib"] for r in ok]) if ok else None
             row[n + "_ok"] = f"{len(ok)}/{len(rs)}"
+            added = [r["bytes_added"] for r in ok if r.get("bytes_added") is not None]
+            row[n + "_bytes"] = int(statistics.median(added)) if added else None
             if row[n + "_rss"] is not None:
                 max_rss[n] = max(max_rss[n] or 0, row[n + "_rss"])
             bad = [r for r in rs if not r["ok"]]
@@ -671,6 +693,12 @@ def table(rows, rss_row, names):
         head.append("dupr s")
     head += ["dupr/duplicity", "target", "met?", "CPU ratio"]
     if has_p:
+        head.append("duplicity bytes added")
+    if has_d:
+        head.append("dupr bytes added")
+    if has_p and has_d:
+        head.append("bytes ratio")
+    if has_p:
         head.append("duplicity RSS MiB")
     if has_d:
         head.append("dupr RSS MiB")
@@ -698,6 +726,13 @@ def table(rows, rss_row, names):
         c += ["n/a" if row["ratio"] is None else f"{row['ratio']:.3f}",
               row["target"] or "-", met(row["met"]),
               "n/a" if row.get("cpu_ratio") is None else f"{row['cpu_ratio']:.3f}"]
+        pb, db = row.get("duplicity3_bytes"), row.get("dupr_bytes")
+        if has_p:
+            c.append("-" if pb is None else f"{pb:,}")
+        if has_d:
+            c.append("-" if db is None else f"{db:,}")
+        if has_p and has_d:
+            c.append(f"{db / pb:.3f}" if pb and db is not None else "-")
         if has_p:
             c.append(fmt_mib(row["duplicity3_rss"]))
         if has_d:
@@ -710,6 +745,7 @@ def table(rows, rss_row, names):
     if has_d:
         c.append(fmt_mib(mr.get("dupr")))
     c += ["", rss_row["target"] or "-", met(rss_row["met"]), ""]
+    c += [""] * ((1 if has_p else 0) + (1 if has_d else 0) + (1 if has_p and has_d else 0))
     if has_p:
         c.append("")
     if has_d:

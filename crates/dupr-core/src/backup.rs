@@ -765,6 +765,7 @@ fn write_set(
     let man_local = cache.path(&name_of(FileType::Manifest, false, false, false));
     let man_remote_name = name_of(FileType::Manifest, enc, false, false);
     let filelist_path = cache.path(&format!(".dupr-filelist.{}", std::process::id()));
+    let blocks_path = cache.path(&format!(".dupr-tmp.{}.blocks", std::process::id()));
     let journal = cache.path(&journal_name(&set, &cfg.prefixes));
 
     let remote_sig_tmp = staging.join(format!(
@@ -823,6 +824,7 @@ fn write_set(
                 cfg.prefixes.clone(),
                 cfg.volsize,
             );
+            let vw = vw.with_blocks(blocks_path.clone())?;
             let mut vw = match resume_point {
                 Some(p) => vw.with_journal(journal.with_extension("new"))?.resume(p)?,
                 None => vw.with_journal(journal.clone())?,
@@ -911,6 +913,7 @@ fn write_set(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&filelist_path);
+            let _ = std::fs::remove_file(&blocks_path);
             return Err(e);
         }
     };
@@ -981,6 +984,24 @@ fn write_set(
         e.write_all(json.as_bytes()).ctx(&local)?;
         e.finish().ctx(&local)?;
     }
+    // The block index last: a set without one (a run stopped here, or
+    // volumes from rPGP's writer) is read whole, as duplicity's are.
+    let index_len = std::fs::metadata(&blocks_path).map_or(0, |m| m.len());
+    if index_len > crate::blocks::MAGIC_LEN {
+        let remote = name_of(FileType::Blocks, enc, gz, false);
+        let tmp = staging.join(format!(".dupr-tmp.{}.{}", std::process::id(), remote));
+        let copy = |to: &std::path::Path, codec: &Codec| -> Result<u64> {
+            let mut e = crate::crypt::Encoder::create(to, codec).ctx(to)?;
+            let mut from = File::open(&blocks_path).ctx(&blocks_path)?;
+            std::io::copy(&mut from, &mut e).ctx(to)?;
+            Ok(e.finish().ctx(to)?.size)
+        };
+        stats.dest_size += copy(&tmp, &cfg.codec)?;
+        backend.put(&tmp, &remote)?;
+        let local = cache.path(&name_of(FileType::Blocks, false, true, false));
+        copy(&local, &Codec::GZIP)?;
+    }
+    let _ = std::fs::remove_file(&blocks_path);
     let _ = std::fs::remove_file(&journal);
     let _ = std::fs::remove_file(journal.with_extension("new"));
     stats.end_time = time::now();

@@ -70,7 +70,7 @@ impl Cache {
                 p.encrypted = false;
                 p.gzipped = false;
             }
-            FileType::Signature | FileType::JsonStat => {
+            FileType::Signature | FileType::JsonStat | FileType::Blocks => {
                 p.encrypted = false;
                 p.gzipped = true;
             }
@@ -101,7 +101,8 @@ impl Cache {
             };
             wanted.insert(local.clone());
             let lp = self.path(&local);
-            if lp.exists() {
+            // Block indexes are fetched when a restore needs one.
+            if lp.exists() || p.kind == FileType::Blocks {
                 continue;
             }
             let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, r)?;
@@ -169,8 +170,10 @@ impl Cache {
             let Some(p) = naming::parse(&l, prefixes) else {
                 continue;
             };
-            if matches!(p.kind, FileType::Manifest | FileType::Signature)
-                && !p.partial
+            if matches!(
+                p.kind,
+                FileType::Manifest | FileType::Signature | FileType::Blocks
+            ) && !p.partial
                 && !wanted.contains(&l)
             {
                 let _ = std::fs::remove_file(self.path(&l));

@@ -17,6 +17,8 @@ pub struct BackupSet {
     pub manifest: Option<String>,
     /// The `--jsonstat` statistics file, when the run wrote one.
     pub jsonstat: Option<String>,
+    /// dupr's block index of the volumes, when the run wrote one.
+    pub blocks: Option<String>,
     pub encrypted: bool,
 }
 
@@ -53,6 +55,7 @@ impl BackupSet {
             .cloned()
             .chain(self.manifest.clone())
             .chain(self.jsonstat.clone())
+            .chain(self.blocks.clone())
             .collect()
     }
 }
@@ -123,12 +126,16 @@ pub struct Collection {
     pub incomplete: Vec<BackupSet>,
     pub sig_chains: Vec<SigChain>,
     pub orphaned_sigs: Vec<SigFile>,
+    /// Block indexes whose set is gone (duplicity's own retention leaves
+    /// them); never a reason to call a set incomplete.
+    pub stray_blocks: Vec<String>,
 }
 
 impl Collection {
     pub fn from_names<S: AsRef<str>>(names: &[S], prefixes: &Prefixes) -> Self {
         let mut sets: BTreeMap<(u8, Option<Timestamp>, Timestamp), BackupSet> = BTreeMap::new();
         let mut sigs: Vec<SigFile> = Vec::new();
+        let mut blocks = Vec::new();
         for name in names {
             let name = name.as_ref();
             let Some(p) = naming::parse(name, prefixes) else {
@@ -138,6 +145,7 @@ impl Collection {
                 continue;
             }
             match p.kind {
+                FileType::Blocks => blocks.push(((p.set as u8, p.start, p.end), name.to_string())),
                 FileType::Signature => sigs.push(SigFile {
                     name: name.to_string(),
                     start: p.start,
@@ -153,6 +161,7 @@ impl Collection {
                         volumes: BTreeMap::new(),
                         manifest: None,
                         jsonstat: None,
+                        blocks: None,
                         encrypted: p.encrypted,
                     });
                     match p.kind {
@@ -167,6 +176,12 @@ impl Collection {
             }
         }
         let mut c = Collection::default();
+        for (key, name) in blocks {
+            match sets.get_mut(&key) {
+                Some(set) => set.blocks = Some(name),
+                None => c.stray_blocks.push(name),
+            }
+        }
         let (mut fulls, mut incs): (Vec<BackupSet>, Vec<BackupSet>) = (Vec::new(), Vec::new());
         for s in sets.into_values() {
             if !s.is_complete() {

@@ -317,6 +317,28 @@ impl Crypto {
         }
     }
 
+    /// The cipher and session key of a symmetric message whose
+    /// session-key packets are `head` (to read a seekable volume from any
+    /// block, see `blocks`); None when no SKESK in it is for our passphrase.
+    /// With an SKESK that carries no encrypted key any passphrase yields a
+    /// key: callers confirm it with [`crate::blocks::check_key`].
+    pub fn session_key_of(&self, head: &[u8]) -> Result<Option<(u8, Zeroizing<Vec<u8>>)>> {
+        let esk: Vec<Esk> = pgp::packet::PacketParser::new(head)
+            .filter_map(|p| match p {
+                Ok(pgp::packet::Packet::SymKeyEncryptedSessionKey(k)) => {
+                    Some(Esk::SymKeyEncryptedSessionKey(k))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(match &self.shared.session_key_for(&esk)? {
+            Some(PlainSessionKey::V3_4 { sym_alg, key }) => {
+                Some((u8::from(*sym_alg), Zeroizing::new(key.as_ref().to_vec())))
+            }
+            _ => None,
+        })
+    }
+
     /// Whether written files are encrypted to public keys.
     pub fn is_public_key(&self) -> bool {
         !self.shared.recipients.is_empty()
@@ -736,6 +758,8 @@ pub struct Encoder {
 pub struct Written {
     pub size: u64,
     pub sha1_hex: String,
+    /// Where its independently compressed blocks are (dupr's fast writer).
+    pub layout: Option<crate::blocks::Layout>,
 }
 
 impl Encoder {
@@ -863,18 +887,22 @@ impl Encoder {
     }
 
     pub fn finish(self) -> io::Result<Written> {
-        let (file, sha1_hex) = match self.layer {
-            Layer::Gpg(g) => g.finish()?,
+        let (file, sha1_hex, layout) = match self.layer {
+            Layer::Gpg(g) => {
+                let (f, sha) = g.finish()?;
+                (f, sha, None)
+            }
             Layer::Fast(f) => {
-                let (file, size, sha) = f.finish()?;
-                self.count.store(size, Ordering::Relaxed);
-                (file, sha)
+                let done = f.finish()?;
+                self.count.store(done.size, Ordering::Relaxed);
+                (done.file, done.sha1_hex, done.layout)
             }
         };
         file.sync_data()?;
         Ok(Written {
             size: self.count.load(Ordering::Relaxed),
             sha1_hex,
+            layout,
         })
     }
 }

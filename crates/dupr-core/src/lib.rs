@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod backup;
+pub mod blocks;
 pub mod cache;
 pub mod chain;
 pub mod check;

@@ -18,6 +18,9 @@ pub enum FileType {
     Manifest,
     Signature,
     JsonStat,
+    /// dupr's block index of the set's volumes (see `blocks`); duplicity's
+    /// patterns do not match it, so duplicity ignores it.
+    Blocks,
 }
 
 /// `--file-prefix` (`file`) and the per-type prefixes written after it.
@@ -121,6 +124,8 @@ const PATTERNS: &[Pattern] = {
         pat(P::JsonStat, Inc, JsonStat, true, &[Lit("dist."), B36, Lit("."), B36, Lit(".jst"), Part(".p"), End]),
         pat(P::JsonStat, Full, JsonStat, false, &[Lit("duplicity-full."), Lazy, Lit(".jsonstat"), Part(".part"), End]),
         pat(P::JsonStat, Inc, JsonStat, false, &[Lit("duplicity-inc."), Lazy, Lit(".to."), Lazy, Lit(".jsonstat"), Part(".part"), End]),
+        pat(P::Manifest, Full, Blocks, false, &[Lit("duplicity-full."), Lazy, Lit(".dupr-blocks"), Part(".part"), End]),
+        pat(P::Manifest, Inc, Blocks, false, &[Lit("duplicity-inc."), Lazy, Lit(".to."), Lazy, Lit(".dupr-blocks"), Part(".part"), End]),
     ]
 };
 
@@ -204,6 +209,7 @@ pub fn name(n: &ParsedName, p: &Prefixes) -> String {
         ),
         FileType::Manifest => (&p.manifest, format!("duplicity-{set}.{times}.manifest")),
         FileType::JsonStat => (&p.jsonstat, format!("duplicity-{set}.{times}.jsonstat")),
+        FileType::Blocks => (&p.manifest, format!("duplicity-{set}.{times}.dupr-blocks")),
         FileType::Signature => {
             let which = match n.set {
                 SetType::Full => "full",

@@ -958,6 +958,7 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
     let add_set = |doomed: &mut Vec<String>, s: &crate::chain::BackupSet| {
         doomed.extend(s.manifest.clone());
         doomed.extend(s.jsonstat.clone());
+        doomed.extend(s.blocks.clone());
         doomed.extend(s.volumes.values().cloned());
         doomed.extend(s.sig_files(&names, prefixes));
     };
@@ -974,6 +975,8 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
                 add_set(&mut doomed, s);
             }
             doomed.extend(c.orphaned_sigs.iter().map(|s| s.name.clone()));
+            // Block indexes of sets duplicity's own retention removed.
+            doomed.extend(c.stray_blocks.iter().cloned());
             // Left by killed runs: deleted with --force, which holds the
             // target lock, so none can belong to a live run then.
             doomed.extend(names.iter().filter(|n| is_target_temp(n)).cloned());

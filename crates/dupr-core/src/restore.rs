@@ -121,7 +121,9 @@ pub fn wrong_passphrase_or_damaged(
             }
             let rank = match p.kind {
                 naming::FileType::Manifest => 0,
-                naming::FileType::Signature | naming::FileType::JsonStat => 1,
+                naming::FileType::Signature
+                | naming::FileType::JsonStat
+                | naming::FileType::Blocks => 1,
                 naming::FileType::Volume(_) => 2,
             };
             Some((rank, o))
@@ -255,6 +257,9 @@ struct VolRef {
     name: String,
     sha1: Option<String>,
     codec: Codec,
+    /// Its block index, when one path is wanted and the set has one: only
+    /// the blocks holding that path are read.
+    seek: Option<crate::blocks::VolumeIndex>,
 }
 
 /// The needed volumes of one set read as one tar stream, with multivol
@@ -263,7 +268,12 @@ struct SetStream<'a> {
     backend: &'a dyn Backend,
     tempdir: PathBuf,
     vols: VecDeque<VolRef>,
-    tar: Option<(tar::Reader<Box<dyn Read + Send>>, String)>,
+    tar: Option<(tar::Reader<Box<dyn Read + Send + 'a>>, String)>,
+    /// The open volume is read through its block index: it ends for us
+    /// after the wanted path.
+    seeking: bool,
+    want: Index,
+    crypto: Option<Arc<Crypto>>,
     peeked: Option<(EntryName, tar::Header)>,
     /// Volume temp copies (remote backends) to delete.
     temp: Option<PathBuf>,
@@ -300,6 +310,15 @@ impl<'a> SetStream<'a> {
     /// Locate (or download) a volume and start hashing it on another
     /// thread, so the check of volume N+1 overlaps the restore of volume N.
     fn start(&mut self, v: VolRef) -> Result<Pending> {
+        if v.seek.is_some() {
+            // Read block by block when opened; nothing to fetch or hash ahead.
+            return Ok(Pending {
+                v,
+                path: PathBuf::new(),
+                temp: None,
+                hash: None,
+            });
+        }
         let (path, temp) = match self.backend.local_path(&v.name) {
             Some(p) => {
                 if !p.exists() {
@@ -331,6 +350,52 @@ impl<'a> SetStream<'a> {
             temp,
             hash,
         })
+    }
+
+    /// Open a volume at the block where the wanted path starts.
+    fn open_seek(
+        &mut self,
+        name: &str,
+        vi: crate::blocks::VolumeIndex,
+    ) -> Result<Box<dyn Read + Send + 'a>> {
+        use crate::blocks::{Framing, RangeRead};
+        let mut file: Box<dyn RangeRead + Send + 'a> = match self.backend.local_path(name) {
+            Some(p) => Box::new(File::open(&p).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::MissingVolume {
+                    name: name.to_string(),
+                },
+                _ => Error::io(&p, e),
+            })?),
+            None => Box::new(BackendRange {
+                backend: self.backend,
+                name: name.to_string(),
+            }),
+        };
+        let key = match &vi.layout.framing {
+            Framing::Gzip => zeroize::Zeroizing::new(Vec::new()),
+            Framing::Pgp { prefix, .. } => {
+                let head = file
+                    .read_range(0, (*prefix).min(1 << 16))
+                    .map_err(|e| Self::corrupt(name, e))?;
+                let crypto = self
+                    .crypto
+                    .as_ref()
+                    .ok_or_else(|| Error::Crypto(format!("{name} is encrypted: set PASSPHRASE")))?;
+                let Some((_, key)) = crypto.session_key_of(&head)? else {
+                    return Err(Error::WrongPassphrase);
+                };
+                if !crate::blocks::check_key(file.as_mut(), &vi.layout, &key)
+                    .map_err(|e| Self::corrupt(name, e))?
+                {
+                    return Err(Error::WrongPassphrase);
+                }
+                key
+            }
+        };
+        let (block, off) = vi.start_for(&self.want);
+        Ok(Box::new(crate::blocks::BlockStream::new(
+            file, key, vi, block, off,
+        )))
     }
 
     fn open_pending(&mut self, p: Pending) -> Result<Box<dyn Read + Send>> {
@@ -388,13 +453,29 @@ impl<'a> SetStream<'a> {
                     self.next = Some(self.start(v)?);
                 }
                 let name = cur.v.name.clone();
-                let r = self.open_pending(cur)?;
+                let mut cur = cur;
+                let r = match cur.v.seek.take() {
+                    Some(vi) => {
+                        self.seeking = true;
+                        self.open_seek(&name, vi)?
+                    }
+                    None => {
+                        self.seeking = false;
+                        self.open_pending(cur)?
+                    }
+                };
                 self.tar = Some((tar::Reader::new(r), name));
             }
             let (tr, name) = self.tar.as_mut().expect("opened");
             match tr.next_header().map_err(|e| Self::corrupt(name, e))? {
                 Some(h) => {
                     let en = parse_entry_name(&h.name).map_err(|e| Self::corrupt(name, e))?;
+                    if self.seeking && en.index > self.want && !en.index.starts_with(&self.want) {
+                        // Past the wanted path: the rest of this volume
+                        // is not needed (its blocks were each checked).
+                        self.tar = None;
+                        continue;
+                    }
                     return Ok(Some((en, h)));
                 }
                 None => {
@@ -548,6 +629,17 @@ pub fn collate(
     let mut streams = Vec::new();
     for set in sets {
         let m = load_manifest(backend, cache, set, prefixes, opts.crypto.as_ref())?;
+        let mut index = if want.is_root() {
+            std::collections::HashMap::new()
+        } else {
+            let nums: std::collections::BTreeSet<u32> = m
+                .volumes
+                .iter()
+                .filter(|(_, v)| v.contains(&want))
+                .map(|(n, _)| *n)
+                .collect();
+            load_blocks(backend, cache, set, prefixes, opts.crypto.as_ref(), &nums)
+        };
         let mut vols = VecDeque::new();
         for (n, v) in &m.volumes {
             if !v.contains(&want) {
@@ -566,13 +658,23 @@ pub fn collate(
                 Some((a, h)) if a == "SHA1" => Some(h.clone()),
                 _ => None,
             };
-            vols.push_back(VolRef { name, sha1, codec });
+            // Only an index made for this very volume is used.
+            let seek = index.remove(n).filter(|vi| sha1.as_ref() == Some(&vi.sha1));
+            vols.push_back(VolRef {
+                name,
+                sha1,
+                codec,
+                seek,
+            });
         }
         streams.push(SetStream {
             backend,
             tempdir: opts.tempdir.clone(),
             vols,
             tar: None,
+            seeking: false,
+            want: want.clone(),
+            crypto: opts.crypto.clone(),
             peeked: None,
             temp: None,
             next: None,
@@ -702,6 +804,84 @@ pub fn collate(
         ));
     }
     Ok(())
+}
+
+/// A stored file read by ranges through a backend.
+struct BackendRange<'a> {
+    backend: &'a dyn Backend,
+    name: String,
+}
+
+impl crate::blocks::RangeRead for BackendRange<'_> {
+    fn read_range(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let v = self
+            .backend
+            .read_range(&self.name, offset, len)
+            .map_err(io::Error::other)?;
+        if (v.len() as u64) < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the volume is shorter than its index says",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// The block index of `set` for the volumes `nums`: the cached copy, else
+/// the target's (then cached). None of it when the set has none or it
+/// cannot be read: the volumes are then read whole, as without an index.
+fn load_blocks(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    set: &BackupSet,
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+    nums: &std::collections::BTreeSet<u32>,
+) -> std::collections::HashMap<u32, crate::blocks::VolumeIndex> {
+    let Some(remote) = &set.blocks else {
+        return Default::default();
+    };
+    let keep = |n: u32| nums.contains(&n);
+    let r = (|| -> Result<Vec<crate::blocks::VolumeIndex>> {
+        let local = cache.and_then(|c| Cache::local_name(remote, prefixes).map(|l| c.path(&l)));
+        if let Some(l) = local.as_ref().filter(|l| l.exists()) {
+            let r = crypt::decoder(File::open(l).ctx(l)?, &Codec::GZIP)?;
+            return crate::blocks::read_volumes(r, keep).map_err(|e| Error::CorruptVolume {
+                name: l.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+        let p = naming::parse(remote, prefixes).expect("listed names parse");
+        let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, remote)?;
+        let mut plain = Vec::new();
+        crypt::decoder(backend.open(remote)?, &codec)?
+            .read_to_end(&mut plain)
+            .map_err(|e| Error::CorruptVolume {
+                name: remote.clone(),
+                reason: e.to_string(),
+            })?;
+        let v =
+            crate::blocks::read_volumes(&plain[..], keep).map_err(|e| Error::CorruptVolume {
+                name: remote.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(l) = local {
+            // Checked whole (MDC) above; cached for the next restore.
+            let tmp = l.with_extension("dupr-tmp");
+            if crypt::write_file(&tmp, &plain, &Codec::GZIP).is_ok() {
+                let _ = std::fs::rename(&tmp, &l);
+            }
+        }
+        Ok(v)
+    })();
+    match r {
+        Ok(v) => v.into_iter().map(|vi| (vi.num, vi)).collect(),
+        Err(e) => {
+            tracing::warn!("not using the block index {remote}: {e}; reading whole volumes");
+            Default::default()
+        }
+    }
 }
 
 fn apply_delta(

@@ -1,14 +1,16 @@
 //! The fast writing path for stored files: a push-based, two-stage pipeline
-//! (compress on one thread; encrypt, hash and write on another) producing
+//! (compress on a pool of threads; encrypt, hash and write on another) producing
 //! gzip files or gpg-compatible symmetric OpenPGP messages.
 //!
 //! Why not rPGP's builder here: it pulls from a reader on one thread, cannot
 //! set the compression level, and deflates incompressible data at full cost.
 //! This writer frames the packets itself (literal and compressed packets with
 //! partial lengths, SEIPD v1 with its MDC) on RustCrypto's AES-CFB and SHA-1,
-//! and stores data that does not compress (deflate level 0) after a probe.
+//! and compresses in independent 1 MiB blocks on every core, each kept
+//! deflated only if that makes it smaller (see [`BlockDeflater`]).
 //! Reading stays with rPGP, which accepts anything gpg writes.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,8 @@ use aes::cipher::KeyIvInit;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use sha1::{Digest, Sha1};
+
+use crate::blocks::{BlockInfo, Framing, Layout};
 
 /// What the stored file looks like.
 #[derive(Clone)]
@@ -40,121 +44,272 @@ pub enum Format {
 
 const CHUNK: usize = 256 * 1024;
 
-/// Adaptive raw deflate: data that does not shrink is written as stored
-/// blocks for a while, then probed again, so random data costs little more
-/// than a copy. Switching back restarts the compressor with the last 32 KiB
-/// as its dictionary, so the deflate stream stays one valid stream.
-struct Deflater {
-    c: Compress,
-    level: u32,
-    storing: u32,
-    /// The last input seen (dictionary for a restart).
-    last: Vec<u8>,
-    out: Vec<u8>,
+/// Each block starts with an empty dictionary and ends byte-aligned, so
+/// blocks compress on any thread in any order and inflate without the ones
+/// before them.
+#[cfg(test)]
+const BLOCK: usize = 1 << 20;
+
+/// Bytes a run of stored deflate blocks takes for `n` input bytes.
+fn stored_len(n: usize) -> usize {
+    n + 5 * n.div_ceil(65535).max(1)
 }
 
-impl Deflater {
-    fn new(level: u32) -> Self {
-        Deflater {
-            c: Compress::new(Compression::new(level), false),
-            level,
-            storing: 0,
-            last: Vec::new(),
-            out: Vec::with_capacity(CHUNK + 1024),
-        }
+/// Append `data` as non-final stored deflate blocks.
+fn stored_blocks(data: &[u8], out: &mut Vec<u8>) {
+    for part in data.chunks(65535) {
+        let n = part.len() as u16;
+        out.push(0); // BFINAL=0, BTYPE=00; stored blocks start byte-aligned
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&(!n).to_le_bytes());
+        out.extend_from_slice(part);
     }
+}
 
-    fn run(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
-        loop {
-            if self.out.capacity() - self.out.len() < 64 * 1024 {
-                self.out.reserve(CHUNK);
-            }
-            let before = self.c.total_in();
-            let st = self
-                .c
-                .compress_vec(input, &mut self.out, flush)
-                .map_err(io::Error::other)?;
-            input = &input[(self.c.total_in() - before) as usize..];
-            let room = self.out.len() < self.out.capacity();
-            match flush {
-                FlushCompress::Finish if st != flate2::Status::StreamEnd => continue,
-                _ if input.is_empty() && room => return Ok(()),
-                _ => continue,
-            }
-        }
+/// A final, empty block with fixed codes: ends a raw deflate stream made of
+/// non-final blocks.
+const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// True when samples spread over `input` do not shrink at level 1: the block
+/// is then stored without paying for a full deflate of random data. One
+/// compressible sample is enough to try the whole block.
+fn looks_incompressible(probe: &mut Compress, input: &[u8], buf: &mut Vec<u8>) -> bool {
+    const SAMPLE: usize = 4096;
+    const SAMPLES: usize = 4;
+    if input.len() < SAMPLE * SAMPLES {
+        return false;
     }
+    (0..SAMPLES).all(|k| {
+        let at = k * (input.len() - SAMPLE) / (SAMPLES - 1);
+        probe.reset();
+        buf.clear();
+        buf.reserve(SAMPLE + 256);
+        let ok = probe.compress_vec(&input[at..at + SAMPLE], buf, FlushCompress::Finish);
+        matches!(ok, Ok(flate2::Status::StreamEnd)) && buf.len() * 100 >= SAMPLE * 97
+    })
+}
 
-    fn stored_blocks(&mut self, data: &[u8]) {
-        for part in data.chunks(65535) {
-            let n = part.len() as u16;
-            self.out.push(0); // BFINAL=0, BTYPE=00, aligned
-            self.out.extend_from_slice(&n.to_le_bytes());
-            self.out.extend_from_slice(&(!n).to_le_bytes());
-            self.out.extend_from_slice(part);
-        }
+/// Deflate one block on its own: the deflated form unless it fails to
+/// shrink below the stored form. Ends byte-aligned and non-final.
+fn deflate_block(
+    c: &mut Compress,
+    probe: &mut Compress,
+    scratch: &mut Vec<u8>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    out.clear();
+    if looks_incompressible(probe, input, scratch) {
+        stored_blocks(input, out);
+        return Ok(());
     }
-
-    fn remember(&mut self, input: &[u8]) {
-        if input.len() >= 32 * 1024 {
-            self.last.clear();
-            self.last
-                .extend_from_slice(&input[input.len() - 32 * 1024..]);
-        } else {
-            self.last.extend_from_slice(input);
-            let excess = self.last.len().saturating_sub(32 * 1024);
-            self.last.drain(..excess);
+    c.reset();
+    let limit = stored_len(input.len());
+    out.reserve(limit + 64);
+    let mut rest = input;
+    loop {
+        let before = c.total_in();
+        c.compress_vec(rest, out, FlushCompress::Sync)
+            .map_err(io::Error::other)?;
+        rest = &rest[(c.total_in() - before) as usize..];
+        if out.len() > limit {
+            break;
         }
-    }
-
-    /// Compress one segment of input, deciding per segment whether to store.
-    fn segment(&mut self, input: &[u8]) -> io::Result<()> {
-        if self.level == 0 || input.is_empty() {
-            self.remember(input);
-            return self.run(input, FlushCompress::None);
-        }
-        if self.storing > 0 {
-            self.stored_blocks(input);
-            self.remember(input);
-            self.storing -= 1;
-            if self.storing == 0 {
-                self.c.reset();
-                self.c
-                    .set_dictionary(&self.last)
-                    .map_err(io::Error::other)?;
-            }
+        if rest.is_empty() && out.len() < out.capacity() {
             return Ok(());
         }
-        let out_before = self.c.total_out();
-        self.run(input, FlushCompress::Sync)?;
-        self.remember(input);
-        let grew = self.c.total_out() - out_before;
-        if grew * 100 > input.len() as u64 * 97 {
-            // Incompressible: store the next 4 MiB, then look again. The
-            // sync flush above left the stream byte-aligned.
-            self.storing = 16;
+        out.reserve(64 * 1024);
+    }
+    // Did not shrink: store it (one incompressible stretch costs only itself).
+    out.clear();
+    stored_blocks(input, out);
+    Ok(())
+}
+
+struct Job {
+    input: Vec<u8>,
+    reply: Sender<io::Result<Done>>,
+}
+
+struct Done {
+    out: Vec<u8>,
+    in_len: u64,
+    sha256: [u8; 32],
+}
+
+/// Raw deflate of a stream cut into blocks, compressed on a pool of threads
+/// and emitted in order (pigz-style). The output is one valid deflate
+/// stream that zlib, gzip and gpg read unchanged; where each block starts
+/// is recorded for [`crate::blocks`].
+struct BlockDeflater {
+    pending: Vec<u8>,
+    /// Input bytes per block, and for the first block.
+    block: usize,
+    first: usize,
+    inflight: VecDeque<Receiver<io::Result<Done>>>,
+    max_inflight: usize,
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    emitted: u64,
+    infos: Vec<BlockInfo>,
+}
+
+impl BlockDeflater {
+    fn new(level: u32, block: usize, first: usize) -> io::Result<Self> {
+        let n = workers();
+        let (tx, rx) = bounded::<Job>(n);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let rx: Receiver<Job> = rx.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("dupr-deflate-{i}"))
+                    .spawn(move || {
+                        let mut c = Compress::new(Compression::new(level), false);
+                        let mut probe = Compress::new(Compression::new(1), false);
+                        let mut scratch = Vec::new();
+                        for job in rx {
+                            let mut out = Vec::new();
+                            let r = if level == 0 {
+                                stored_blocks(&job.input, &mut out);
+                                Ok(())
+                            } else {
+                                deflate_block(
+                                    &mut c,
+                                    &mut probe,
+                                    &mut scratch,
+                                    &job.input,
+                                    &mut out,
+                                )
+                            };
+                            let r = r.map(|()| Done {
+                                out,
+                                in_len: job.input.len() as u64,
+                                sha256: sha2::Sha256::digest(&job.input).into(),
+                            });
+                            let _ = job.reply.send(r);
+                        }
+                    })?,
+            );
+        }
+        Ok(BlockDeflater {
+            pending: Vec::with_capacity(first),
+            block,
+            first,
+            inflight: VecDeque::new(),
+            max_inflight: n + 1,
+            jobs: Some(tx),
+            workers: handles,
+            emitted: 0,
+            infos: Vec::new(),
+        })
+    }
+
+    fn submit(&mut self, input: Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+        let (reply, rx) = bounded(1);
+        self.jobs
+            .as_ref()
+            .expect("until dropped")
+            .send(Job { input, reply })
+            .map_err(|_| io::Error::other("compression worker stopped"))?;
+        self.inflight.push_back(rx);
+        while self.inflight.len() > self.max_inflight {
+            self.collect_front(out)?;
+        }
+        // Emit whatever is already done, in order, without waiting.
+        while let Some(Ok(r)) = self.inflight.front().map(|f| f.try_recv()) {
+            self.inflight.pop_front();
+            self.emit(r?, out);
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> io::Result<()> {
-        if self.storing > 0 {
-            // Final empty stored block.
-            self.out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-            Ok(())
+    fn emit(&mut self, d: Done, out: &mut Vec<u8>) {
+        self.infos.push(BlockInfo {
+            out_off: self.emitted,
+            out_len: d.out.len() as u64,
+            in_len: d.in_len,
+            sha256: d.sha256,
+        });
+        self.emitted += d.out.len() as u64;
+        out.extend_from_slice(&d.out);
+    }
+
+    fn collect_front(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if let Some(rx) = self.inflight.pop_front() {
+            let r = rx
+                .recv()
+                .map_err(|_| io::Error::other("compression worker panicked"))?;
+            self.emit(r?, out);
+        }
+        Ok(())
+    }
+
+    fn cut_at(&self) -> usize {
+        if self.infos.is_empty() && self.inflight.is_empty() {
+            self.first
         } else {
-            self.run(&[], FlushCompress::Finish)
+            self.block
         }
     }
 
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK + 1024))
+    /// Add input; compressed bytes that are ready are appended to `out`.
+    fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        while !data.is_empty() {
+            let cut = self.cut_at();
+            let take = (cut - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == cut {
+                let block = std::mem::replace(&mut self.pending, Vec::with_capacity(self.block));
+                self.submit(block, out)?;
+            }
+        }
+        Ok(())
     }
+
+    /// Compress the rest (`tail` joins the last block, however long), wait
+    /// for every block and end the stream.
+    fn finish(&mut self, tail: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        self.pending.extend_from_slice(tail);
+        if !self.pending.is_empty() {
+            let block = std::mem::take(&mut self.pending);
+            self.submit(block, out)?;
+        }
+        while !self.inflight.is_empty() {
+            self.collect_front(out)?;
+        }
+        out.extend_from_slice(&FINAL_BLOCK);
+        self.emitted += FINAL_BLOCK.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for BlockDeflater {
+    fn drop(&mut self) {
+        self.inflight.clear();
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Compression threads per stored file: every core (the tar producer and the
+/// encryption stage mostly wait on them), at most 8.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 /// New-format OpenPGP packet with partial body lengths.
 struct Partial {
     tag: u8,
     started: bool,
+    /// Body bytes so far.
+    total: u64,
     buf: Vec<u8>,
     pow: u8,
 }
@@ -164,12 +319,14 @@ impl Partial {
         Partial {
             tag,
             started: false,
+            total: 0,
             buf: Vec::new(),
             pow,
         }
     }
 
     fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.total += data.len() as u64;
         self.buf.extend_from_slice(data);
         let n = 1usize << self.pow;
         let mut off = 0;
@@ -247,7 +404,7 @@ struct Seipd {
 impl Seipd {
     fn new(cipher: u8, key: &[u8], out: &mut Vec<u8>) -> io::Result<Self> {
         let mut cfb = Cfb::new(cipher, key)?;
-        let mut frame = Partial::new(18, 20);
+        let mut frame = Partial::new(18, crate::blocks::SEIPD_POW);
         let mut prefix = [0u8; 18];
         rand::Rng::fill(&mut rand::thread_rng(), &mut prefix[..16]);
         prefix[16] = prefix[14];
@@ -267,13 +424,15 @@ impl Seipd {
         self.frame.push(plain, out);
     }
 
-    fn finish(mut self, out: &mut Vec<u8>) {
+    /// Returns the SEIPD packet's body length.
+    fn finish(mut self, out: &mut Vec<u8>) -> u64 {
         let mut tail = vec![0xD3, 0x14];
         self.mdc.update(&tail);
         tail.extend_from_slice(&self.mdc.finalize());
         self.cfb.encrypt(&mut tail);
         self.frame.push(&tail, out);
         self.frame.finish(out);
+        self.frame.total
     }
 }
 
@@ -284,8 +443,25 @@ pub struct FastEncoder {
     pushed: u64,
     consumed: Arc<AtomicU64>,
     stored: Arc<AtomicU64>,
-    stage1: Option<JoinHandle<io::Result<()>>>,
-    stage2: Option<JoinHandle<io::Result<(File, String)>>>,
+    stage1: Option<JoinHandle<io::Result<Option<Stage1Layout>>>>,
+    format: Format,
+    stage2: Option<JoinHandle<io::Result<(File, String, Option<(u64, u64)>)>>>,
+}
+
+/// What the compression stage knows of the layout.
+struct Stage1Layout {
+    literal_len: u64,
+    compressed_len: u64,
+    blocks: Vec<BlockInfo>,
+}
+
+/// What a finished stored file is.
+pub struct Finished {
+    pub file: File,
+    pub size: u64,
+    pub sha1_hex: String,
+    /// Where its blocks are, when it can be read from any block.
+    pub layout: Option<Layout>,
 }
 
 impl FastEncoder {
@@ -296,13 +472,14 @@ impl FastEncoder {
         let stored = Arc::new(AtomicU64::new(0));
         let c1 = consumed.clone();
         let f1 = format.clone();
+        let f2 = format.clone();
         let stage1 = std::thread::Builder::new()
             .name("dupr-compress".into())
             .spawn(move || compress_stage(rx, tx2, f1, c1))?;
         let s2 = stored.clone();
         let stage2 = std::thread::Builder::new()
             .name("dupr-encrypt".into())
-            .spawn(move || store_stage(rx2, file, format, s2))?;
+            .spawn(move || store_stage(rx2, file, f2, s2))?;
         Ok(FastEncoder {
             tx: Some(tx),
             buf: Vec::with_capacity(CHUNK),
@@ -311,6 +488,7 @@ impl FastEncoder {
             stored,
             stage1: Some(stage1),
             stage2: Some(stage2),
+            format,
         })
     }
 
@@ -346,22 +524,45 @@ impl FastEncoder {
         io::Error::other("compression thread stopped")
     }
 
-    /// Flush everything; returns the file, its size and SHA-1.
-    pub fn finish(mut self) -> io::Result<(File, u64, String)> {
+    /// Flush everything; returns the file, its size, SHA-1 and layout.
+    pub fn finish(mut self) -> io::Result<Finished> {
         self.send()?;
         self.tx = None;
         let r1 = self.stage1.take().map(|h| h.join());
         let r2 = self.stage2.take().map(|h| h.join());
-        match r1 {
-            Some(Ok(Ok(()))) => {}
+        let l1 = match r1 {
+            Some(Ok(Ok(l))) => l,
             Some(Ok(Err(e))) => return Err(e),
             _ => return Err(io::Error::other("compression thread panicked")),
-        }
-        match r2 {
-            Some(Ok(Ok((f, sha)))) => Ok((f, self.stored.load(Ordering::Relaxed), sha)),
-            Some(Ok(Err(e))) => Err(e),
-            _ => Err(io::Error::other("encryption thread panicked")),
-        }
+        };
+        let (file, sha1_hex, l2) = match r2 {
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(e))) => return Err(e),
+            _ => return Err(io::Error::other("encryption thread panicked")),
+        };
+        let layout = match (l1, l2, &self.format) {
+            (Some(l), None, Format::Gzip { .. }) => Some(Layout {
+                framing: Framing::Gzip,
+                blocks: l.blocks,
+            }),
+            (Some(l), Some((prefix, seipd_len)), Format::Pgp { cipher, .. }) => Some(Layout {
+                framing: Framing::Pgp {
+                    prefix,
+                    cipher: *cipher,
+                    literal_len: l.literal_len,
+                    compressed_len: l.compressed_len,
+                    seipd_len,
+                },
+                blocks: l.blocks,
+            }),
+            _ => None,
+        };
+        Ok(Finished {
+            file,
+            size: self.stored.load(Ordering::Relaxed),
+            sha1_hex,
+            layout,
+        })
     }
 }
 
@@ -383,7 +584,7 @@ fn compress_stage(
     tx: Sender<Vec<u8>>,
     format: Format,
     consumed: Arc<AtomicU64>,
-) -> io::Result<()> {
+) -> io::Result<Option<Stage1Layout>> {
     let send = |v: Vec<u8>| -> io::Result<()> {
         if v.is_empty() {
             return Ok(());
@@ -397,26 +598,34 @@ fn compress_stage(
                 consumed.fetch_add(v.len() as u64, Ordering::Relaxed);
                 send(v)?;
             }
+            Ok(None)
         }
         Format::Gzip { level } => {
             // RFC 1952 header: no name, no mtime, OS unknown.
             send(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
-            let mut d = Deflater::new(level);
+            let block = crate::blocks::BLOCK_TAR as usize;
+            let mut d = BlockDeflater::new(level, block, block)?;
             let mut crc = Crc::new();
+            let mut out = Vec::with_capacity(CHUNK);
             for v in rx {
                 crc.update(&v);
-                d.segment(&v)?;
+                d.push(&v, &mut out)?;
                 consumed.fetch_add(v.len() as u64, Ordering::Relaxed);
-                send(d.take())?;
+                send(std::mem::take(&mut out))?;
             }
-            d.finish()?;
-            let mut tail = d.take();
+            d.finish(&[], &mut out)?;
+            let mut tail = out;
             tail.extend_from_slice(&crc.sum().to_le_bytes());
             tail.extend_from_slice(&crc.amount().to_le_bytes());
             send(tail)?;
+            Ok(Some(Stage1Layout {
+                literal_len: 0,
+                compressed_len: 0,
+                blocks: std::mem::take(&mut d.infos),
+            }))
         }
         Format::Pgp { deflate_level, .. } => {
-            let mut literal = Partial::new(11, 16);
+            let mut literal = Partial::new(11, crate::blocks::LITERAL_POW);
             let mut lit_out = Vec::with_capacity(CHUNK + 64);
             // Literal header: binary, no file name, date 0.
             literal.push(&[b'b', 0, 0, 0, 0, 0], &mut lit_out);
@@ -429,33 +638,46 @@ fn compress_stage(
                     }
                     literal.finish(&mut lit_out);
                     send(lit_out)?;
+                    Ok(None)
                 }
                 Some(level) => {
-                    let mut compressed = Partial::new(8, 16);
+                    let mut compressed = Partial::new(8, crate::blocks::COMPRESSED_POW);
                     let mut out = Vec::with_capacity(CHUNK + 64);
                     // ZIP (raw deflate), as gpg 2.2 writes for symmetric
                     // messages; raw deflate lets stored blocks be spliced in.
                     compressed.push(&[1], &mut out);
-                    let mut d = Deflater::new(level);
+                    // Blocks hold whole literal chunks (header + 2^16 body
+                    // bytes), BLOCK_TAR body bytes each, the first one also
+                    // the packet's tag: every block starts on a chunk header.
+                    let per = crate::blocks::BLOCK_TAR >> crate::blocks::LITERAL_POW;
+                    let block = (per * ((1u64 << crate::blocks::LITERAL_POW) + 1)) as usize;
+                    let mut d = BlockDeflater::new(level, block, block + 1)?;
+                    let mut deflated = Vec::with_capacity(CHUNK);
                     for v in rx {
                         literal.push(&v, &mut lit_out);
-                        d.segment(&lit_out)?;
+                        d.push(&lit_out, &mut deflated)?;
                         lit_out.clear();
                         consumed.fetch_add(v.len() as u64, Ordering::Relaxed);
-                        compressed.push(&d.take(), &mut out);
+                        compressed.push(&deflated, &mut out);
+                        deflated.clear();
                         send(std::mem::take(&mut out))?;
                     }
+                    // The final chunk (its header is 1 to 5 bytes) stays in
+                    // the last block, so no block starts inside it.
                     literal.finish(&mut lit_out);
-                    d.segment(&lit_out)?;
-                    d.finish()?;
-                    compressed.push(&d.take(), &mut out);
+                    d.finish(&lit_out, &mut deflated)?;
+                    compressed.push(&deflated, &mut out);
                     compressed.finish(&mut out);
                     send(out)?;
+                    Ok(Some(Stage1Layout {
+                        literal_len: literal.total,
+                        compressed_len: compressed.total,
+                        blocks: std::mem::take(&mut d.infos),
+                    }))
                 }
             }
         }
     }
-    Ok(())
 }
 
 fn store_stage(
@@ -463,8 +685,9 @@ fn store_stage(
     file: File,
     format: Format,
     stored: Arc<AtomicU64>,
-) -> io::Result<(File, String)> {
+) -> io::Result<(File, String, Option<(u64, u64)>)> {
     let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut layout = None;
     let mut sha = Sha1::new();
     let mut put = |b: &[u8], w: &mut BufWriter<File>| -> io::Result<()> {
         w.write_all(b)?;
@@ -484,8 +707,9 @@ fn store_stage(
                 put(&out, &mut w)?;
                 out.clear();
             }
-            seipd.finish(&mut out);
+            let seipd_len = seipd.finish(&mut out);
             put(&out, &mut w)?;
+            layout = Some((skesk.len() as u64, seipd_len));
         }
         _ => {
             for v in rx {
@@ -494,7 +718,7 @@ fn store_stage(
         }
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
-    Ok((file, hex::encode(sha.finalize())))
+    Ok((file, hex::encode(sha.finalize()), layout))
 }
 
 /// The stored size of `total` input bytes, `stored` of output having come
@@ -541,9 +765,10 @@ mod tests {
         for c in d.chunks(100_000) {
             e.write_all(c).unwrap();
         }
-        let (_, size, sha) = e.finish().unwrap();
+        let fin = e.finish().unwrap();
+        let size = fin.size;
         assert_eq!(size, std::fs::metadata(&p).unwrap().len());
-        assert_eq!(sha, crate::crypt::sha1_file(&p).unwrap());
+        assert_eq!(fin.sha1_hex, crate::crypt::sha1_file(&p).unwrap());
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(File::open(&p).unwrap())
             .read_to_end(&mut out)
@@ -551,6 +776,73 @@ mod tests {
         assert_eq!(out, d);
         // The random 3 MB are stored, not inflated; the text shrinks.
         assert!(size < 3_000_000 + 1_500_000, "{size}");
+    }
+
+    /// Issue 18: an incompressible start must not switch compression off for
+    /// the text after it, and random data is stored, not inflated.
+    #[test]
+    fn compression_is_decided_per_block() {
+        let d = data();
+        let (text, random) = d.split_at(d.len() - 3_000_000);
+        let mut v = random.to_vec();
+        v.extend_from_slice(text);
+        v.extend_from_slice(&random[..100_000]);
+        v.extend_from_slice(text);
+        let text_alone = {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(3));
+            e.write_all(text).unwrap();
+            e.finish().unwrap().len()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for level in [1, 3, 9] {
+            let p = dir.path().join("x.gz");
+            let mut e =
+                FastEncoder::new(File::create(&p).unwrap(), Format::Gzip { level }).unwrap();
+            for c in v.chunks(300_000) {
+                e.write_all(c).unwrap();
+            }
+            let size = e.finish().unwrap().size;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(File::open(&p).unwrap())
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == v, "level {level}: round trip");
+            // Random parts stored at ~0.01% overhead; both texts compressed
+            // (independent blocks cost a little against one stream).
+            let bound = 3_000_000 + 100_000 + 2 * text_alone * 110 / 100 + 1000;
+            assert!(size as usize <= bound, "level {level}: {size} > {bound}");
+        }
+    }
+
+    #[test]
+    fn blocks_inflate_on_their_own() {
+        let d = mixed();
+        let mut out = Vec::new();
+        let mut b = BlockDeflater::new(3, BLOCK, BLOCK).unwrap();
+        let mut starts = Vec::new();
+        for c in d.chunks(BLOCK) {
+            starts.push(out.len());
+            b.push(c, &mut out).unwrap();
+            // Force each block out before the next starts.
+            while !b.inflight.is_empty() {
+                b.collect_front(&mut out).unwrap();
+            }
+        }
+        b.finish(&[], &mut out).unwrap();
+        // The whole stream inflates...
+        let mut all = Vec::new();
+        flate2::read::DeflateDecoder::new(&out[..])
+            .read_to_end(&mut all)
+            .unwrap();
+        assert!(all == d);
+        // ...and so does every tail of it, from any block start.
+        for (k, &s) in starts.iter().enumerate() {
+            let mut tail = Vec::new();
+            flate2::read::DeflateDecoder::new(&out[s..])
+                .read_to_end(&mut tail)
+                .unwrap();
+            assert!(tail[..] == d[k * BLOCK..], "block {k}");
+        }
     }
 
     #[test]
@@ -610,6 +902,60 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert!(out == d);
+    }
+
+    /// Every block of a written volume reads on its own (seekable volumes),
+    /// at lengths that put chunk and block edges everywhere.
+    #[test]
+    fn every_block_reads_on_its_own() {
+        let big = mixed();
+        let dir = tempfile::tempdir().unwrap();
+        let lens = [
+            0usize,
+            100,
+            65530,
+            65531,
+            (1 << 20) - 6,
+            (1 << 20) - 5,
+            3 * (1 << 20) + 17,
+            big.len(),
+        ];
+        for len in lens {
+            let d = &big[..len];
+            for fmt in [Format::Gzip { level: 3 }, pgp_format("pw")] {
+                let key = match &fmt {
+                    Format::Pgp { key, .. } => key.to_vec(),
+                    _ => Vec::new(),
+                };
+                let p = dir.path().join("v");
+                let mut e = FastEncoder::new(File::create(&p).unwrap(), fmt).unwrap();
+                for c in d.chunks(100_003) {
+                    e.write_all(c).unwrap();
+                }
+                let layout = e.finish().unwrap().layout.expect("a layout");
+                let mut f = File::open(&p).unwrap();
+                let mut at = 0usize;
+                for k in 0..layout.blocks.len() {
+                    let plain = layout.read_block(&mut f, &key, k).unwrap();
+                    let (off, tar) = layout.tar_of_block(k, plain).unwrap();
+                    assert_eq!(off as usize, at, "len {len} block {k}");
+                    assert!(tar[..] == d[at..at + tar.len()], "len {len} block {k}");
+                    at += tar.len();
+                }
+                assert_eq!(at, len);
+                // A damaged byte inside a block is caught by that block.
+                if len > 200_000 {
+                    let mut raw = std::fs::read(&p).unwrap();
+                    let mid = raw.len() / 2;
+                    raw[mid] ^= 0x40;
+                    let mut c = std::io::Cursor::new(raw);
+                    let bad = (0..layout.blocks.len())
+                        .filter(|&k| layout.read_block(&mut c, &key, k).is_err())
+                        .count();
+                    assert!((1..=2).contains(&bad), "len {len}: {bad} blocks failed");
+                }
+            }
+        }
     }
 
     #[test]

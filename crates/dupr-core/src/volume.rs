@@ -191,6 +191,8 @@ pub struct VolumeWriter {
     ratio: f64,
     journal: Option<Journal>,
     skip: Option<Skip>,
+    /// The set's block index being written (see `blocks`).
+    blocks: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
 }
 
 struct Open {
@@ -199,6 +201,8 @@ struct Open {
     plain_len: u64,
     first: (Index, Option<u64>),
     last: (Index, Option<u64>),
+    /// The first entry starting in each block (for seeking to a path).
+    firsts: Vec<crate::blocks::FirstEntry>,
 }
 
 impl VolumeWriter {
@@ -234,7 +238,16 @@ impl VolumeWriter {
             ratio: 1.0,
             journal: None,
             skip: None,
+            blocks: None,
         }
+    }
+
+    /// Record where each volume's blocks are in the file at `path`.
+    pub fn with_blocks(mut self, path: PathBuf) -> Result<Self> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).ctx(&path)?);
+        crate::blocks::write_magic(&mut f).ctx(&path)?;
+        self.blocks = Some((f, path));
+        Ok(self)
     }
 
     /// Journal entries to `path` (see [`ResumePoint`]).
@@ -344,7 +357,16 @@ impl VolumeWriter {
         if self.cur.is_none() {
             self.open(b.index.clone(), b.chunk)?;
         }
+        let pgp = matches!(self.codec, Codec::Gpg(_));
         let cur = self.cur.as_mut().expect("opened above");
+        let block = crate::blocks::block_of(pgp, cur.plain_len);
+        if cur.firsts.last().is_none_or(|f| f.block < block) {
+            cur.firsts.push(crate::blocks::FirstEntry {
+                block,
+                tar_offset: cur.plain_len,
+                index: b.index.clone(),
+            });
+        }
         cur.enc.write_all(&b.data).ctx(&cur.tmp)?;
         cur.plain_len += b.data.len() as u64;
         cur.last = (b.index, b.chunk);
@@ -365,6 +387,7 @@ impl VolumeWriter {
             plain_len: 0,
             first: (index.clone(), chunk),
             last: (index, chunk),
+            firsts: Vec::new(),
         });
         Ok(())
     }
@@ -383,6 +406,15 @@ impl VolumeWriter {
         self.stored += w.size;
         if cur.plain_len > 1 << 20 {
             self.ratio = (w.size as f64 / cur.plain_len as f64).clamp(0.01, 1.1);
+        }
+        if let (Some((f, path)), Some(layout)) = (self.blocks.as_mut(), w.layout) {
+            let v = crate::blocks::VolumeIndex {
+                num: self.num,
+                sha1: w.sha1_hex.clone(),
+                layout,
+                firsts: std::mem::take(&mut cur.firsts),
+            };
+            crate::blocks::write_volume(f, &v).ctx(&*path)?;
         }
         let name = self.volume_name(self.num);
         if self.next_record == 0 {
@@ -466,6 +498,9 @@ impl VolumeWriter {
         let r = self.collect(true, on_volume);
         self.uploader.stop();
         r?;
+        if let Some((mut f, path)) = self.blocks.take() {
+            f.flush().ctx(&path)?;
+        }
         Ok((self.num, self.stored))
     }
 

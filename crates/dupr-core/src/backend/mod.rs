@@ -43,6 +43,20 @@ pub trait Backend: Send + Sync {
         })?;
         Ok(())
     }
+    /// `len` bytes of `name` from `offset` (a ranged GET on object stores,
+    /// a seek elsewhere). The default reads and drops what comes before.
+    fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut r = self.open(name)?;
+        let io = |e: std::io::Error| Error::Backend {
+            url: self.display_url(),
+            reason: format!("read {name}: {e}"),
+            transient: true,
+        };
+        std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink()).map_err(io)?;
+        let mut v = Vec::new();
+        r.take(len).read_to_end(&mut v).map_err(io)?;
+        Ok(v)
+    }
     /// A hint that these files will be read soon (remote backends start
     /// downloading them in the background).
     fn prefetch(&self, _names: &[String]) {}
@@ -266,6 +280,16 @@ impl Backend for Local {
             }),
             Err(e) => Err(Error::io(p, e)),
         }
+    }
+
+    fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
+        let p = self.dir.join(name);
+        let mut f = File::open(&p).ctx(&p)?;
+        f.seek(SeekFrom::Start(offset)).ctx(&p)?;
+        let mut v = Vec::new();
+        f.take(len).read_to_end(&mut v).ctx(&p)?;
+        Ok(v)
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>> {

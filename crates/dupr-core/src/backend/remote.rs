@@ -637,6 +637,21 @@ impl Backend for Remote {
         Ok(Box::new(f?))
     }
 
+    fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.rt.block_on(async {
+            let b = self
+                .op
+                .read_with(name)
+                .range(offset..offset + len)
+                .await
+                .map_err(|e| self.err("download", name, e))?;
+            Ok(b.to_vec())
+        })
+    }
+
     fn get(&self, name: &str, local: &Path) -> Result<()> {
         let pending = self.prefetched.lock().expect("prefetch map").remove(name);
         if let Some((h, _)) = pending {

@@ -137,6 +137,23 @@ impl Backend for Retrying {
         })
     }
 
+    fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.run(&format!("download of {name}"), || {
+            let v = self.inner.read_range(name, offset, len)?;
+            if (v.len() as u64) < len {
+                return Err(Error::Backend {
+                    url: self.inner.display_url(),
+                    reason: format!(
+                        "download {name}: {} of {len} bytes at {offset} arrived",
+                        v.len()
+                    ),
+                    transient: true,
+                });
+            }
+            Ok(v)
+        })
+    }
+
     fn prefetch(&self, names: &[String]) {
         self.inner.prefetch(names)
     }

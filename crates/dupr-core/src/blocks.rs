@@ -1,0 +1,713 @@
+//! Seekable volumes: the block index.
+//!
+//! dupr's writer compresses each volume in independent blocks (see
+//! `stream::BlockDeflater`), so a reader can start inflating at any block.
+//! What it needs to get there is recorded here, per volume: the lengths of
+//! the OpenPGP packets around the deflate stream (their partial-length
+//! framing is fixed, so every offset follows from them), where each block's
+//! deflated bytes start, a SHA-256 of each block's plaintext, and the first
+//! archive entry whose header starts in each block. A restore of one path
+//! then reads, decrypts and inflates only the blocks holding it, and checks
+//! each against its hash before any byte of it is used: integrity as strong
+//! as reading the whole volume, whose SHA-1 and MDC such a read skips.
+//!
+//! The stored volume stays one ordinary gzip file or OpenPGP message, which
+//! gzip, gpg and duplicity read unchanged; the index is an extra file.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use sha2::{Digest, Sha256};
+
+use crate::index::Index;
+
+/// Body bytes per partial chunk of the literal packet (2^16).
+pub const LITERAL_POW: u8 = 16;
+/// ... of the compressed packet.
+pub const COMPRESSED_POW: u8 = 16;
+/// ... of the SEIPD packet.
+pub const SEIPD_POW: u8 = 20;
+/// The literal packet's own header inside its body: binary, no name, date 0.
+pub const LITERAL_HEADER: u64 = 6;
+/// Random prefix at the start of SEIPD v1 plaintext (AES: 16 + 2).
+pub const SEIPD_PREFIX: u64 = 18;
+/// Tar bytes per block.
+pub const BLOCK_TAR: u64 = 1 << 20;
+
+/// How a volume's blocks sit in the stored file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// gzip: a 10-byte header, then the deflate stream.
+    Gzip,
+    /// Symmetric OpenPGP: `prefix` bytes of session-key packets, then one
+    /// SEIPD v1 packet holding a compressed (ZIP) packet holding a literal
+    /// packet, each with partial lengths of the sizes above.
+    Pgp {
+        prefix: u64,
+        cipher: u8,
+        literal_len: u64,
+        compressed_len: u64,
+        seipd_len: u64,
+    },
+}
+
+/// One independently compressed block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Where its deflated bytes start in the deflate stream, and how many.
+    pub out_off: u64,
+    pub out_len: u64,
+    /// Its plaintext (for OpenPGP: the framed literal packet) length and hash.
+    pub in_len: u64,
+    pub sha256: [u8; 32],
+}
+
+/// The first entry whose tar header starts in a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstEntry {
+    pub block: u32,
+    pub tar_offset: u64,
+    pub index: Index,
+}
+
+/// The layout of one stored volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub framing: Framing,
+    pub blocks: Vec<BlockInfo>,
+}
+
+/// Header length of a final (non-partial) chunk of `len` body bytes.
+fn final_header_len(len: u64) -> u64 {
+    match len {
+        0..=191 => 1,
+        192..=8383 => 2,
+        _ => 5,
+    }
+}
+
+/// Number of partial chunks in a packet of `total` body bytes (the rest is
+/// the final chunk, 0 < final <= 2^pow unless the body is empty).
+fn partial_chunks(total: u64, pow: u8) -> u64 {
+    if total == 0 {
+        0
+    } else {
+        (total - 1) >> pow
+    }
+}
+
+/// Offset, from the packet's tag byte, of body byte `b` of a new-format
+/// packet of `total` body bytes written with partial chunks of 2^pow.
+pub fn framed_offset(b: u64, total: u64, pow: u8) -> u64 {
+    let parts = partial_chunks(total, pow);
+    let j = b >> pow;
+    if j < parts {
+        1 + (j + 1) + b
+    } else {
+        1 + parts + final_header_len(total - (parts << pow)) + b
+    }
+}
+
+/// Length of the chunk header in front of body byte `b` when `b` starts a
+/// chunk.
+pub fn header_len_at(b: u64, total: u64, pow: u8) -> u64 {
+    let parts = partial_chunks(total, pow);
+    if b >> pow < parts {
+        1
+    } else {
+        final_header_len(total - (parts << pow))
+    }
+}
+
+/// The body bytes of a packet, read from framed bytes that start with body
+/// byte `body_start` itself (any header in front of it already skipped).
+/// Returns up to `want` body bytes.
+pub fn deframe(
+    data: &[u8],
+    body_start: u64,
+    total: u64,
+    pow: u8,
+    want: u64,
+) -> io::Result<Vec<u8>> {
+    let parts = partial_chunks(total, pow);
+    let mut out = Vec::with_capacity(want.min(data.len() as u64) as usize);
+    let mut pos = 0usize;
+    let mut b = body_start;
+    let end = (body_start + want).min(total);
+    let short = || io::Error::new(io::ErrorKind::UnexpectedEof, "block range ends early");
+    while b < end {
+        let j = b >> pow;
+        if b == j << pow && b != body_start {
+            // At a chunk boundary: skip its header.
+            pos += header_len_at(b, total, pow) as usize;
+        }
+        let chunk_end = if j < parts { (j + 1) << pow } else { total };
+        let n = (chunk_end.min(end) - b) as usize;
+        let slice = data.get(pos..pos + n).ok_or_else(short)?;
+        out.extend_from_slice(slice);
+        pos += n;
+        b += n as u64;
+    }
+    Ok(out)
+}
+
+/// A stored file that can be read at any offset.
+pub trait RangeRead {
+    fn read_range(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>>;
+}
+
+impl<T: Read + Seek> RangeRead for T {
+    fn read_range(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        self.seek(SeekFrom::Start(offset))?;
+        let mut v = Vec::with_capacity(len as usize);
+        self.take(len).read_to_end(&mut v)?;
+        if (v.len() as u64) < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the volume is shorter than its index says",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn damaged(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl Layout {
+    fn block(&self, k: usize) -> io::Result<&BlockInfo> {
+        let blk = self
+            .blocks
+            .get(k)
+            .ok_or_else(|| damaged(format!("no block {k} in the index")))?;
+        // Sane bounds before any allocation sized by the index.
+        if blk.in_len > 4 * BLOCK_TAR || blk.out_len > 5 * BLOCK_TAR {
+            return Err(damaged(format!(
+                "block {k} is larger than any block dupr writes"
+            )));
+        }
+        Ok(blk)
+    }
+
+    /// The stored bytes block `k` needs (read with [`RangeRead`]).
+    pub fn fetch(&self, f: &mut dyn RangeRead, k: usize) -> io::Result<Vec<u8>> {
+        let blk = self.block(k)?;
+        match &self.framing {
+            Framing::Gzip => f.read_range(10 + blk.out_off, blk.out_len),
+            Framing::Pgp {
+                prefix,
+                compressed_len,
+                seipd_len,
+                ..
+            } => {
+                let (from, s_end) = self.cipher_range(blk, *compressed_len);
+                // Ciphertext byte c is SEIPD body byte 1 + c (after the version).
+                let file_at = |c: u64| prefix + framed_offset(1 + c, *seipd_len, SEIPD_POW);
+                f.read_range(file_at(from), file_at(s_end) - file_at(from))
+            }
+        }
+    }
+
+    /// Ciphertext range (from the IV block on) holding a block.
+    fn cipher_range(&self, blk: &BlockInfo, compressed_len: u64) -> (u64, u64) {
+        // Deflate byte D is compressed-body byte 1 + D (after the algorithm
+        // octet); its framed position inside the SEIPD plaintext follows
+        // the random prefix.
+        let cb = 1 + blk.out_off;
+        let s = SEIPD_PREFIX + framed_offset(cb, compressed_len, COMPRESSED_POW);
+        let s_end = SEIPD_PREFIX + framed_offset(cb + blk.out_len, compressed_len, COMPRESSED_POW);
+        // CFB: start on a cipher block, the one before it is the IV.
+        let c0 = s / 16 * 16;
+        (c0.saturating_sub(16), s_end)
+    }
+
+    /// The plaintext of block `k` (for OpenPGP: the framed literal bytes)
+    /// from what [`Layout::fetch`] read, checked against its hash.
+    pub fn decode(&self, k: usize, raw: Vec<u8>, key: &[u8]) -> io::Result<Vec<u8>> {
+        let blk = self.block(k)?;
+        let deflated = match &self.framing {
+            Framing::Gzip => raw,
+            Framing::Pgp {
+                cipher,
+                compressed_len,
+                seipd_len,
+                ..
+            } => {
+                let (from, s_end) = self.cipher_range(blk, *compressed_len);
+                let cb = 1 + blk.out_off;
+                let s = SEIPD_PREFIX + framed_offset(cb, *compressed_len, COMPRESSED_POW);
+                let c0 = s / 16 * 16;
+                let mut ct = deframe(&raw, 1 + from, *seipd_len, SEIPD_POW, s_end - from)?;
+                if (ct.len() as u64) < s_end - from {
+                    return Err(damaged(format!("block {k} is cut short")));
+                }
+                let iv: [u8; 16] = if c0 >= 16 {
+                    ct[..16].try_into().expect("16 bytes")
+                } else {
+                    [0u8; 16]
+                };
+                let mut plain = ct.split_off((c0 - from) as usize);
+                cfb_decrypt(*cipher, key, &iv, &mut plain)?;
+                let framed = &plain[(s - c0) as usize..];
+                // Compressed-packet framing: from body byte cb, the block's
+                // deflated length.
+                deframe(framed, cb, *compressed_len, COMPRESSED_POW, blk.out_len)?
+            }
+        };
+        if deflated.len() as u64 != blk.out_len {
+            return Err(damaged(format!("block {k} is cut short")));
+        }
+        let plain = inflate_block(&deflated, blk.in_len as usize)
+            .map_err(|e| damaged(format!("block {k} does not inflate: {e}")))?;
+        if plain.len() as u64 != blk.in_len || Sha256::digest(&plain)[..] != blk.sha256[..] {
+            return Err(damaged(format!("block {k} does not match its hash")));
+        }
+        Ok(plain)
+    }
+
+    /// [`Layout::fetch`] and [`Layout::decode`] in one.
+    pub fn read_block(&self, f: &mut dyn RangeRead, key: &[u8], k: usize) -> io::Result<Vec<u8>> {
+        let raw = self.fetch(f, k)?;
+        self.decode(k, raw, key)
+    }
+
+    /// Tar bytes of block `k` and the tar offset they start at.
+    pub fn tar_of_block(&self, k: usize, plain: Vec<u8>) -> io::Result<(u64, Vec<u8>)> {
+        match &self.framing {
+            Framing::Gzip => Ok((k as u64 * BLOCK_TAR, plain)),
+            Framing::Pgp { literal_len, .. } => {
+                // Blocks start on literal chunk boundaries (block 0 at the tag).
+                let body = k as u64 * BLOCK_TAR;
+                // Block 0 starts at the packet's tag, the others at a
+                // chunk header.
+                let skip =
+                    if k == 0 { 1 } else { 0 } + header_len_at(body, *literal_len, LITERAL_POW);
+                let data = plain
+                    .get(skip as usize..)
+                    .ok_or_else(|| damaged(format!("block {k} is empty")))?;
+                let want = (*literal_len - body.min(*literal_len)).min(BLOCK_TAR);
+                let v = deframe(data, body, *literal_len, LITERAL_POW, want)?;
+                if k == 0 {
+                    let skip = (LITERAL_HEADER as usize).min(v.len());
+                    Ok((0, v[skip..].to_vec()))
+                } else {
+                    Ok((body - LITERAL_HEADER, v))
+                }
+            }
+        }
+    }
+}
+
+/// Inflate one block: non-final deflate blocks ending byte-aligned, so no
+/// end-of-stream marker comes; all input must give exactly `want` bytes.
+fn inflate_block(data: &[u8], want: usize) -> io::Result<Vec<u8>> {
+    let mut d = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(want + 1);
+    loop {
+        let (i0, o0) = (d.total_in(), d.total_out());
+        let st = d
+            .decompress_vec(
+                &data[i0 as usize..],
+                &mut out,
+                flate2::FlushDecompress::Sync,
+            )
+            .map_err(|e| damaged(e.to_string()))?;
+        if d.total_in() as usize == data.len() || st == flate2::Status::StreamEnd {
+            break;
+        }
+        if out.len() > want {
+            return Err(damaged("more data than recorded"));
+        }
+        if (d.total_in(), d.total_out()) == (i0, o0) {
+            return Err(damaged("stuck"));
+        }
+    }
+    if out.len() != want {
+        return Err(damaged(format!("{} bytes, {want} recorded", out.len())));
+    }
+    Ok(out)
+}
+
+/// Decrypt OpenPGP CFB (no resync) from a cipher-block boundary.
+fn cfb_decrypt(cipher: u8, key: &[u8], iv: &[u8; 16], data: &mut [u8]) -> io::Result<()> {
+    use aes::cipher::KeyIvInit;
+    let bad = |e: aes::cipher::InvalidLength| damaged(format!("bad key: {e}"));
+    match cipher {
+        7 => cfb_mode::BufDecryptor::<aes::Aes128>::new_from_slices(key, iv)
+            .map_err(bad)?
+            .decrypt(data),
+        8 => cfb_mode::BufDecryptor::<aes::Aes192>::new_from_slices(key, iv)
+            .map_err(bad)?
+            .decrypt(data),
+        9 => cfb_mode::BufDecryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .map_err(bad)?
+            .decrypt(data),
+        c => {
+            return Err(damaged(format!(
+                "cipher {c} is not supported for ranged reads"
+            )))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framed_offsets_match_the_writer() {
+        // Partial(pow 9) over 1200 bytes: tag, [hdr 512] x2, [len 176].
+        assert_eq!(framed_offset(0, 1200, 9), 2);
+        assert_eq!(framed_offset(511, 1200, 9), 513);
+        assert_eq!(framed_offset(512, 1200, 9), 515);
+        assert_eq!(framed_offset(1024, 1200, 9), 1028);
+        assert_eq!(framed_offset(1200, 1200, 9), 1204);
+        // One chunk exactly: no partial chunk, a 5-byte length (>= 8384).
+        assert_eq!(framed_offset(0, 1 << 16, 16), 6);
+    }
+}
+
+/// The index of one volume, as stored in a set's `.dupr-blocks` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeIndex {
+    pub num: u32,
+    /// The volume's SHA-1 (as in the manifest): binds the index to it.
+    pub sha1: String,
+    pub layout: Layout,
+    pub firsts: Vec<FirstEntry>,
+}
+
+const MAGIC: &[u8] = b"dupr-blocks 1\n";
+/// Bytes of a block index holding no volume.
+pub const MAGIC_LEN: u64 = MAGIC.len() as u64;
+/// Caps for reading (an index is data from the target: never trust a
+/// length in it with an allocation).
+const MAX_BLOCKS: u32 = 1 << 22;
+const MAX_PATH: u32 = 1 << 16;
+
+/// The first tar block number for tar offset `t` in a volume of `framing`.
+pub fn block_of(framing_is_pgp: bool, t: u64) -> u32 {
+    let b = if framing_is_pgp {
+        t + LITERAL_HEADER
+    } else {
+        t
+    };
+    (b / BLOCK_TAR) as u32
+}
+
+/// Start a `.dupr-blocks` file.
+pub fn write_magic(w: &mut impl io::Write) -> io::Result<()> {
+    w.write_all(MAGIC)
+}
+
+/// Append one volume's record.
+pub fn write_volume(w: &mut impl io::Write, v: &VolumeIndex) -> io::Result<()> {
+    let mut b = Vec::with_capacity(64 + v.layout.blocks.len() * 56);
+    b.extend_from_slice(&v.num.to_le_bytes());
+    let sha = v.sha1.as_bytes();
+    b.push(sha.len() as u8);
+    b.extend_from_slice(&sha[..sha.len().min(255)]);
+    match &v.layout.framing {
+        Framing::Gzip => b.push(1),
+        Framing::Pgp {
+            prefix,
+            cipher,
+            literal_len,
+            compressed_len,
+            seipd_len,
+        } => {
+            b.push(2);
+            b.extend_from_slice(&prefix.to_le_bytes());
+            b.push(*cipher);
+            b.extend_from_slice(&literal_len.to_le_bytes());
+            b.extend_from_slice(&compressed_len.to_le_bytes());
+            b.extend_from_slice(&seipd_len.to_le_bytes());
+        }
+    }
+    b.extend_from_slice(&(v.layout.blocks.len() as u32).to_le_bytes());
+    for k in &v.layout.blocks {
+        b.extend_from_slice(&k.out_off.to_le_bytes());
+        b.extend_from_slice(&k.out_len.to_le_bytes());
+        b.extend_from_slice(&k.in_len.to_le_bytes());
+        b.extend_from_slice(&k.sha256);
+    }
+    b.extend_from_slice(&(v.firsts.len() as u32).to_le_bytes());
+    for f in &v.firsts {
+        let p = f.index.as_bytes();
+        b.extend_from_slice(&f.block.to_le_bytes());
+        b.extend_from_slice(&f.tar_offset.to_le_bytes());
+        b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        b.extend_from_slice(p);
+    }
+    w.write_all(&b)
+}
+
+struct In<R> {
+    r: R,
+}
+
+impl<R: Read> In<R> {
+    fn bytes<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut a = [0u8; N];
+        self.r.read_exact(&mut a)?;
+        Ok(a)
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.bytes::<1>()?[0])
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes()?))
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(self.bytes()?))
+    }
+    fn vec(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        (&mut self.r).take(n as u64).read_to_end(&mut v)?;
+        if v.len() < n {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(v)
+    }
+}
+
+/// Read a `.dupr-blocks` file, keeping the volumes `keep` wants.
+pub fn read_volumes(r: impl Read, keep: impl Fn(u32) -> bool) -> io::Result<Vec<VolumeIndex>> {
+    let mut r = In { r };
+    if r.vec(MAGIC.len())? != MAGIC {
+        return Err(damaged("not a dupr block index"));
+    }
+    let mut out = Vec::new();
+    loop {
+        let num = match r.bytes::<4>() {
+            Ok(b) => u32::from_le_bytes(b),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        let n = r.u8()? as usize;
+        let sha1 = String::from_utf8(r.vec(n)?).map_err(|_| damaged("bad volume hash"))?;
+        let framing = match r.u8()? {
+            1 => Framing::Gzip,
+            2 => Framing::Pgp {
+                prefix: r.u64()?,
+                cipher: r.u8()?,
+                literal_len: r.u64()?,
+                compressed_len: r.u64()?,
+                seipd_len: r.u64()?,
+            },
+            k => return Err(damaged(format!("unknown framing {k}"))),
+        };
+        let nb = r.u32()?;
+        if nb > MAX_BLOCKS {
+            return Err(damaged("too many blocks"));
+        }
+        let mut blocks = Vec::new();
+        for _ in 0..nb {
+            blocks.push(BlockInfo {
+                out_off: r.u64()?,
+                out_len: r.u64()?,
+                in_len: r.u64()?,
+                sha256: r.bytes()?,
+            });
+        }
+        let nf = r.u32()?;
+        if nf > MAX_BLOCKS {
+            return Err(damaged("too many entries"));
+        }
+        let mut firsts = Vec::new();
+        for _ in 0..nf {
+            let block = r.u32()?;
+            let tar_offset = r.u64()?;
+            let len = r.u32()?;
+            if len > MAX_PATH {
+                return Err(damaged("path too long"));
+            }
+            let p = r.vec(len as usize)?;
+            let index = Index::parse(&p).ok_or_else(|| damaged("bad path"))?;
+            firsts.push(FirstEntry {
+                block,
+                tar_offset,
+                index,
+            });
+        }
+        if keep(num) {
+            out.push(VolumeIndex {
+                num,
+                sha1,
+                layout: Layout { framing, blocks },
+                firsts,
+            });
+        }
+    }
+}
+
+impl VolumeIndex {
+    /// The block and tar offset to start reading at to meet every entry
+    /// at or after `want` (index order): the last recorded entry before it.
+    pub fn start_for(&self, want: &Index) -> (usize, u64) {
+        self.firsts
+            .iter()
+            .take_while(|f| f.index < *want)
+            .last()
+            .map_or((0, 0), |f| (f.block as usize, f.tar_offset))
+    }
+}
+
+type Decoded = io::Result<(u64, Vec<u8>)>;
+
+struct Job {
+    k: usize,
+    raw: Vec<u8>,
+    reply: crossbeam_channel::Sender<Decoded>,
+}
+
+/// Tar bytes of a volume from a given offset, read block by block through
+/// its index, each block checked before use. Stored bytes are read on the
+/// caller's thread; blocks are decrypted, inflated and hashed ahead on
+/// worker threads, more of them the longer the read goes on.
+pub struct BlockStream<'a> {
+    file: Box<dyn RangeRead + Send + 'a>,
+    v: std::sync::Arc<VolumeIndex>,
+    key: std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>,
+    next: usize,
+    inflight: std::collections::VecDeque<crossbeam_channel::Receiver<Decoded>>,
+    ahead: usize,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    cur: Vec<u8>,
+    pos: usize,
+    skip: u64,
+}
+
+/// Blocks decoded ahead at most (each holds ~2 MiB while in flight).
+const MAX_AHEAD: usize = 4;
+
+impl<'a> BlockStream<'a> {
+    pub fn new(
+        file: Box<dyn RangeRead + Send + 'a>,
+        key: zeroize::Zeroizing<Vec<u8>>,
+        v: VolumeIndex,
+        block: usize,
+        tar_offset: u64,
+    ) -> Self {
+        let v = std::sync::Arc::new(v);
+        let key = std::sync::Arc::new(key);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, MAX_AHEAD);
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(MAX_AHEAD);
+        let workers = (0..n)
+            .filter_map(|i| {
+                let rx = rx.clone();
+                let v = v.clone();
+                let key = key.clone();
+                std::thread::Builder::new()
+                    .name(format!("dupr-inflate-{i}"))
+                    .spawn(move || {
+                        for job in rx {
+                            let r = v
+                                .layout
+                                .decode(job.k, job.raw, &key)
+                                .and_then(|plain| v.layout.tar_of_block(job.k, plain));
+                            let _ = job.reply.send(r);
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        BlockStream {
+            file,
+            v,
+            key,
+            next: block,
+            inflight: Default::default(),
+            ahead: 1,
+            jobs: Some(tx),
+            workers,
+            cur: Vec::new(),
+            pos: 0,
+            skip: tar_offset,
+        }
+    }
+
+    fn top_up(&mut self) -> io::Result<()> {
+        while self.inflight.len() < self.ahead && self.next < self.v.layout.blocks.len() {
+            let k = self.next;
+            self.next += 1;
+            let raw = self.v.layout.fetch(self.file.as_mut(), k)?;
+            let (reply, rx) = crossbeam_channel::bounded(1);
+            let job = Job { k, raw, reply };
+            match &self.jobs {
+                Some(tx) if !self.workers.is_empty() => {
+                    tx.send(job)
+                        .map_err(|_| io::Error::other("block decoder stopped"))?;
+                }
+                // No worker thread could start: decode here.
+                _ => {
+                    let r = self
+                        .v
+                        .layout
+                        .decode(k, job.raw, &self.key)
+                        .and_then(|p| self.v.layout.tar_of_block(k, p));
+                    let _ = job.reply.send(r);
+                }
+            }
+            self.inflight.push_back(rx);
+        }
+        Ok(())
+    }
+}
+
+impl Read for BlockStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            self.top_up()?;
+            let Some(rx) = self.inflight.pop_front() else {
+                return Ok(0);
+            };
+            let (off, tar) = rx
+                .recv()
+                .map_err(|_| io::Error::other("block decoder panicked"))??;
+            self.cur = tar;
+            // The first block may start before the wanted offset.
+            self.pos = self.skip.saturating_sub(off).min(self.cur.len() as u64) as usize;
+            // A read that goes on is a long one: decode further ahead.
+            self.ahead = (self.ahead * 2).min(MAX_AHEAD);
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for BlockStream<'_> {
+    fn drop(&mut self) {
+        self.inflight.clear();
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Check a session key against the quick-check bytes of the SEIPD prefix
+/// (its last two bytes repeat the two before): a wrong passphrase is told
+/// apart from a damaged block.
+pub fn check_key(f: &mut dyn RangeRead, layout: &Layout, key: &[u8]) -> io::Result<bool> {
+    let Framing::Pgp {
+        prefix,
+        cipher,
+        seipd_len,
+        ..
+    } = &layout.framing
+    else {
+        return Ok(true);
+    };
+    let from = prefix + framed_offset(1, *seipd_len, SEIPD_POW);
+    let mut ct = f.read_range(from, SEIPD_PREFIX)?;
+    cfb_decrypt(*cipher, key, &[0u8; 16], &mut ct)?;
+    Ok(ct[14..16] == ct[16..18])
+}
