@@ -634,6 +634,36 @@ mod tests {
     }
 
     #[test]
+    fn block_index_names() {
+        for (s, set, enc, gz) in [
+            (
+                "duplicity-full.20261124T063606Z.dupr-blocks.gpg",
+                SetType::Full,
+                true,
+                false,
+            ),
+            (
+                "duplicity-inc.20261124T063606Z.to.20261124T063655Z.dupr-blocks.gz",
+                SetType::Inc,
+                false,
+                true,
+            ),
+        ] {
+            let n = parse(s, &none()).expect(s);
+            assert_eq!(
+                (n.kind, n.set, n.encrypted, n.gzipped),
+                (FileType::Blocks, set, enc, gz)
+            );
+            assert_eq!(name(&n, &none()), s);
+        }
+        // Not mistaken for a manifest or a volume.
+        assert_eq!(
+            parse("duplicity-full.20261124T063606Z.dupr-blocks.gpg", &none()).map(|n| n.kind),
+            Some(FileType::Blocks)
+        );
+    }
+
+    #[test]
     fn first_structural_match_decides() {
         // The time is the shortest run before `.manifest`; a bad time there
         // rejects the name even though a later `.manifest` would fit.
@@ -712,6 +742,7 @@ mod tests {
             FileType::Manifest => format!("d{}.{times}.m", if f { "f" } else { "i" }),
             FileType::Signature => format!("d{}s.{times}.st", if i { "n" } else { "f" }),
             FileType::JsonStat => format!("d{}st.{times}.jst", if f { "f" } else { "i" }),
+            FileType::Blocks => unreachable!("dupr's block index has no short name"),
         };
         let part = if n.partial { ".p" } else { "" };
         let suffix = if n.encrypted {

@@ -310,8 +310,10 @@ impl<'a> SetStream<'a> {
     /// Locate (or download) a volume and start hashing it on another
     /// thread, so the check of volume N+1 overlaps the restore of volume N.
     fn start(&mut self, v: VolRef) -> Result<Pending> {
-        if v.seek.is_some() {
-            // Read block by block when opened; nothing to fetch or hash ahead.
+        let local = self.backend.local_path(&v.name);
+        if v.seek.is_some() && (local.is_some() || !self.want.is_root()) {
+            // Read block by block when opened (by ranges from a remote
+            // target, for one path); nothing to fetch or hash ahead.
             return Ok(Pending {
                 v,
                 path: PathBuf::new(),
@@ -319,7 +321,7 @@ impl<'a> SetStream<'a> {
                 hash: None,
             });
         }
-        let (path, temp) = match self.backend.local_path(&v.name) {
+        let (path, temp) = match local {
             Some(p) => {
                 if !p.exists() {
                     return Err(Error::MissingVolume {
@@ -340,7 +342,8 @@ impl<'a> SetStream<'a> {
                 (tmp.clone(), Some(tmp))
             }
         };
-        let hash = v.sha1.as_ref().map(|_| {
+        // A volume read through its index is checked block by block.
+        let hash = v.sha1.as_ref().filter(|_| v.seek.is_none()).map(|_| {
             let p = path.clone();
             std::thread::spawn(move || crypt::sha1_file(&p))
         });
@@ -357,9 +360,11 @@ impl<'a> SetStream<'a> {
         &mut self,
         name: &str,
         vi: crate::blocks::VolumeIndex,
+        downloaded: Option<PathBuf>,
     ) -> Result<Box<dyn Read + Send + 'a>> {
         use crate::blocks::{Framing, RangeRead};
-        let mut file: Box<dyn RangeRead + Send + 'a> = match self.backend.local_path(name) {
+        let at = downloaded.or_else(|| self.backend.local_path(name));
+        let mut file: Box<dyn RangeRead + Send + 'a> = match at {
             Some(p) => Box::new(File::open(&p).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => Error::MissingVolume {
                     name: name.to_string(),
@@ -457,7 +462,10 @@ impl<'a> SetStream<'a> {
                 let r = match cur.v.seek.take() {
                     Some(vi) => {
                         self.seeking = true;
-                        self.open_seek(&name, vi)?
+                        // A remote volume downloaded whole (restore all).
+                        let downloaded = cur.temp.clone();
+                        self.temp = cur.temp.take();
+                        self.open_seek(&name, vi, downloaded)?
                     }
                     None => {
                         self.seeking = false;
@@ -474,6 +482,9 @@ impl<'a> SetStream<'a> {
                         // Past the wanted path: the rest of this volume
                         // is not needed (its blocks were each checked).
                         self.tar = None;
+                        if let Some(t) = self.temp.take() {
+                            let _ = std::fs::remove_file(t);
+                        }
                         continue;
                     }
                     return Ok(Some((en, h)));
@@ -629,9 +640,9 @@ pub fn collate(
     let mut streams = Vec::new();
     for set in sets {
         let m = load_manifest(backend, cache, set, prefixes, opts.crypto.as_ref())?;
-        let mut index = if want.is_root() {
-            std::collections::HashMap::new()
-        } else {
+        // With a block index, volumes are read in blocks decoded on every
+        // core, and for one path only the blocks holding it.
+        let mut index = {
             let nums: std::collections::BTreeSet<u32> = m
                 .volumes
                 .iter()
@@ -702,6 +713,8 @@ pub fn collate(
             .iter()
             .rposition(|&i| heads[i].as_ref().is_some_and(|h| h.name.role != Role::Diff));
         let mut work: Option<tempfile::NamedTempFile> = None;
+        // SHA-256 of `work`'s content, computed as it was written.
+        let mut digest: Option<String> = None;
         let mut meta: Option<Meta> = None;
         // The content hash recorded with `work`'s newest entry, and its set.
         let mut expect: Option<(String, usize)> = None;
@@ -735,9 +748,16 @@ pub fn collate(
                         expect = None;
                         if m.kind == Kind::File {
                             let mut t = w.temp_file()?;
-                            let mut sw = SparseWriter::new(t.as_file_mut());
-                            streams[i].copy_data(&head, &mut sw)?;
+                            // dupr's archives record a content hash: compute
+                            // it on the way instead of reading the file again.
+                            let mut hw = HashWriter::new(
+                                SparseWriter::new(t.as_file_mut()),
+                                content_hash(&head.header).is_some(),
+                            );
+                            streams[i].copy_data(&head, &mut hw)?;
+                            let (sw, d) = hw.finish();
                             sw.finish().ctx(t.path())?;
+                            digest = d;
                             work = Some(t);
                             expect = streams[i].last_hash.take().map(|h| (h, i));
                         } else {
@@ -758,7 +778,7 @@ pub fn collate(
                         expect = streams[i].last_hash.take().map(|h| (h, i));
                         let patched = match basis {
                             Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
-                                apply_delta(w, b, delta, &min, &set_label(sets[i]))?
+                                apply_delta(w, b, delta, &min, &set_label(sets[i]), &mut digest)?
                             }
                             _ => {
                                 tracing::warn!(
@@ -786,7 +806,10 @@ pub fn collate(
             found = true;
             if let (Some(t), Some((want, i))) = (&work, &expect) {
                 // Checked before the file reaches its final place.
-                let got = sha256_file(t.path()).ctx(t.path())?;
+                let got = match digest.take() {
+                    Some(d) => d,
+                    None => sha256_file(t.path()).ctx(t.path())?,
+                };
                 if got != *want {
                     return Err(Error::ContentMismatch {
                         path: min.to_string(),
@@ -890,7 +913,9 @@ fn apply_delta(
     mut delta: tempfile::NamedTempFile,
     index: &Index,
     set: &str,
+    digest: &mut Option<String>,
 ) -> Result<Option<tempfile::NamedTempFile>> {
+    *digest = None;
     let mut out = w.temp_file()?;
     delta
         .as_file_mut()
@@ -898,14 +923,19 @@ fn apply_delta(
         .ctx(delta.path())?;
     let base = crate::delta::FileBasis::new(basis.as_file().try_clone().ctx(basis.path())?)
         .ctx(basis.path())?;
-    let mut bw = io::BufWriter::with_capacity(1 << 20, SparseWriter::new(out.as_file_mut()));
+    let mut bw = io::BufWriter::with_capacity(
+        1 << 20,
+        HashWriter::new(SparseWriter::new(out.as_file_mut()), true),
+    );
     let r = crate::delta::apply(&base, io::BufReader::new(delta.as_file_mut()), &mut bw);
     match r {
         Ok(_) => {
-            let sw = bw
+            let hw = bw
                 .into_inner()
                 .map_err(|e| Error::io(index.to_string(), e.into_error()))?;
+            let (sw, d) = hw.finish();
             sw.finish().ctx(out.path())?;
+            *digest = d;
             Ok(Some(out))
         }
         Err(e) => {
@@ -1026,6 +1056,41 @@ impl Write for SparseWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.f.flush()
+    }
+}
+
+/// Hashes (SHA-256) what passes through, when asked to.
+struct HashWriter<W> {
+    inner: W,
+    h: Option<sha2::Sha256>,
+}
+
+impl<W: Write> HashWriter<W> {
+    fn new(inner: W, hash: bool) -> Self {
+        HashWriter {
+            inner,
+            h: hash.then(<sha2::Sha256 as sha2::Digest>::new),
+        }
+    }
+
+    fn finish(self) -> (W, Option<String>) {
+        let d = self
+            .h
+            .map(|h| hex::encode(<sha2::Sha256 as sha2::Digest>::finalize(h)));
+        (self.inner, d)
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = self.h.as_mut() {
+            sha2::Digest::update(h, &buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -788,13 +788,14 @@ mod tests {
         v.extend_from_slice(text);
         v.extend_from_slice(&random[..100_000]);
         v.extend_from_slice(text);
-        let text_alone = {
-            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(3));
-            e.write_all(text).unwrap();
-            e.finish().unwrap().len()
-        };
         let dir = tempfile::tempdir().unwrap();
         for level in [1, 3, 9] {
+            let text_alone = {
+                let mut e =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+                e.write_all(text).unwrap();
+                e.finish().unwrap().len()
+            };
             let p = dir.path().join("x.gz");
             let mut e =
                 FastEncoder::new(File::create(&p).unwrap(), Format::Gzip { level }).unwrap();
