@@ -217,8 +217,17 @@ class Tool:
 
 # ---------------------------------------------------------------- trees
 
-def dir_bytes(root):
-    """Total size of the regular files below root (what a target stores)."""
+def file_kind(name):
+    for key, kind in ((".difftar", "volumes"), (".sigtar", "signatures"),
+                      (".manifest", "manifests")):
+        if key in name:
+            return kind
+    return "other"
+
+
+def dir_bytes(root, by_kind=None):
+    """Total size of the regular files below root (what a target stores);
+    with by_kind, also added up per kind of file."""
     n = 0
     for dp, _, fs in os.walk(root):
         for f in fs:
@@ -228,6 +237,9 @@ def dir_bytes(root):
                 continue
             if stat.S_ISREG(st.st_mode):
                 n += st.st_size
+                if by_kind is not None:
+                    k = file_kind(f)
+                    by_kind[k] = by_kind.get(k, 0) + st.st_size
     return n
 
 
@@ -405,11 +417,14 @@ class Bench:
         if key in ("full", "incr-noop", "incr-mutate"):
             cmd = "full" if key == "full" else "incremental"
             tgt = url[len("file://"):]
-            before = dir_bytes(tgt)
+            kinds_before, kinds_after = {}, {}
+            before = dir_bytes(tgt, kinds_before)
             res = self.run_step(rnd, key, t, t.argv(cmd, cache, src, url))
             # Everything the step added to the target: volumes, signatures,
             # manifests (and dupr's lock, which is gone again by now).
-            res.bytes_added = dir_bytes(tgt) - before
+            res.bytes_added = dir_bytes(tgt, kinds_after) - before
+            res.bytes_by_kind = {k: kinds_after.get(k, 0) - kinds_before.get(k, 0)
+                                 for k in sorted(set(kinds_before) | set(kinds_after))}
             if res.ok:
                 state[n] = (src, mutated_stats) if key == "incr-mutate" else (pristine, pristine_stats)
             elif key == "incr-mutate" and state[n] is not None:
@@ -755,15 +770,21 @@ def table(rows, rss_row, names):
 
 
 def detail_table(results):
-    lines = ["| round | step | tool | wall s | user+sys s | peak RSS MiB | status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| round | step | tool | wall s | user+sys s | peak RSS MiB | bytes added "
+             "(volumes / signatures / manifests / other) | status |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r["ok"]:
             status = "ok" + (f" ({r['note']})" if r.get("note") else "")
         else:
             status = "n/a: " + code(r["error"] or "").replace("|", "\\|")
+        k = r.get("bytes_by_kind")
+        added = "-" if r.get("bytes_added") is None else (
+            f"{r['bytes_added']:,}" + ("" if not k else " (" + " / ".join(
+                f"{k.get(x, 0):,}" for x in ("volumes", "signatures", "manifests", "other"))
+                + ")"))
         lines.append(f"| {r['round']} | {r['step']} | {r['tool']} | {fmt_s(r['wall'])} | "
-                     f"{fmt_s(r['cpu'])} | {fmt_mib(r['rss_mib'])} | {status} |")
+                     f"{fmt_s(r['cpu'])} | {fmt_mib(r['rss_mib'])} | {added} | {status} |")
     return "\n".join(lines)
 
 
