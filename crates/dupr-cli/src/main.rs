@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use dupr_core::backup::Counters;
 use dupr_core::crypt::SymmetricKeyAlgorithm;
 use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions, Tuning};
@@ -885,7 +885,7 @@ fn main() -> ExitCode {
     if let Some(code) = cli::help(&argv) {
         return ExitCode::from(code);
     }
-    let matches = match Cli::command().try_get_matches_from(&argv) {
+    let matches = match cli::command().try_get_matches_from(&argv) {
         Ok(m) => m,
         Err(e) => return ExitCode::from(cli::parse_error(e)),
     };

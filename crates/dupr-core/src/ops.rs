@@ -823,64 +823,81 @@ pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
 }
 
 /// `collection-status --show-changes-in-set N`: the Filelist of the N-th
-/// newest set of the latest chain (0 = newest).
+/// newest set of the latest chain (0 = newest). As in duplicity, a negative
+/// N counts from the oldest end (-1 = the full); with `--jsonstat` a negative
+/// N means every set of the chain, newest first.
 pub fn changes_in_set(t: &Target, n: i64, json: bool) -> Result<String> {
     let (names, c) = t.collection()?;
     let Some(chain) = c.last_chain() else {
         return Ok(String::new());
     };
-    let sets: Vec<_> = chain.sets().collect();
-    let set = usize::try_from(n)
-        .ok()
-        .and_then(|n| sets.len().checked_sub(n + 1))
-        .map(|i| sets[i])
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "--show-changes-in-set {n}: the latest chain has {} set(s), numbered 0 (newest) to {}",
-                sets.len(),
-                sets.len() - 1
-            ))
-        })?;
+    let mut sets: Vec<_> = chain.sets().collect();
+    sets.reverse(); // newest first, as duplicity numbers them
+    let chosen: Vec<_> = if json && n < 0 {
+        sets.clone()
+    } else {
+        let len = sets.len() as i64;
+        let i = if n < 0 { len + n } else { n };
+        let set = usize::try_from(i)
+            .ok()
+            .and_then(|i| sets.get(i).copied())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--show-changes-in-set {n}: the latest chain has {len} set(s), numbered 0 (newest) to {} or -1 (oldest) to -{len}",
+                    len - 1
+                ))
+            })?;
+        vec![set]
+    };
     t.sync(&names)?;
-    let m = restore::load_manifest_with_filelist(
-        t.backend.as_ref(),
-        Some(&t.cache),
-        set,
-        &t.settings.prefixes,
-        t.settings.crypto.as_ref(),
-    )?;
+    let mut manifests = Vec::with_capacity(chosen.len());
+    for set in &chosen {
+        manifests.push(restore::load_manifest_with_filelist(
+            t.backend.as_ref(),
+            Some(&t.cache),
+            set,
+            &t.settings.prefixes,
+            t.settings.crypto.as_ref(),
+        )?);
+    }
     if json {
-        // duplicity 3's JSON form: the set's statistics and its changes.
-        let stat = set
-            .jsonstat
-            .as_deref()
-            .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
-            .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
-            .and_then(|f| {
-                let mut s = String::new();
-                flate2::read::GzDecoder::new(f)
-                    .read_to_string(&mut s)
-                    .ok()?;
-                Some(s)
-            })
-            .unwrap_or_else(|| "{}".into());
-        let kind = if set.is_full() { "full" } else { "inc" };
-        let mut out = format!(
-            "{{\n    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
-            crate::time::to_filename(set.end),
-            stat.trim()
-        );
-        for (i, (change, ix)) in m.filelist.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
+        // duplicity 3's JSON form: each set's statistics and its changes.
+        let mut out = String::from("{");
+        for (k, (set, m)) in chosen.iter().zip(&manifests).enumerate() {
+            let stat = set
+                .jsonstat
+                .as_deref()
+                .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
+                .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
+                .and_then(|f| {
+                    let mut s = String::new();
+                    flate2::read::GzDecoder::new(f)
+                        .read_to_string(&mut s)
+                        .ok()?;
+                    Some(s)
+                })
+                .unwrap_or_else(|| "{}".into());
+            let kind = if set.is_full() { "full" } else { "inc" };
+            out.push_str(if k == 0 { "\n" } else { ",\n" });
             out.push_str(&format!(
-                "{sep}\n            {}: \"{}\"",
-                json_string(&String::from_utf8_lossy(ix.display_bytes())),
-                change.word()
+                "    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
+                crate::time::to_filename(set.end),
+                stat.trim()
             ));
+            for (i, (change, ix)) in m.filelist.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "," };
+                out.push_str(&format!(
+                    "{sep}\n            {}: \"{}\"",
+                    json_string(&String::from_utf8_lossy(ix.display_bytes())),
+                    change.word()
+                ));
+            }
+            out.push_str("\n        }\n    }");
         }
-        out.push_str("\n        }\n    }\n}\n");
+        out.push_str("\n}\n");
         return Ok(out);
     }
+    let (set, m) = (chosen[0], &manifests[0]);
     let width = m
         .filelist
         .iter()
