@@ -3,7 +3,10 @@
 //! one focused test each, driven through the real `dupr` binary:
 //!
 //! * negative numbers as option values (`--show-changes-in-set -1`), as
-//!   duplicity's argparse parser reads them.
+//!   duplicity's argparse parser reads them;
+//! * the passphrase typed on standard input when the process has no
+//!   controlling terminal (a pty under `setsid`, as the suite's harness runs
+//!   duplicity, or a pipe), read as Python's getpass reads it.
 
 mod common;
 
@@ -238,4 +241,226 @@ fn negative_numbers_are_option_values() {
         ],
     );
     assert!(!text(&o.stderr).contains("no such option"), "{}", show(&o));
+}
+
+// ------------------------------------------------ passphrase on stdin
+
+/// A command that runs `dupr` in a new session, so it has no controlling
+/// terminal even when the tests run in one (`/dev/tty` cannot be opened).
+fn dupr_setsid(env: &Env) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(dupr_bin());
+    c.env_clear();
+    c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    c.env("HOME", env.path());
+    c.env("LC_ALL", "C.UTF-8");
+    c.env("XDG_CACHE_HOME", env.cache());
+    c.current_dir(env.path());
+    // SAFETY: setsid is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// Symmetric full backup and restore with the passphrase piped on stdin
+/// (twice for the backup, once for the restore), no terminal anywhere.
+#[test]
+fn passphrase_piped_on_stdin_without_a_terminal() {
+    use std::io::Write;
+    let env = Env::new();
+    write(&env.src().join("a.txt"), b"secret data\n");
+    let url = env.target_url();
+    let run = |args: &[&std::ffi::OsStr], input: &[u8]| -> Output {
+        let mut c = dupr_setsid(&env);
+        c.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawn dupr");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let src = env.src();
+    let o = run(
+        &["full".as_ref(), src.as_os_str(), url.as_ref()],
+        b"pipe-pass\npipe-pass\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(all.contains("passphrase"), "no prompt:\n{}", show(&o));
+    assert!(
+        !all.contains("pipe-pass"),
+        "passphrase printed:\n{}",
+        show(&o)
+    );
+    let vol = fs::read_dir(env.target())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.contains(".vol1.difftar.gpg"))
+        .expect("an encrypted volume");
+    // Really encrypted with that passphrase: gpg opens it with it.
+    let g = std::process::Command::new("gpg")
+        .args(["--batch", "--homedir"])
+        .arg(env.path())
+        .args([
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "pipe-pass",
+            "-d",
+        ])
+        .arg(env.target().join(&vol))
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "gpg: {}", text(&g.stderr));
+
+    let dest = env.restore_dir("piped");
+    let o = run(
+        &["restore".as_ref(), url.as_ref(), dest.as_os_str()],
+        b"pipe-pass\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(fs::read(dest.join("a.txt")).unwrap(), b"secret data\n");
+
+    // A wrong one is refused; two that differ are refused.
+    let o = run(
+        &[
+            "restore".as_ref(),
+            url.as_ref(),
+            env.restore_dir("bad").as_os_str(),
+        ],
+        b"wrong\n",
+    );
+    assert!(!o.status.success(), "{}", show(&o));
+    let o = run(
+        &[
+            "full".as_ref(),
+            src.as_os_str(),
+            env.path().join("t2").as_os_str(),
+        ],
+        b"one\ntwo\n",
+    );
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("do not match"), "{}", show(&o));
+    // Standard input closed at once (/dev/null): no passphrase, one line.
+    let o = run(
+        &[
+            "full".as_ref(),
+            src.as_os_str(),
+            env.path().join("t3").as_os_str(),
+        ],
+        b"",
+    );
+    assert!(
+        !o.status.success() && o.status.code() != Some(101),
+        "{}",
+        show(&o)
+    );
+    assert!(text(&o.stderr).contains("PASSPHRASE"), "{}", show(&o));
+}
+
+/// A pseudo-terminal pair: (master, slave) file descriptors.
+fn openpty() -> (fs::File, fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty writes two fds; the null pointers mean no name and
+    // default settings.
+    let rc = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh fds owned by nobody else.
+    unsafe { (fs::File::from_raw_fd(m), fs::File::from_raw_fd(s)) }
+}
+
+/// Read the pty master into `seen` until `done(seen)` (or 30 s, or the
+/// other side is closed); whether `done` came true.
+fn read_until(master: &mut fs::File, seen: &mut Vec<u8>, done: impl Fn(&str) -> bool) -> bool {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done(&text(seen)) && std::time::Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    done(&text(seen))
+}
+
+/// duplicity's harness (pexpect): dupr in a new session with a pty as
+/// stdin/stdout/stderr that is not its controlling terminal; it waits for
+/// "passphrase...:" and types the answer. The prompt must come, the typed
+/// passphrase must not be echoed, and the backup must be made with it.
+#[test]
+fn passphrase_typed_on_a_pty_that_is_not_the_controlling_terminal() {
+    use std::io::Write;
+    let env = Env::new();
+    write(&env.src().join("a.txt"), b"pty data\n");
+    let url = env.target_url();
+    let session = |args: &[&std::ffi::OsStr], answers: &[&str]| -> (i32, String) {
+        let (mut master, slave) = openpty();
+        let mut c = dupr_setsid(&env);
+        c.args(args)
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        let mut child = c.spawn().expect("spawn dupr");
+        drop(c);
+        let mut seen = Vec::new();
+        for (k, a) in answers.iter().enumerate() {
+            // pexpect's `expect("passphrase.*:")`, the k-th time.
+            let prompted = read_until(&mut master, &mut seen, |t| {
+                t.matches("passphrase").count() > k
+                    && t.rsplit("passphrase")
+                        .next()
+                        .is_some_and(|r| r.contains(':'))
+            });
+            if !prompted {
+                let _ = child.kill();
+                panic!("no passphrase prompt #{}; output:\n{}", k + 1, text(&seen));
+            }
+            master.write_all(format!("{a}\n").as_bytes()).unwrap();
+        }
+        let status = child.wait().unwrap();
+        // Drain what is left (the slave is closed once the child is gone).
+        read_until(&mut master, &mut seen, |_| false);
+        (status.code().unwrap_or(-1), text(&seen))
+    };
+    let src = env.src();
+    let (code, out) = session(
+        &["full".as_ref(), src.as_os_str(), url.as_ref()],
+        &["pty-pass", "pty-pass"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("pty-pass"), "passphrase echoed:\n{out}");
+    let dest = env.restore_dir("pty");
+    let (code, out) = session(
+        &["restore".as_ref(), url.as_ref(), dest.as_os_str()],
+        &["pty-pass"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(fs::read(dest.join("a.txt")).unwrap(), b"pty data\n");
 }
