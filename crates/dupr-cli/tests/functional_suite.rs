@@ -6,7 +6,9 @@
 //!   duplicity's argparse parser reads them;
 //! * the passphrase typed on standard input when the process has no
 //!   controlling terminal (a pty under `setsid`, as the suite's harness runs
-//!   duplicity, or a pipe), read as Python's getpass reads it.
+//!   duplicity, or a pipe), read as Python's getpass reads it;
+//! * `verify --compare-data --path-to-restore P URL LOCAL` compares the
+//!   archive's P with LOCAL itself (a single file with a file), as duplicity.
 
 mod common;
 
@@ -463,4 +465,92 @@ fn passphrase_typed_on_a_pty_that_is_not_the_controlling_terminal() {
     );
     assert_eq!(code, 0, "{out}");
     assert_eq!(fs::read(dest.join("a.txt")).unwrap(), b"pty data\n");
+}
+
+// ------------------------------------------------ verify --compare-data
+
+/// duplicity's test_verify_compare_data: a directory backed up, one file of
+/// it verified with `--path-to-restore FILE URL SRC/FILE --compare-data`.
+/// Also a backup whose source is a single file, verified against it.
+/// duplicity 3.2.1 agrees on the counts.
+#[test]
+fn verify_compare_data_of_a_single_file() {
+    let env = Env::new();
+    write(&env.src().join("executable"), b"#!/bin/sh\necho hi\n");
+    write(&env.src().join("sub/other"), b"other\n");
+    let url = env.target_url();
+    let src = env.src();
+    let s = src.to_str().unwrap();
+    dupr_ok(&env, &["full", "--no-encryption", s, &url]);
+    let file = src.join("executable");
+    let f = file.to_str().unwrap();
+    let verify = |extra: &[&str], local: &str, url: &str| {
+        let mut a = vec!["verify", "--no-encryption", "--compare-data"];
+        a.extend_from_slice(extra);
+        a.extend([url, local]);
+        dupr_run(&env, &a)
+    };
+    let o = verify(&["--path-to-restore", "executable"], f, &url);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        text(&o.stdout).contains("1 file(s) compared, 0 difference(s) found"),
+        "{}",
+        show(&o)
+    );
+    // A subdirectory, against the local subdirectory.
+    let sub = src.join("sub");
+    let o = verify(&["--path-to-restore", "sub"], sub.to_str().unwrap(), &url);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        text(&o.stdout).contains("2 file(s) compared, 0 difference(s)"),
+        "{}",
+        show(&o)
+    );
+
+    // duplicity 3.2.1 on the same archive says the same.
+    let archive = env.archive_dir(Dup::V3);
+    let d = try_duplicity(
+        Dup::V3,
+        [
+            "verify",
+            "--no-encryption",
+            "--compare-data",
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "--path-to-restore",
+            "executable",
+            &url,
+            f,
+        ],
+        &[],
+    );
+    assert_eq!(d.status.code(), Some(0), "duplicity: {}", show(&d));
+    assert!(
+        text(&d.stdout).contains("1 file(s) compared, 0 difference(s)"),
+        "{}",
+        show(&d)
+    );
+
+    // Changed data is found.
+    fs::write(&file, b"#!/bin/sh\necho HI\n").unwrap();
+    let o = verify(&["--path-to-restore", "executable"], f, &url);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stdout).contains("1 difference(s)"), "{}", show(&o));
+
+    // A backup of one file, verified against that file.
+    let one = env.path().join("one.txt");
+    fs::write(&one, b"just one\n").unwrap();
+    let url2 = file_url(&env.path().join("target2"));
+    dupr_ok(
+        &env,
+        &["full", "--no-encryption", one.to_str().unwrap(), &url2],
+    );
+    let o = verify(&[], one.to_str().unwrap(), &url2);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("missing"), "{}", show(&o));
+    assert!(
+        text(&o.stdout).contains("1 file(s) compared, 0 difference(s)"),
+        "{}",
+        show(&o)
+    );
 }

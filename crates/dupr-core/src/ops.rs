@@ -1101,7 +1101,7 @@ pub struct VerifyReport {
 }
 
 /// `verify URL SRC`: exercise the archive at `time`; with `compare_data`,
-/// compare it with `source`.
+/// compare it (or its `path`) with `source`.
 pub fn verify(
     t: &Target,
     time: Timestamp,
@@ -1116,10 +1116,10 @@ pub fn verify(
         .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
     refuse_incomplete(t, &c, &names, ch, time)?;
     let sets = ch.sets_at(time);
-    let local_root = match &path {
-        Some(p) => p.to_path(&source),
-        None => source,
-    };
+    // As in duplicity, SOURCE is the local counterpart of what is verified:
+    // with --path-to-restore P it is compared with the archive's P (a single
+    // file with a file), not with SOURCE/P.
+    let local_root = source;
     let sel = selection.clone();
     let select = Box::new(
         move |_: &Index, p: &std::path::Path, m: &crate::entry::Meta| match &sel {
