@@ -8,7 +8,9 @@
 //!   controlling terminal (a pty under `setsid`, as the suite's harness runs
 //!   duplicity, or a pipe), read as Python's getpass reads it;
 //! * `verify --compare-data --path-to-restore P URL LOCAL` compares the
-//!   archive's P with LOCAL itself (a single file with a file), as duplicity.
+//!   archive's P with LOCAL itself (a single file with a file), as duplicity;
+//! * secret keys of a GnuPG 1 home (`secring.gpg`, the suite's keyring), with
+//!   a hidden recipient, with and without gpg 2's migrated copy.
 
 mod common;
 
@@ -553,4 +555,150 @@ fn verify_compare_data_of_a_single_file() {
         "{}",
         show(&o)
     );
+}
+
+// ------------------------------------------------ GnuPG 1 keyring
+
+fn gpg(home: &Path, args: &[&str]) -> Output {
+    let o = std::process::Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .env("LC_ALL", "C")
+        .args(["--batch", "--no-tty", "--pinentry-mode", "loopback"])
+        .args(args)
+        .output()
+        .expect("run gpg");
+    assert!(o.status.success(), "gpg {args:?}: {}", text(&o.stderr));
+    o
+}
+
+fn kill_agent(home: &Path) {
+    let _ = std::process::Command::new("gpgconf")
+        .env("GNUPGHOME", home)
+        .args(["--kill", "gpg-agent"])
+        .output();
+}
+
+fn chmod700(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// A GnuPG 1 home like duplicity's testing/gnupg: `pubring.gpg` and
+/// `secring.gpg` (the same packets `--export-secret-keys` writes), a key
+/// protected by the passphrase "test". Returns (home, fingerprint).
+fn gnupg1_home(env: &Env) -> (std::path::PathBuf, String) {
+    let gen = env.path().join("gen");
+    fs::create_dir_all(&gen).unwrap();
+    chmod700(&gen);
+    gpg(
+        &gen,
+        &[
+            "--passphrase",
+            "test",
+            "--quick-gen-key",
+            "Test User <test@example.com>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    );
+    let colons = text(&gpg(&gen, &["--with-colons", "--list-keys", "test@example.com"]).stdout);
+    let fpr = colons
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .unwrap()
+        .to_string();
+    gpg(
+        &gen,
+        &[
+            "--passphrase",
+            "test",
+            "--quick-add-key",
+            &fpr,
+            "cv25519",
+            "encr",
+            "never",
+        ],
+    );
+    let public = gpg(&gen, &["--export", &fpr]).stdout;
+    let secret = gpg(
+        &gen,
+        &["--passphrase", "test", "--export-secret-keys", &fpr],
+    )
+    .stdout;
+    kill_agent(&gen);
+    let home = env.path().join("gnupg1");
+    fs::create_dir_all(&home).unwrap();
+    chmod700(&home);
+    fs::write(home.join("pubring.gpg"), public).unwrap();
+    fs::write(home.join("secring.gpg"), secret).unwrap();
+    (home, fpr)
+}
+
+/// duplicity's test_asym_with_hidden_recipient_cycle on a GnuPG 1 keyring:
+/// full, incremental and restore with `--hidden-encrypt-key K --sign-key K`.
+/// First with no gpg on PATH at all (the secret key can only come from
+/// secring.gpg), then after gpg 2 migrated the keyring (private-keys-v1.d
+/// beside secring.gpg), as it does on first use.
+#[test]
+fn hidden_recipient_with_a_gnupg1_keyring() {
+    let env = Env::new();
+    let (home, fpr) = gnupg1_home(&env);
+    let url = env.target_url();
+    let src = env.src();
+    let s = src.to_str().unwrap();
+    let no_gpg = env.path().join("empty-path");
+    fs::create_dir_all(&no_gpg).unwrap();
+    let run = |args: &[&str], path: &Path| -> Output {
+        let mut c = env.dupr();
+        c.env("GNUPGHOME", &home)
+            .env("PASSPHRASE", "test")
+            .env("SIGN_PASSPHRASE", "test")
+            .env("PATH", path)
+            .args(args)
+            .args(["--hidden-encrypt-key", &fpr, "--sign-key", &fpr]);
+        c.output().unwrap()
+    };
+    let must = |o: Output| {
+        assert!(o.status.success(), "{}", show(&o));
+        o
+    };
+    write(&env.src().join("a.txt"), b"one\n");
+    must(run(&["full", "--current-time", "100000", s, &url], &no_gpg));
+    write(&env.src().join("b.txt"), b"two\n");
+    must(run(
+        &["incremental", "--current-time", "200000", s, &url],
+        &no_gpg,
+    ));
+    let dest = env.restore_dir("g1");
+    must(run(&["restore", &url, dest.to_str().unwrap()], &no_gpg));
+    assert_eq!(fs::read(dest.join("b.txt")).unwrap(), b"two\n");
+    // Wrong passphrase: refused (31), no panic.
+    let mut c = env.dupr();
+    c.env("GNUPGHOME", &home)
+        .env("PASSPHRASE", "nope")
+        .env("PATH", &no_gpg)
+        .args(["restore", &url])
+        .arg(env.restore_dir("bad"))
+        .args(["--hidden-encrypt-key", &fpr]);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(31), "{}", show(&o));
+
+    // gpg 2 migrates secring.gpg into private-keys-v1.d on first use.
+    let path = std::env::var_os("PATH").unwrap();
+    gpg(&home, &["--passphrase", "test", "--list-secret-keys"]);
+    assert!(home.join("private-keys-v1.d").is_dir());
+    write(&env.src().join("c.txt"), b"three\n");
+    must(run(
+        &["incremental", "--current-time", "300000", s, &url],
+        Path::new(&path),
+    ));
+    let dest = env.restore_dir("g2");
+    must(run(
+        &["restore", &url, dest.to_str().unwrap()],
+        Path::new(&path),
+    ));
+    assert_eq!(fs::read(dest.join("c.txt")).unwrap(), b"three\n");
+    kill_agent(&home);
 }
