@@ -10,7 +10,9 @@
 //! * `verify --compare-data --path-to-restore P URL LOCAL` compares the
 //!   archive's P with LOCAL itself (a single file with a file), as duplicity;
 //! * secret keys of a GnuPG 1 home (`secring.gpg`, the suite's keyring), with
-//!   a hidden recipient, with and without gpg 2's migrated copy.
+//!   a hidden recipient, with and without gpg 2's migrated copy;
+//! * `fortestsonly://` (duplicity's test backend: a local directory) and the
+//!   `DUP_FAIL_*` failure injection its tests set.
 
 mod common;
 
@@ -701,4 +703,232 @@ fn hidden_recipient_with_a_gnupg1_keyring() {
     ));
     assert_eq!(fs::read(dest.join("c.txt")).unwrap(), b"three\n");
     kill_agent(&home);
+}
+
+// ------------------------------------------------ fortestsonly://
+
+/// A source of three ~1 MB random files: several 1 MB volumes.
+fn three_volumes(env: &Env) {
+    for (i, seed) in [(1, 11u64), (2, 22), (3, 33)] {
+        write(
+            &env.src().join(format!("file{i}")),
+            &pseudo_random_bytes(1_000_000, seed),
+        );
+    }
+}
+
+fn test_url(env: &Env) -> String {
+    format!("fortestsonly://{}", env.target().display())
+}
+
+/// dupr with duplicity's test-backend variables set.
+fn dupr_faulty(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = env.dupr();
+    c.env_remove("DUPR_FAULTS");
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.args(args);
+    c.output().unwrap()
+}
+
+/// The archive's files at the target (not locks or staged temporaries).
+fn stored(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(env.target())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with("duplicity-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// fortestsonly:// is a local directory: backup, list, restore.
+#[test]
+fn fortestsonly_is_a_local_directory() {
+    let env = Env::new();
+    three_volumes(&env);
+    let url = test_url(&env);
+    let s = env.src();
+    let o = dupr_faulty(
+        &env,
+        &[],
+        &[
+            "full",
+            "--no-encryption",
+            "--volsize=1",
+            s.to_str().unwrap(),
+            &url,
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let names = stored(&env);
+    assert!(
+        names.iter().any(|n| n.contains(".vol3.difftar")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with(".manifest")), "{names:?}");
+    let dest = env.restore_dir("t");
+    let o = dupr_faulty(
+        &env,
+        &[],
+        &["restore", "--no-encryption", &url, dest.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_same_tree(&env.src(), &dest);
+    // No path: one line, non-zero.
+    let o = dupr_faulty(&env, &[], &["collection-status", "fortestsonly://"]);
+    assert!(
+        !o.status.success() && o.status.code() != Some(101),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(
+        text(&o.stderr).trim_end().lines().count(),
+        1,
+        "{}",
+        show(&o)
+    );
+}
+
+/// The harness's `fail=N`: DUP_FAIL_BY_SYSTEM_EXIT=volN.difftar ends the
+/// process with exit 30 right after volume N is stored; the next run
+/// (without it) resumes and completes the set.
+#[test]
+fn dup_fail_by_system_exit_exits_30_after_storing_the_volume() {
+    let env = Env::new();
+    three_volumes(&env);
+    let url = test_url(&env);
+    let s = env.src();
+    let args = [
+        "full",
+        "--no-encryption",
+        "--volsize=1",
+        s.to_str().unwrap(),
+        &url,
+    ];
+    let o = dupr_faulty(&env, &[("DUP_FAIL_BY_SYSTEM_EXIT", "vol2.difftar")], &args);
+    assert_eq!(o.status.code(), Some(30), "{}", show(&o));
+    let names = stored(&env);
+    assert!(
+        names.iter().any(|n| n.contains(".vol2.difftar")),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains(".vol3.difftar")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.ends_with(".manifest")), "{names:?}");
+    let o = dupr_faulty(&env, &[], &args);
+    assert!(o.status.success(), "{}", show(&o));
+    let dest = env.restore_dir("t");
+    let o = dupr_faulty(
+        &env,
+        &[],
+        &["restore", "--no-encryption", &url, dest.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_same_tree(&env.src(), &dest);
+}
+
+/// test_badupload's expectations: an upload that always raises fails the
+/// run with duplicity's backend_error (50); one that silently stores
+/// nothing, or all but the last byte, with backend_validation_failed (56).
+/// Nothing is left claiming to be a complete set.
+#[test]
+fn dup_fail_upload_faults_give_duplicitys_exit_codes() {
+    for (var, code) in [
+        ("DUP_FAIL_WITH_EXCEPTION", 50),
+        ("DUP_FAIL_SKIP_PUT_SILENT", 56),
+        ("DUP_FAIL_LAST_BYTE_MISSING", 56),
+    ] {
+        let env = Env::new();
+        three_volumes(&env);
+        let url = test_url(&env);
+        let s = env.src();
+        let o = dupr_faulty(
+            &env,
+            &[(var, "vol2.difftar")],
+            &[
+                "full",
+                "--no-encryption",
+                "--volsize=1",
+                "--num-ret=2",
+                "--backend-retry-delay=1",
+                s.to_str().unwrap(),
+                &url,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(code), "{var}: {}", show(&o));
+        let names = stored(&env);
+        assert!(
+            !names.iter().any(|n| n.ends_with(".manifest")),
+            "{var}: {names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.contains(".vol2.difftar")),
+            "{var}: a bad vol2 is left: {names:?}"
+        );
+    }
+}
+
+/// DUP_FAIL_WAIT_FOR_VOLUME holds volume 1's upload until volume 3 of the
+/// same backup is stored: with --concurrency 3 the backup still completes,
+/// volume 3 stored before volume 1.
+#[test]
+fn dup_fail_wait_for_volume_reorders_uploads() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    three_volumes(&env);
+    let url = test_url(&env);
+    let s = env.src();
+    let o = dupr_faulty(
+        &env,
+        &[(
+            "DUP_FAIL_WAIT_FOR_VOLUME",
+            r#"["vol1.difftar", "vol3.difftar"]"#,
+        )],
+        &[
+            "full",
+            "--no-encryption",
+            "--volsize=1",
+            "--concurrency=3",
+            s.to_str().unwrap(),
+            &url,
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let names = stored(&env);
+    let when = |v: &str| {
+        let n = names.iter().find(|n| n.contains(v)).unwrap();
+        let m = fs::metadata(env.target().join(n)).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    assert!(when(".vol1.difftar") > when(".vol3.difftar"), "{names:?}");
+    // A malformed value: one line, before anything is written.
+    let env = Env::new();
+    three_volumes(&env);
+    let o = dupr_faulty(
+        &env,
+        &[("DUP_FAIL_WAIT_FOR_VOLUME", "vol1.difftar")],
+        &[
+            "full",
+            "--no-encryption",
+            env.src().to_str().unwrap(),
+            &test_url(&env),
+        ],
+    );
+    assert!(
+        !o.status.success() && o.status.code() != Some(101),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        text(&o.stderr).contains("DUP_FAIL_WAIT_FOR_VOLUME"),
+        "{}",
+        show(&o)
+    );
+    assert!(stored(&env).is_empty(), "{:?}", stored(&env));
 }
