@@ -12,7 +12,9 @@
 //! * secret keys of a GnuPG 1 home (`secring.gpg`, the suite's keyring), with
 //!   a hidden recipient, with and without gpg 2's migrated copy;
 //! * `fortestsonly://` (duplicity's test backend: a local directory) and the
-//!   `DUP_FAIL_*` failure injection its tests set.
+//!   `DUP_FAIL_*` failure injection its tests set;
+//! * resuming a backup that duplicity was interrupted in, from its own
+//!   partial manifest, as duplicity resumes it.
 
 mod common;
 
@@ -931,4 +933,179 @@ fn dup_fail_wait_for_volume_reorders_uploads() {
         show(&o)
     );
     assert!(stored(&env).is_empty(), "{:?}", stored(&env));
+}
+
+// ------------------------------------------------ resuming duplicity's sets
+
+/// The state duplicity leaves when a full is interrupted after volume
+/// `after` was stored: duplicity 3.2.1 writes the full (three ~1 MB files,
+/// 1 MB volumes), then the manifest, signatures and later volumes go and
+/// the cached manifest becomes a `.manifest.part` listing volumes up to
+/// `after`, as duplicity writes it while a backup runs. Returns the archive
+/// dir.
+fn duplicity_interrupted_full(env: &Env, after: u32) -> std::path::PathBuf {
+    three_volumes(env);
+    let archive = env.archive_dir(Dup::V3);
+    let a = archive.to_str().unwrap();
+    run_duplicity(
+        Dup::V3,
+        [
+            "full",
+            "--archive-dir",
+            a,
+            "--name",
+            "n1",
+            "--volsize",
+            "1",
+            "-v0",
+            "--no-print-statistics",
+            env.src().to_str().unwrap(),
+            &env.target_url(),
+        ],
+        &[("PASSPHRASE", "pw")],
+    );
+    let cache = archive.join("n1");
+    let manifest = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "manifest"))
+        .expect("duplicity's cached manifest");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let cut = text
+        .find(&format!("Volume {}:", after + 1))
+        .expect("more volumes than kept");
+    fs::write(manifest.with_extension("manifest.part"), &text[..cut]).unwrap();
+    fs::remove_file(&manifest).unwrap();
+    for e in fs::read_dir(&cache).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_str().unwrap().contains(".sigtar") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    for n in stored(env) {
+        let vol: Option<u32> = n
+            .split(".vol")
+            .nth(1)
+            .and_then(|r| r.split('.').next())
+            .and_then(|d| d.parse().ok());
+        if n.contains(".manifest") || n.contains(".sigtar") || vol.is_some_and(|v| v > after) {
+            fs::remove_file(env.target().join(n)).unwrap();
+        }
+    }
+    archive
+}
+
+/// duplicity's restart tests (test_split_after_*, test_new_file), on a set
+/// duplicity itself was writing: dupr continues it as duplicity does. The
+/// last stored volume may be incomplete, so it is written again; the ones
+/// before are kept byte for byte; the finished set restores with duplicity
+/// 3.2.1 and with dupr.
+#[test]
+fn resumes_a_full_that_duplicity_was_interrupted_in() {
+    let env = Env::new();
+    let archive = duplicity_interrupted_full(&env, 2);
+    let vol1 = stored(&env)
+        .into_iter()
+        .find(|n| n.contains(".vol1."))
+        .unwrap();
+    let vol1_bytes = fs::read(env.target().join(&vol1)).unwrap();
+    let mut c = env.dupr();
+    c.env("PASSPHRASE", "pw").args([
+        "full",
+        "--archive-dir",
+        archive.to_str().unwrap(),
+        "--name",
+        "n1",
+        "--volsize",
+        "1",
+        env.src().to_str().unwrap(),
+        &env.target_url(),
+    ]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("Resuming"), "{}", show(&o));
+    let names = stored(&env);
+    assert_eq!(
+        names.iter().filter(|n| n.contains(".manifest")).count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        fs::read(env.target().join(&vol1)).unwrap(),
+        vol1_bytes,
+        "volume 1 was written again"
+    );
+    // The set is the one duplicity started (one full, one time).
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(vol1.split('.').nth(1).unwrap())),
+        "{names:?}"
+    );
+
+    let theirs = env.restore_dir("dup");
+    run_duplicity(
+        Dup::V3,
+        [
+            "restore",
+            "--archive-dir",
+            env.path().join("arch2").to_str().unwrap(),
+            &env.target_url(),
+            theirs.to_str().unwrap(),
+        ],
+        &[("PASSPHRASE", "pw")],
+    );
+    assert_same_tree(&env.src(), &theirs);
+    let ours = env.restore_dir("dupr");
+    let mut c = env.dupr();
+    c.env("PASSPHRASE", "pw")
+        .args(["restore", &env.target_url()])
+        .arg(&ours);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_same_tree(&env.src(), &ours);
+}
+
+/// Interrupted after its first volume: duplicity starts over, so does dupr
+/// (a fresh set, complete, restorable); a wrong passphrase is refused and
+/// the interrupted set kept.
+#[test]
+fn a_duplicity_set_interrupted_after_volume_1_starts_over() {
+    let env = Env::new();
+    let archive = duplicity_interrupted_full(&env, 1);
+    let run = |pass: &str| {
+        let mut c = env.dupr();
+        c.env("PASSPHRASE", pass).args([
+            "full",
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "--name",
+            "n1",
+            "--volsize",
+            "1",
+            env.src().to_str().unwrap(),
+            &env.target_url(),
+        ]);
+        c.output().unwrap()
+    };
+    let before = stored(&env);
+    let o = run("wrong");
+    assert_eq!(o.status.code(), Some(31), "{}", show(&o));
+    assert_eq!(stored(&env), before);
+    let o = run("pw");
+    assert!(o.status.success(), "{}", show(&o));
+    let names = stored(&env);
+    assert_eq!(
+        names.iter().filter(|n| n.contains(".manifest")).count(),
+        1,
+        "{names:?}"
+    );
+    let ours = env.restore_dir("dupr");
+    let mut c = env.dupr();
+    c.env("PASSPHRASE", "pw")
+        .args(["restore", &env.target_url()])
+        .arg(&ours);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_same_tree(&env.src(), &ours);
 }

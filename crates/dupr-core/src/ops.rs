@@ -351,9 +351,9 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
         backup::discard_set(t.backend.as_ref(), &t.cache, &set, prefixes);
         Ok(None)
     };
-    if !t.cache.path(&backup::journal_name(&set, prefixes)).exists() {
-        return give_up("no dupr journal; it was not written by dupr");
-    }
+    // Without dupr's journal (the set was interrupted while duplicity wrote
+    // it) the set is continued as duplicity continues it.
+    let checked = t.cache.path(&backup::journal_name(&set, prefixes)).exists();
     let part_path = t.cache.path(&crate::naming::name(&set, prefixes));
     let Ok(text) = std::fs::read(&part_path) else {
         return give_up("its partial manifest is unreadable");
@@ -428,6 +428,37 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
             }
         }
     }
+    if !checked {
+        // duplicity's restart: the last volume stored may be incomplete
+        // (its upload cut short), so it is written again, and so is every
+        // one after it; the source is trusted not to have changed before
+        // the resume point. Only volume 1 stored: start over.
+        volumes.pop();
+        if volumes.is_empty() {
+            return give_up("only its first volume was stored (duplicity starts over then too)");
+        }
+        let keep = volumes.len() as u32;
+        for n in &remote {
+            if crate::naming::parse(n, prefixes)
+                .is_some_and(|p| same_set(&p) && matches!(p.kind, FileType::Volume(v) if v > keep))
+            {
+                t.backend.delete(n)?;
+            }
+        }
+        // A partial manifest may lack a volume's hash: take it from the
+        // stored volume, so the finished manifest records every one.
+        for (n, v) in volumes.iter_mut().filter(|(_, v)| v.hash.is_none()) {
+            let name = vol_name(*n);
+            let mut h = <sha1::Sha1 as sha1::Digest>::new();
+            let mut r = t.backend.open(&name)?;
+            std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| Error::io(&name, e))?;
+            v.hash = Some(("SHA1".into(), hex::encode(sha1::Digest::finalize(h))));
+        }
+        tracing::warn!(
+            "Resuming a backup set interrupted without a dupr journal (written by duplicity?) \
+             after volume {keep}, as duplicity does: trusting that the source has not changed"
+        );
+    }
     // Signatures the interrupted run uploaded before its manifest would
     // make the chain look longer than it is; the resumed run writes them
     // again.
@@ -451,6 +482,7 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
         },
         volumes,
         stored: 0,
+        checked,
     }))
 }
 
