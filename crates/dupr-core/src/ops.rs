@@ -384,6 +384,21 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
     if volumes.is_empty() {
         return give_up("no volume of it was stored, or the encryption settings changed");
     }
+    if !checked {
+        // duplicity's restart: the last volume stored may be incomplete
+        // (its upload cut short), so it is written again with every one
+        // after it, whatever the partial manifest lists; the ones before
+        // must be in it. Only volume 1 stored: start over.
+        let stored = (1..).take_while(|n| remote.contains(&vol_name(*n))).count();
+        let keep = stored.saturating_sub(1);
+        if keep == 0 {
+            return give_up("only its first volume was stored (duplicity starts over then too)");
+        }
+        if volumes.len() < keep {
+            return give_up("its partial manifest lists fewer volumes than are stored");
+        }
+        volumes.truncate(keep);
+    }
     // Prove the passphrase (and the codec) on volume 1, as duplicity does:
     // read it whole, so the integrity check at its end (MDC, gzip CRC)
     // rules out a wrong key that happens to decrypt to plausible bytes.
@@ -429,14 +444,8 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
         }
     }
     if !checked {
-        // duplicity's restart: the last volume stored may be incomplete
-        // (its upload cut short), so it is written again, and so is every
-        // one after it; the source is trusted not to have changed before
-        // the resume point. Only volume 1 stored: start over.
-        volumes.pop();
-        if volumes.is_empty() {
-            return give_up("only its first volume was stored (duplicity starts over then too)");
-        }
+        // The volumes written again go first; the source is trusted not to
+        // have changed before the resume point, as duplicity trusts it.
         let keep = volumes.len() as u32;
         for n in &remote {
             if crate::naming::parse(n, prefixes)
