@@ -384,6 +384,8 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
     if volumes.is_empty() {
         return give_up("no volume of it was stored, or the encryption settings changed");
     }
+    // Decided after the passphrase is proved: a wrong one keeps the set.
+    let mut start_over = None;
     if !checked {
         // duplicity's restart: the last volume stored may be incomplete
         // (its upload cut short), so it is written again with every one
@@ -392,12 +394,12 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
         let stored = (1..).take_while(|n| remote.contains(&vol_name(*n))).count();
         let keep = stored.saturating_sub(1);
         if keep == 0 {
-            return give_up("only its first volume was stored (duplicity starts over then too)");
+            start_over = Some("only its first volume was stored (duplicity starts over then too)");
+        } else if volumes.len() < keep {
+            start_over = Some("its partial manifest lists fewer volumes than are stored");
+        } else {
+            volumes.truncate(keep);
         }
-        if volumes.len() < keep {
-            return give_up("its partial manifest lists fewer volumes than are stored");
-        }
-        volumes.truncate(keep);
     }
     // Prove the passphrase (and the codec) on volume 1, as duplicity does:
     // read it whole, so the integrity check at its end (MDC, gzip CRC)
@@ -442,6 +444,9 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
                 return give_up(&format!("volume 1 is damaged: {e}"));
             }
         }
+    }
+    if let Some(why) = start_over {
+        return give_up(why);
     }
     if !checked {
         // The volumes written again go first; the source is trusted not to
