@@ -10,7 +10,8 @@
 //! * `verify --compare-data --path-to-restore P URL LOCAL` compares the
 //!   archive's P with LOCAL itself (a single file with a file), as duplicity;
 //! * secret keys of a GnuPG 1 home (`secring.gpg`, the suite's keyring), with
-//!   a hidden recipient, with and without gpg 2's migrated copy;
+//!   a hidden recipient, with and without gpg 2's migrated copy, named or
+//!   not (then every secret key at hand is tried, as gpg does);
 //! * `fortestsonly://` (duplicity's test backend: a local directory) and the
 //!   `DUP_FAIL_*` failure injection its tests set;
 //! * resuming a backup that duplicity was interrupted in, from its own
@@ -678,6 +679,17 @@ fn hidden_recipient_with_a_gnupg1_keyring() {
     let dest = env.restore_dir("g1");
     must(run(&["restore", &url, dest.to_str().unwrap()], &no_gpg));
     assert_eq!(fs::read(dest.join("b.txt")).unwrap(), b"two\n");
+    // No key named (duplicity's restart test verifies so): the secret keys
+    // at hand are tried, as gpg tries them for an anonymous recipient.
+    let dest = env.restore_dir("g1-unnamed");
+    let mut c = env.dupr();
+    c.env("GNUPGHOME", &home)
+        .env("PASSPHRASE", "test")
+        .env("PATH", &no_gpg)
+        .args(["restore", &url])
+        .arg(&dest);
+    must(c.output().unwrap());
+    assert_eq!(fs::read(dest.join("b.txt")).unwrap(), b"two\n");
     // Wrong passphrase: refused (31), no panic.
     let mut c = env.dupr();
     c.env("GNUPGHOME", &home)
@@ -703,6 +715,16 @@ fn hidden_recipient_with_a_gnupg1_keyring() {
         &["restore", &url, dest.to_str().unwrap()],
         Path::new(&path),
     ));
+    assert_eq!(fs::read(dest.join("c.txt")).unwrap(), b"three\n");
+    // No key named, only gpg 2's store: found too.
+    fs::remove_file(home.join("secring.gpg")).unwrap();
+    let dest = env.restore_dir("g2-unnamed");
+    let mut c = env.dupr();
+    c.env("GNUPGHOME", &home)
+        .env("PASSPHRASE", "test")
+        .args(["restore", &url])
+        .arg(&dest);
+    must(c.output().unwrap());
     assert_eq!(fs::read(dest.join("c.txt")).unwrap(), b"three\n");
     kill_agent(&home);
 }

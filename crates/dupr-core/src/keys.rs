@@ -367,6 +367,46 @@ impl Keyring {
         Ok(())
     }
 
+    /// The public keys whose secret key this keyring can supply: from key
+    /// files, from `secring.gpg`, and from gpg-agent's store (as
+    /// `gpg --list-secret-keys` lists it). What gpg tries, one by one, for a
+    /// file encrypted to an anonymous recipient.
+    pub fn keys_with_secret(&self) -> Vec<SignedPublicKey> {
+        let mut fprs: Vec<String> = self
+            .secret
+            .iter()
+            .chain(&self.legacy_secret)
+            .map(|s| fingerprint_hex(&s.to_public_key()))
+            .collect();
+        if let Some(home) = self
+            .home
+            .as_ref()
+            .filter(|h| h.join("private-keys-v1.d").is_dir())
+        {
+            fprs.extend(gpg_secret_fingerprints(home));
+        }
+        let mut out: Vec<SignedPublicKey> = Vec::new();
+        for f in fprs {
+            if out.iter().any(|k| fingerprint_hex(k) == f) {
+                continue;
+            }
+            let public = self
+                .public
+                .iter()
+                .find(|k| fingerprint_hex(k) == f)
+                .cloned();
+            let from_secret = || {
+                self.legacy_secret
+                    .iter()
+                    .map(|s| s.to_public_key())
+                    .find(|k| fingerprint_hex(k) == f)
+            };
+            out.extend(public.or_else(from_secret));
+        }
+        out.retain(|k| encryption_key(k).is_some());
+        out
+    }
+
     /// All public keys (file keys first).
     pub fn keys(&self) -> &[SignedPublicKey] {
         &self.public
@@ -541,6 +581,38 @@ fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Expo
         .into_iter()
         .next()
         .map_or(Exported::None, |k| Exported::Key(Box::new(k))))
+}
+
+/// Fingerprints (hex, as [`fingerprint_hex`]) of the primary keys
+/// gpg-agent holds secrets for in `home`; none if gpg cannot say.
+fn gpg_secret_fingerprints(home: &Path) -> Vec<String> {
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .env("LC_ALL", "C")
+        .args(["--batch", "--no-tty", "--with-colons", "--list-secret-keys"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fprs = Vec::new();
+    let mut want = false;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        match f[0] {
+            "sec" => want = true,
+            "fpr" if want => {
+                if let Some(fpr) = f.get(9) {
+                    fprs.push(fpr.to_ascii_uppercase());
+                }
+                want = false;
+            }
+            _ => {}
+        }
+    }
+    fprs
 }
 
 /// Whether [`unlock`] opened a key.
