@@ -152,18 +152,24 @@ fn take_env(name: &str) -> Option<Zeroizing<Vec<u8>>> {
 
 /// The passphrase: `PASSPHRASE`, else asked (twice when it protects new
 /// data) if `ask`. Asked as duplicity asks (Python's getpass): on the
-/// controlling terminal when there is one; without one, on standard input,
-/// with echo off if that is a terminal, prompts on stderr. Standard input
-/// closed before a passphrase (e.g. /dev/null): none, as before.
-fn passphrase(ask: bool, confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+/// controlling terminal when there is one; without one, if `stdin_ok`, on
+/// standard input, with echo off if that is a terminal, prompts on stderr.
+/// Standard input closed before a passphrase (e.g. /dev/null): none.
+/// Commands that work from the cache (`stdin_ok` false: duplicity asks
+/// nothing for them) never wait on standard input.
+fn passphrase(
+    ask: bool,
+    confirm: bool,
+    stdin_ok: bool,
+) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
     if let Some(p) = take_env("PASSPHRASE") {
         return Ok(Some(p));
     }
     if !ask {
         return Ok(None);
     }
-    let Some(first) =
-        read_secret("GnuPG passphrase for decryption: ").context("reading the passphrase")?
+    let Some(first) = read_secret("GnuPG passphrase for decryption: ", stdin_ok)
+        .context("reading the passphrase")?
     else {
         return Ok(None);
     };
@@ -171,7 +177,7 @@ fn passphrase(ask: bool, confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u
         return Err(usage("an empty passphrase is not allowed"));
     }
     if confirm {
-        let again = read_secret("Retype passphrase for encryption to confirm: ")
+        let again = read_secret("Retype passphrase for encryption to confirm: ", stdin_ok)
             .context("reading the passphrase")?
             .ok_or_else(|| usage("standard input ended before the passphrase was confirmed"))?;
         if *again != *first {
@@ -184,8 +190,9 @@ fn passphrase(ask: bool, confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u
 /// One line of secret input, after `prompt`: from the controlling terminal
 /// if the process has one, else from standard input (echo off when it is a
 /// terminal, e.g. a pty under `setsid`, as duplicity's test harness runs it).
-/// None when standard input is at its end before any byte.
-fn read_secret(prompt: &str) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+/// None when standard input is at its end before any byte, or not to be
+/// read (`stdin_ok` false).
+fn read_secret(prompt: &str, stdin_ok: bool) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     let has_tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -196,7 +203,7 @@ fn read_secret(prompt: &str) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
         let p = Zeroizing::new(rpassword::prompt_password(prompt)?);
         return Ok(Some(Zeroizing::new(p.as_bytes().to_vec())));
     }
-    if stdin_is_dev_null() {
+    if !stdin_ok || stdin_is_dev_null() {
         // Nothing can come (a service, cron): no prompt to clutter the log.
         return Ok(None);
     }
@@ -418,19 +425,19 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
     let tuning = gpg_tuning(cli)?;
     let crypto = if cli.crypt.no_encryption {
         // Unencrypted archives: a passphrase may still open encrypted files.
-        passphrase(false, false)?
+        passphrase(false, false, false)?
             .map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     } else if keys.any() {
         // Public keys need a passphrase only to decrypt (restore, verify);
         // symmetric encryption always does.
         let ask = access == Access::Decrypt || !public_key;
-        keys.passphrase = passphrase(ask, writing && !public_key)?;
+        keys.passphrase = passphrase(ask, writing && !public_key, access != Access::Read)?;
         keys.sign_passphrase = sign_passphrase;
         keys.writing = writing;
         Some(Crypto::public(keys)?)
     } else {
-        let p = passphrase(true, writing)?;
+        let p = passphrase(true, writing, access != Access::Read)?;
         // duplicity refuses too (exit 31): an empty passphrase protects nothing.
         if writing && p.as_ref().is_some_and(|p| p.is_empty()) {
             return Err(anyhow!(Exit(

@@ -357,6 +357,30 @@ fn passphrase_piped_on_stdin_without_a_terminal() {
     );
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("do not match"), "{}", show(&o));
+    // Commands that work from the cache ask nothing (nor does duplicity):
+    // collection-status with a standard input that never ends returns.
+    let mut c = dupr_setsid(&env);
+    c.args([
+        "collection-status".as_ref(),
+        url.as_ref() as &std::ffi::OsStr,
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let _open_stdin = child.stdin.take();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("collection-status waits on standard input");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "collection-status: {status}");
     // Standard input closed at once (/dev/null): no passphrase, one line.
     let o = run(
         &[
