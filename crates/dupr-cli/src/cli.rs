@@ -548,6 +548,24 @@ pub struct CompatOpts {
     pub help_urls: bool,
 }
 
+/// The parser. As in duplicity's argparse parser (which has no option that
+/// looks like a negative number), a token such as `-1` after an option that
+/// takes a value is that value, not an unknown option: `--show-changes-in-set
+/// -1`, `--current-time -5`. Range checks then judge the number.
+pub fn command() -> clap::Command {
+    Cli::command().mut_args(|a| {
+        // Before the build, an arg's action is already set by the derive;
+        // `num_args = 0` marks the flags that take none.
+        let takes =
+            a.get_action().takes_values() && a.get_num_args().is_none_or(|n| n.takes_values());
+        if takes {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+}
+
 /// Every option spelling (`--volsize`, `-t`) and whether it takes a value,
 /// read from the built parser (only a built one knows each arity).
 pub fn option_arity() -> std::collections::BTreeMap<String, bool> {

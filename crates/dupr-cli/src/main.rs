@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use dupr_core::backup::Counters;
 use dupr_core::crypt::SymmetricKeyAlgorithm;
 use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions, Tuning};
@@ -29,6 +29,7 @@ use dupr_core::select::{Selection, Spec};
 use dupr_core::time;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -149,32 +150,151 @@ fn take_env(name: &str) -> Option<Zeroizing<Vec<u8>>> {
     Some(Zeroizing::new(p.into_vec()))
 }
 
-/// The passphrase: `PASSPHRASE`, else asked on the terminal (twice when
-/// it protects new data) if `ask`.
-fn passphrase(ask: bool, confirm: bool) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+/// The passphrase: `PASSPHRASE`, else asked (twice when it protects new
+/// data) if `ask`. Asked as duplicity asks (Python's getpass): on the
+/// controlling terminal when there is one; without one, if `stdin_ok`, on
+/// standard input, with echo off if that is a terminal, prompts on stderr.
+/// Standard input closed before a passphrase (e.g. /dev/null): none.
+/// Commands that work from the cache (`stdin_ok` false: duplicity asks
+/// nothing for them) never wait on standard input.
+fn passphrase(
+    ask: bool,
+    confirm: bool,
+    stdin_ok: bool,
+) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
     if let Some(p) = take_env("PASSPHRASE") {
         return Ok(Some(p));
     }
-    if !ask || !std::io::stdin().is_terminal() {
+    if !ask {
         return Ok(None);
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password("GnuPG passphrase for decryption: ")
-            .context("reading the passphrase")?,
-    );
+    let Some(first) = read_secret("GnuPG passphrase for decryption: ", stdin_ok)
+        .context("reading the passphrase")?
+    else {
+        return Ok(None);
+    };
     if first.is_empty() {
         return Err(usage("an empty passphrase is not allowed"));
     }
     if confirm {
-        let again = Zeroizing::new(
-            rpassword::prompt_password("Retype passphrase for encryption to confirm: ")
-                .context("reading the passphrase")?,
-        );
+        let again = read_secret("Retype passphrase for encryption to confirm: ", stdin_ok)
+            .context("reading the passphrase")?
+            .ok_or_else(|| usage("standard input ended before the passphrase was confirmed"))?;
         if *again != *first {
             return Err(usage("the two passphrases do not match"));
         }
     }
-    Ok(Some(Zeroizing::new(first.as_bytes().to_vec())))
+    Ok(Some(first))
+}
+
+/// One line of secret input, after `prompt`: from the controlling terminal
+/// if the process has one, else from standard input (echo off when it is a
+/// terminal, e.g. a pty under `setsid`, as duplicity's test harness runs it).
+/// None when standard input is at its end before any byte, or not to be
+/// read (`stdin_ok` false).
+fn read_secret(prompt: &str, stdin_ok: bool) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let has_tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+        .is_ok();
+    if has_tty {
+        let p = Zeroizing::new(rpassword::prompt_password(prompt)?);
+        return Ok(Some(Zeroizing::new(p.as_bytes().to_vec())));
+    }
+    if !stdin_ok || stdin_is_dev_null() {
+        // Nothing can come (a service, cron): no prompt to clutter the log.
+        return Ok(None);
+    }
+    // Echo off before the prompt, so nothing typed after it is shown.
+    let echo_off = EchoOff::on_stdin();
+    let mut err = std::io::stderr().lock();
+    err.write_all(prompt.as_bytes())?;
+    err.flush()?;
+    let mut line = Zeroizing::new(Vec::with_capacity(256));
+    // Zeroed on drop, like `line`: no stray byte of the secret stays.
+    let mut byte = Zeroizing::new([0u8; 1]);
+    let ended = loop {
+        // Byte by byte from fd 0: nothing past the line is read ahead, and
+        // no copy of the secret is left in a buffer.
+        // SAFETY: reads at most one byte into a live one-byte buffer.
+        let n = unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) };
+        match n {
+            0 => break true,
+            1 if byte[0] == b'\n' => break false,
+            1 => {
+                if line.len() == line.capacity() {
+                    // Grow by hand: a reallocation would leave a copy behind.
+                    let mut bigger = Zeroizing::new(Vec::with_capacity(line.capacity() * 2));
+                    bigger.extend_from_slice(&line);
+                    line = bigger;
+                }
+                line.push(byte[0]);
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    };
+    if echo_off.is_some() {
+        // The newline the user typed was not echoed.
+        let _ = err.write_all(b"\n");
+    }
+    drop(echo_off);
+    if ended && line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
+/// Whether standard input is /dev/null.
+fn stdin_is_dev_null() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (
+        std::fs::metadata("/dev/stdin"),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(i), Ok(n)) => i.file_type().is_char_device() && i.rdev() == n.rdev(),
+        _ => false,
+    }
+}
+
+/// Echo turned off on standard input while it lives, if that is a terminal.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn on_stdin() -> Option<EchoOff> {
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr fills the termios on success; it is read only then.
+        if unsafe { libc::tcgetattr(0, t.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        let saved = unsafe { t.assume_init() };
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: a valid termios for fd 0, from tcgetattr.
+        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) } != 0 {
+            return None;
+        }
+        Some(EchoOff(saved))
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read from fd 0 in on_stdin.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
+    }
 }
 
 /// The public-key options of the command line.
@@ -305,19 +425,19 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
     let tuning = gpg_tuning(cli)?;
     let crypto = if cli.crypt.no_encryption {
         // Unencrypted archives: a passphrase may still open encrypted files.
-        passphrase(false, false)?
+        passphrase(false, false, false)?
             .map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     } else if keys.any() {
         // Public keys need a passphrase only to decrypt (restore, verify);
         // symmetric encryption always does.
         let ask = access == Access::Decrypt || !public_key;
-        keys.passphrase = passphrase(ask, writing && !public_key)?;
+        keys.passphrase = passphrase(ask, writing && !public_key, access != Access::Read)?;
         keys.sign_passphrase = sign_passphrase;
         keys.writing = writing;
         Some(Crypto::public(keys)?)
     } else {
-        let p = passphrase(true, writing)?;
+        let p = passphrase(true, writing, access != Access::Read)?;
         // duplicity refuses too (exit 31): an empty passphrase protects nothing.
         if writing && p.as_ref().is_some_and(|p| p.is_empty()) {
             return Err(anyhow!(Exit(
@@ -885,7 +1005,7 @@ fn main() -> ExitCode {
     if let Some(code) = cli::help(&argv) {
         return ExitCode::from(code);
     }
-    let matches = match Cli::command().try_get_matches_from(&argv) {
+    let matches = match cli::command().try_get_matches_from(&argv) {
         Ok(m) => m,
         Err(e) => return ExitCode::from(cli::parse_error(e)),
     };

@@ -20,11 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::CommandFactory;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
-
-use crate::cli::Cli;
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
@@ -1291,7 +1288,7 @@ pub fn manage(words: &[OsString]) -> Result<i32> {
             for s in &steps {
                 let mut argv = vec![OsString::from("dupr")];
                 argv.extend(s.args.iter().cloned());
-                Cli::command()
+                crate::cli::command()
                     .try_get_matches_from(&argv)
                     .map_err(|e| anyhow!("profile {name}: {}", e.kind()))?;
             }

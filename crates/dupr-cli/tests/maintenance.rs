@@ -997,8 +997,13 @@ fn verify_compare_data() {
         );
     }
 
-    // --path-to-restore restricts the comparison to a subtree.
-    let r = verify(&ctx, &["--compare-data", "--path-to-restore", "dir"], &src);
+    // --path-to-restore restricts the comparison to a subtree, compared (as
+    // by duplicity) with the local path given, here src/dir.
+    let r = verify(
+        &ctx,
+        &["--compare-data", "--path-to-restore", "dir"],
+        &src.join("dir"),
+    );
     assert_eq!(r.code, Some(1), "{}", r.text);
     assert_eq!(
         r.paths,

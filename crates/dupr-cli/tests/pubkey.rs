@@ -517,12 +517,24 @@ fn hidden_recipient() {
         .assert()
         .success();
     assert_same_tree(&env.src(), &dest);
-    // Without naming the key, dupr can't know which one to use.
-    let out = dupr_in(&env, &home, &[("PASSPHRASE", PB)])
+    // Without naming the key, dupr tries the secret keys at hand, as gpg
+    // does for an anonymous recipient (and duplicity's restart test relies
+    // on): a's does not unlock with PB, b's does.
+    let dest = env.restore_dir("hidden2");
+    dupr_in(&env, &home, &[("PASSPHRASE", PB)])
         .env("XDG_CACHE_HOME", fresh_cache(&env, "hidden2"))
         .arg("restore")
         .arg(env.target_url())
-        .arg(env.restore_dir("hidden2"))
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_same_tree(&env.src(), &dest);
+    // None unlocks: the error says the recipient is anonymous.
+    let out = dupr_in(&env, &home, &[("PASSPHRASE", "not-it")])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "hidden3"))
+        .arg("restore")
+        .arg(env.target_url())
+        .arg(env.restore_dir("hidden3"))
         .output()
         .unwrap();
     assert!(!out.status.success());

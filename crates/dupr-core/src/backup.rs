@@ -596,6 +596,9 @@ pub struct Resume {
     pub volumes: Vec<(u32, VolumeInfo)>,
     /// Their stored bytes.
     pub stored: u64,
+    /// Whether the interrupted run left a dupr journal to check the source
+    /// against (see [`ResumePoint::checked`]).
+    pub checked: bool,
 }
 
 /// The cache file journalling a set's entries while it is written.
@@ -800,6 +803,7 @@ fn write_set(
                 stored: r.stored,
                 until: (v.end.clone(), v.end_block),
                 journal: journal.clone(),
+                checked: r.checked,
             });
         }
         resumed_vols = r.volumes;

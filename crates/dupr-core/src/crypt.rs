@@ -484,11 +484,18 @@ impl Shared {
             *ring = Some(r);
         }
         let ring = ring.as_ref().expect("loaded");
+        // An anonymous recipient and no key named: every secret key at
+        // hand, one by one, as gpg tries them.
+        let at_hand = if self.candidates.is_empty() && ids.iter().any(|id| id.is_wildcard()) {
+            ring.keys_with_secret()
+        } else {
+            Vec::new()
+        };
         // The keys to try, each with the id the file names it by.
         let mut wanted: Vec<(String, &SignedPublicKey)> = Vec::new();
         for id in ids {
             if id.is_wildcard() {
-                for k in &self.candidates {
+                for k in self.candidates.iter().chain(&at_hand) {
                     wanted.push((keys::fingerprint_hex(k), k));
                 }
             } else if let Some(pk) = ring.find_id(id) {

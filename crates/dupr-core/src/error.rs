@@ -86,6 +86,10 @@ pub enum Error {
     LockLost,
     #[error(transparent)]
     Select(#[from] crate::select::SelectError),
+    /// An upload whose stored size is not what was sent (or that is not
+    /// there afterwards): duplicity's backend_validation_failed, exit 56.
+    #[error("backend {url}: {reason}")]
+    UploadMismatch { url: String, reason: String },
     #[error("backend {url}: {reason}")]
     Backend {
         url: String,
@@ -110,7 +114,7 @@ impl Error {
             Error::Backend {
                 transient: true,
                 ..
-            }
+            } | Error::UploadMismatch { .. }
         )
     }
 
@@ -144,6 +148,7 @@ impl Error {
             Error::Locked(_) => 23,
             Error::ManifestMismatch(_) => 5,
             Error::Backend { .. } => 50,
+            Error::UploadMismatch { .. } => 56,
             // The shell's convention: 130 for SIGINT, 143 for SIGTERM.
             Error::Interrupted(sig) => 128 + sig,
             Error::LockLost => 23,

@@ -2,11 +2,14 @@
 //!
 //! Public keys are read natively: from exported key files (armored or
 //! binary) and from the user's GnuPG home — `pubring.kbx` (the GnuPG 2.1+
-//! keybox) or the legacy `pubring.gpg`. Secret keys of a GnuPG 2.1+ home live
+//! keybox) or the legacy `pubring.gpg`. Secret keys of a GnuPG 1 home are
+//! read natively too, from its `secring.gpg`. Those of a GnuPG 2.1+ home live
 //! in gpg-agent's own format (`private-keys-v1.d`), which rPGP can't read:
 //! they are fetched once per run with `gpg --export-secret-keys`, the
 //! passphrase fed on a pipe (never on a command line), and unlocked with
-//! rPGP. gpg never sees the data itself.
+//! rPGP. gpg never sees the data itself. A home that has both (a GnuPG 1
+//! keyring that gpg 2 has migrated) is served from either: `secring.gpg`
+//! first, gpg-agent's copy when that one does not unlock.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -246,6 +249,17 @@ fn parse_public_keys(data: &[u8]) -> Vec<SignedPublicKey> {
     keys
 }
 
+/// Every transferable secret key in a GnuPG 1 `secring.gpg` (locked),
+/// skipping the ones rPGP can't parse.
+fn parse_secret_keyring(data: &[u8]) -> Vec<SignedSecretKey> {
+    let clean = strip_trust_packets(data);
+    let keys = match SignedSecretKey::from_bytes_many(&clean[..]) {
+        Ok(it) => it.filter_map(|k| k.ok()).collect(),
+        Err(_) => Vec::new(),
+    };
+    keys
+}
+
 /// Keys loaded from a key file: public keys, and secret keys (still locked).
 fn parse_key_file(data: &[u8]) -> (Vec<SignedPublicKey>, Vec<SignedSecretKey>) {
     let secret: Vec<SignedSecretKey> = match SignedSecretKey::from_reader_many(data) {
@@ -272,6 +286,8 @@ pub struct Keyring {
     public: Vec<SignedPublicKey>,
     /// Secret keys from key files, still locked.
     secret: Vec<SignedSecretKey>,
+    /// Secret keys from the GnuPG home's `secring.gpg` (GnuPG 1), locked.
+    legacy_secret: Vec<SignedSecretKey>,
     /// The GnuPG home, when it is searched (its secret keys come from gpg).
     home: Option<PathBuf>,
     /// What was searched, for messages.
@@ -316,7 +332,8 @@ impl Keyring {
     }
 
     /// Search the GnuPG home `home` too: its `pubring.kbx`, else the legacy
-    /// `pubring.gpg` (a missing home is an empty keyring).
+    /// `pubring.gpg`, and GnuPG 1's `secring.gpg` for secret keys (a missing
+    /// home is an empty keyring).
     pub fn add_gnupg_home(&mut self, home: &Path) -> Result<()> {
         let kbx = home.join("pubring.kbx");
         let gpg = home.join("pubring.gpg");
@@ -334,6 +351,12 @@ impl Keyring {
             self.public.extend(parse_public_keys(&data));
             self.searched.push(gpg.display().to_string());
         }
+        let sec = home.join("secring.gpg");
+        if sec.is_file() {
+            let data = std::fs::read(&sec).map_err(|e| Error::io(&sec, e))?;
+            self.legacy_secret.extend(parse_secret_keyring(&data));
+            self.searched.push(sec.display().to_string());
+        }
         if !kbx.is_file() && !gpg.is_file() {
             self.searched.push(format!(
                 "{} (no pubring.kbx or pubring.gpg)",
@@ -342,6 +365,46 @@ impl Keyring {
         }
         self.home = Some(home.to_path_buf());
         Ok(())
+    }
+
+    /// The public keys whose secret key this keyring can supply: from key
+    /// files, from `secring.gpg`, and from gpg-agent's store (as
+    /// `gpg --list-secret-keys` lists it). What gpg tries, one by one, for a
+    /// file encrypted to an anonymous recipient.
+    pub fn keys_with_secret(&self) -> Vec<SignedPublicKey> {
+        let mut fprs: Vec<String> = self
+            .secret
+            .iter()
+            .chain(&self.legacy_secret)
+            .map(|s| fingerprint_hex(&s.to_public_key()))
+            .collect();
+        if let Some(home) = self
+            .home
+            .as_ref()
+            .filter(|h| h.join("private-keys-v1.d").is_dir())
+        {
+            fprs.extend(gpg_secret_fingerprints(home));
+        }
+        let mut out: Vec<SignedPublicKey> = Vec::new();
+        for f in fprs {
+            if out.iter().any(|k| fingerprint_hex(k) == f) {
+                continue;
+            }
+            let public = self
+                .public
+                .iter()
+                .find(|k| fingerprint_hex(k) == f)
+                .cloned();
+            let from_secret = || {
+                self.legacy_secret
+                    .iter()
+                    .map(|s| s.to_public_key())
+                    .find(|k| fingerprint_hex(k) == f)
+            };
+            out.extend(public.or_else(from_secret));
+        }
+        out.retain(|k| encryption_key(k).is_some());
+        out
     }
 
     /// All public keys (file keys first).
@@ -391,31 +454,44 @@ impl Keyring {
     }
 
     /// The secret key of `key`, unlocked with `pass`: from a key file, else
-    /// exported by gpg from the GnuPG home.
+    /// from the GnuPG home (its `secring.gpg`, then gpg-agent's store through
+    /// gpg), the first copy that unlocks.
     pub fn secret_for(&self, key: &SignedPublicKey, pass: Option<&[u8]>) -> Result<Secret> {
         let fpr = key.primary_key.fingerprint();
-        let found = self
-            .secret
-            .iter()
-            .find(|s| s.primary_key.fingerprint() == fpr)
-            .cloned();
-        let found = match (found, &self.home) {
-            (Some(s), _) => Some(s),
-            (None, Some(home)) => match gpg_export_secret(home, &fingerprint_hex(key), pass)? {
-                Exported::Key(k) => Some(*k),
-                Exported::None => None,
-                Exported::Locked if pass.is_none() => return Ok(Secret::NeedsPassphrase),
-                Exported::Locked => return Ok(Secret::WrongPassphrase),
-            },
-            (None, None) => None,
+        let same = |s: &&SignedSecretKey| s.primary_key.fingerprint() == fpr;
+        // The best answer so far, when no copy unlocks.
+        let mut verdict = Secret::Missing;
+        let consider = |mut s: SignedSecretKey, verdict: &mut Secret| match unlock(&mut s, pass) {
+            Unlocked::Yes => Some(Secret::Key(Box::new(s))),
+            Unlocked::NoPassphrase => {
+                *verdict = Secret::NeedsPassphrase;
+                None
+            }
+            Unlocked::Wrong => {
+                *verdict = Secret::WrongPassphrase;
+                None
+            }
         };
-        match found {
-            Some(mut s) => Ok(match unlock(&mut s, pass) {
-                Unlocked::Yes => Secret::Key(Box::new(s)),
-                Unlocked::NoPassphrase => Secret::NeedsPassphrase,
-                Unlocked::Wrong => Secret::WrongPassphrase,
-            }),
-            None => Ok(Secret::Missing),
+        if let Some(s) = self.secret.iter().find(same).cloned() {
+            // A key file named on the command line is the only source.
+            return Ok(consider(s, &mut verdict).unwrap_or(verdict));
+        }
+        if let Some(s) = self.legacy_secret.iter().find(same).cloned() {
+            if let Some(found) = consider(s, &mut verdict) {
+                return Ok(found);
+            }
+        }
+        let Some(home) = &self.home else {
+            return Ok(verdict);
+        };
+        match gpg_export_secret(home, &fingerprint_hex(key), pass) {
+            Ok(Exported::Key(k)) => Ok(consider(*k, &mut verdict).unwrap_or(verdict)),
+            Ok(Exported::None) => Ok(verdict),
+            Ok(Exported::Locked) if pass.is_none() => Ok(Secret::NeedsPassphrase),
+            Ok(Exported::Locked) => Ok(Secret::WrongPassphrase),
+            // gpg is not needed when secring.gpg had the key.
+            Err(_) if !matches!(verdict, Secret::Missing) => Ok(verdict),
+            Err(e) => Err(e),
         }
     }
 }
@@ -505,6 +581,38 @@ fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Expo
         .into_iter()
         .next()
         .map_or(Exported::None, |k| Exported::Key(Box::new(k))))
+}
+
+/// Fingerprints (hex, as [`fingerprint_hex`]) of the primary keys
+/// gpg-agent holds secrets for in `home`; none if gpg cannot say.
+fn gpg_secret_fingerprints(home: &Path) -> Vec<String> {
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .env("LC_ALL", "C")
+        .args(["--batch", "--no-tty", "--with-colons", "--list-secret-keys"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fprs = Vec::new();
+    let mut want = false;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        match f[0] {
+            "sec" => want = true,
+            "fpr" if want => {
+                if let Some(fpr) = f.get(9) {
+                    fprs.push(fpr.to_ascii_uppercase());
+                }
+                want = false;
+            }
+            _ => {}
+        }
+    }
+    fprs
 }
 
 /// Whether [`unlock`] opened a key.

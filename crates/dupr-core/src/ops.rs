@@ -351,9 +351,9 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
         backup::discard_set(t.backend.as_ref(), &t.cache, &set, prefixes);
         Ok(None)
     };
-    if !t.cache.path(&backup::journal_name(&set, prefixes)).exists() {
-        return give_up("no dupr journal; it was not written by dupr");
-    }
+    // Without dupr's journal (the set was interrupted while duplicity wrote
+    // it) the set is continued as duplicity continues it.
+    let checked = t.cache.path(&backup::journal_name(&set, prefixes)).exists();
     let part_path = t.cache.path(&crate::naming::name(&set, prefixes));
     let Ok(text) = std::fs::read(&part_path) else {
         return give_up("its partial manifest is unreadable");
@@ -383,6 +383,23 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
     }
     if volumes.is_empty() {
         return give_up("no volume of it was stored, or the encryption settings changed");
+    }
+    // Decided after the passphrase is proved: a wrong one keeps the set.
+    let mut start_over = None;
+    if !checked {
+        // duplicity's restart: the last volume stored may be incomplete
+        // (its upload cut short), so it is written again with every one
+        // after it, whatever the partial manifest lists; the ones before
+        // must be in it. Only volume 1 stored: start over.
+        let stored = (1..).take_while(|n| remote.contains(&vol_name(*n))).count();
+        let keep = stored.saturating_sub(1);
+        if keep == 0 {
+            start_over = Some("only its first volume was stored (duplicity starts over then too)");
+        } else if volumes.len() < keep {
+            start_over = Some("its partial manifest lists fewer volumes than are stored");
+        } else {
+            volumes.truncate(keep);
+        }
     }
     // Prove the passphrase (and the codec) on volume 1, as duplicity does:
     // read it whole, so the integrity check at its end (MDC, gzip CRC)
@@ -428,6 +445,34 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
             }
         }
     }
+    if let Some(why) = start_over {
+        return give_up(why);
+    }
+    if !checked {
+        // The volumes written again go first; the source is trusted not to
+        // have changed before the resume point, as duplicity trusts it.
+        let keep = volumes.len() as u32;
+        for n in &remote {
+            if crate::naming::parse(n, prefixes)
+                .is_some_and(|p| same_set(&p) && matches!(p.kind, FileType::Volume(v) if v > keep))
+            {
+                t.backend.delete(n)?;
+            }
+        }
+        // A partial manifest may lack a volume's hash: take it from the
+        // stored volume, so the finished manifest records every one.
+        for (n, v) in volumes.iter_mut().filter(|(_, v)| v.hash.is_none()) {
+            let name = vol_name(*n);
+            let mut h = <sha1::Sha1 as sha1::Digest>::new();
+            let mut r = t.backend.open(&name)?;
+            std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| Error::io(&name, e))?;
+            v.hash = Some(("SHA1".into(), hex::encode(sha1::Digest::finalize(h))));
+        }
+        tracing::warn!(
+            "Resuming a backup set interrupted without a dupr journal (written by duplicity?) \
+             after volume {keep}, as duplicity does: trusting that the source has not changed"
+        );
+    }
     // Signatures the interrupted run uploaded before its manifest would
     // make the chain look longer than it is; the resumed run writes them
     // again.
@@ -451,6 +496,7 @@ fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>>
         },
         volumes,
         stored: 0,
+        checked,
     }))
 }
 
@@ -823,64 +869,81 @@ pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
 }
 
 /// `collection-status --show-changes-in-set N`: the Filelist of the N-th
-/// newest set of the latest chain (0 = newest).
+/// newest set of the latest chain (0 = newest). As in duplicity, a negative
+/// N counts from the oldest end (-1 = the full); with `--jsonstat` a negative
+/// N means every set of the chain, newest first.
 pub fn changes_in_set(t: &Target, n: i64, json: bool) -> Result<String> {
     let (names, c) = t.collection()?;
     let Some(chain) = c.last_chain() else {
         return Ok(String::new());
     };
-    let sets: Vec<_> = chain.sets().collect();
-    let set = usize::try_from(n)
-        .ok()
-        .and_then(|n| sets.len().checked_sub(n + 1))
-        .map(|i| sets[i])
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "--show-changes-in-set {n}: the latest chain has {} set(s), numbered 0 (newest) to {}",
-                sets.len(),
-                sets.len() - 1
-            ))
-        })?;
+    let mut sets: Vec<_> = chain.sets().collect();
+    sets.reverse(); // newest first, as duplicity numbers them
+    let chosen: Vec<_> = if json && n < 0 {
+        sets.clone()
+    } else {
+        let len = sets.len() as i64;
+        let i = if n < 0 { len + n } else { n };
+        let set = usize::try_from(i)
+            .ok()
+            .and_then(|i| sets.get(i).copied())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--show-changes-in-set {n}: the latest chain has {len} set(s), numbered 0 (newest) to {} or -1 (oldest) to -{len}",
+                    len - 1
+                ))
+            })?;
+        vec![set]
+    };
     t.sync(&names)?;
-    let m = restore::load_manifest_with_filelist(
-        t.backend.as_ref(),
-        Some(&t.cache),
-        set,
-        &t.settings.prefixes,
-        t.settings.crypto.as_ref(),
-    )?;
+    let mut manifests = Vec::with_capacity(chosen.len());
+    for set in &chosen {
+        manifests.push(restore::load_manifest_with_filelist(
+            t.backend.as_ref(),
+            Some(&t.cache),
+            set,
+            &t.settings.prefixes,
+            t.settings.crypto.as_ref(),
+        )?);
+    }
     if json {
-        // duplicity 3's JSON form: the set's statistics and its changes.
-        let stat = set
-            .jsonstat
-            .as_deref()
-            .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
-            .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
-            .and_then(|f| {
-                let mut s = String::new();
-                flate2::read::GzDecoder::new(f)
-                    .read_to_string(&mut s)
-                    .ok()?;
-                Some(s)
-            })
-            .unwrap_or_else(|| "{}".into());
-        let kind = if set.is_full() { "full" } else { "inc" };
-        let mut out = format!(
-            "{{\n    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
-            crate::time::to_filename(set.end),
-            stat.trim()
-        );
-        for (i, (change, ix)) in m.filelist.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "," };
+        // duplicity 3's JSON form: each set's statistics and its changes.
+        let mut out = String::from("{");
+        for (k, (set, m)) in chosen.iter().zip(&manifests).enumerate() {
+            let stat = set
+                .jsonstat
+                .as_deref()
+                .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
+                .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
+                .and_then(|f| {
+                    let mut s = String::new();
+                    flate2::read::GzDecoder::new(f)
+                        .read_to_string(&mut s)
+                        .ok()?;
+                    Some(s)
+                })
+                .unwrap_or_else(|| "{}".into());
+            let kind = if set.is_full() { "full" } else { "inc" };
+            out.push_str(if k == 0 { "\n" } else { ",\n" });
             out.push_str(&format!(
-                "{sep}\n            {}: \"{}\"",
-                json_string(&String::from_utf8_lossy(ix.display_bytes())),
-                change.word()
+                "    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
+                crate::time::to_filename(set.end),
+                stat.trim()
             ));
+            for (i, (change, ix)) in m.filelist.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "," };
+                out.push_str(&format!(
+                    "{sep}\n            {}: \"{}\"",
+                    json_string(&String::from_utf8_lossy(ix.display_bytes())),
+                    change.word()
+                ));
+            }
+            out.push_str("\n        }\n    }");
         }
-        out.push_str("\n        }\n    }\n}\n");
+        out.push_str("\n}\n");
         return Ok(out);
     }
+    let (set, m) = (chosen[0], &manifests[0]);
     let width = m
         .filelist
         .iter()
@@ -1087,7 +1150,7 @@ pub struct VerifyReport {
 }
 
 /// `verify URL SRC`: exercise the archive at `time`; with `compare_data`,
-/// compare it with `source`.
+/// compare it (or its `path`) with `source`.
 pub fn verify(
     t: &Target,
     time: Timestamp,
@@ -1102,10 +1165,10 @@ pub fn verify(
         .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
     refuse_incomplete(t, &c, &names, ch, time)?;
     let sets = ch.sets_at(time);
-    let local_root = match &path {
-        Some(p) => p.to_path(&source),
-        None => source,
-    };
+    // As in duplicity, SOURCE is the local counterpart of what is verified:
+    // with --path-to-restore P it is compared with the archive's P (a single
+    // file with a file), not with SOURCE/P.
+    let local_root = source;
     let sel = selection.clone();
     let select = Box::new(
         move |_: &Index, p: &std::path::Path, m: &crate::entry::Meta| match &sel {

@@ -41,8 +41,13 @@ pub struct ResumePoint {
     pub stored: u64,
     /// The last block of volume `count`.
     pub until: (Index, Option<u64>),
-    /// The journal the interrupted run wrote.
+    /// The journal the interrupted run wrote (and that this run's
+    /// journal replaces once past the resume point).
     pub journal: PathBuf,
+    /// Whether that journal exists to check the source against. A set
+    /// interrupted without one (written by duplicity) is continued as
+    /// duplicity continues it: trusting that the source did not change.
+    pub checked: bool,
 }
 
 /// The journal of (entry, key) records, flushed before each volume is
@@ -76,13 +81,17 @@ fn read_record(r: &mut impl std::io::Read) -> Option<(u64, Vec<u8>)> {
 /// Replaying the part of the stream the interrupted run already stored.
 struct Skip {
     until: (Index, Option<u64>),
-    old: std::io::BufReader<std::fs::File>,
+    /// The interrupted run's journal; None when there is none to check.
+    old: Option<std::io::BufReader<std::fs::File>>,
     journal: PathBuf,
 }
 
 impl Skip {
     fn check_nothing_missing(&mut self) -> Result<()> {
-        if let Some((_, ix)) = read_record(&mut self.old) {
+        let Some(old) = self.old.as_mut() else {
+            return Ok(());
+        };
+        if let Some((_, ix)) = read_record(old) {
             let ix = Index::from_bytes(ix);
             if ix <= self.until.0 {
                 return Err(crate::Error::ResumeInvalid(format!(
@@ -264,12 +273,17 @@ impl VolumeWriter {
     /// stored and are dropped, after checking each entry against the old
     /// journal; a mismatch fails with [`crate::Error::ResumeInvalid`].
     pub fn resume(mut self, p: ResumePoint) -> Result<Self> {
-        let old = std::fs::File::open(&p.journal).ctx(&p.journal)?;
+        let old = match p.checked {
+            true => Some(std::io::BufReader::new(
+                std::fs::File::open(&p.journal).ctx(&p.journal)?,
+            )),
+            false => None,
+        };
         self.num = p.count;
         self.stored = p.stored;
         self.skip = Some(Skip {
             until: p.until,
-            old: std::io::BufReader::new(old),
+            old,
             journal: p.journal,
         });
         Ok(self)
@@ -295,8 +309,12 @@ impl VolumeWriter {
             return Ok(false);
         }
         if let Some(key) = b.key {
-            let same = read_record(&mut skip.old)
-                .is_some_and(|(k, ix)| k == key && ix == b.index.as_bytes());
+            let same = match skip.old.as_mut() {
+                Some(old) => {
+                    read_record(old).is_some_and(|(k, ix)| k == key && ix == b.index.as_bytes())
+                }
+                None => true,
+            };
             if !same {
                 return Err(crate::Error::ResumeInvalid(format!(
                     "{} changed since the interrupted backup stored it",

@@ -2,7 +2,8 @@
 //! temporary name and is renamed into place, or to a service whose writes
 //! are atomic; its stored size is checked before it counts as done.
 //!
-//! `file://` is served directly; every other scheme through OpenDAL
+//! `file://` (and `fortestsonly://`, duplicity's test backend) is served
+//! directly; every other scheme through OpenDAL
 //! ([`remote`]). Each backend is wrapped in [`retry::Retrying`] (retries
 //! with exponential backoff on transient errors, size checks), and, for
 //! tests, in [`fault::Faulty`] (`DUPR_FAULTS`).
@@ -178,6 +179,7 @@ pub fn open(url: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
         url: redact(url),
         reason: reason.to_string(),
     };
+    let mut faults = String::new();
     let inner: Box<dyn Backend> = match url.split_once("://") {
         Some(("file", rest)) => {
             if rest.is_empty() {
@@ -185,12 +187,21 @@ pub fn open(url: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
             }
             Box::new(Local::new(PathBuf::from(rest), url))
         }
+        // duplicity's test backend: a local directory whose faults come from
+        // the DUP_FAIL_* variables its test suite sets.
+        Some(("fortestsonly", rest)) => {
+            if rest.is_empty() {
+                return Err(bad("no path"));
+            }
+            faults = fault::duplicity_test_rules().map_err(Error::Usage)?;
+            Box::new(Local::new(PathBuf::from(rest), url))
+        }
         _ => {
             let u = url::Url::parse(url)?;
             Box::new(remote::Remote::open(&u, url, opts)?)
         }
     };
-    let inner = match fault::Faulty::from_env(inner, opts.timeout)? {
+    let inner = match fault::Faulty::from_env(inner, opts.timeout, &faults)? {
         Ok(f) => Box::new(f) as Box<dyn Backend>,
         Err(b) => b,
     };

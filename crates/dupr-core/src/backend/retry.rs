@@ -46,11 +46,16 @@ impl Retrying {
                     std::thread::sleep(wait);
                 }
                 Err(e) if e.is_transient() && self.retries > 0 => {
-                    return Err(Error::Backend {
-                        url: self.inner.display_url(),
-                        reason: format!("{} (gave up after {} attempts)", reason(&e), attempt + 1),
-                        transient: true,
-                    })
+                    let url = self.inner.display_url();
+                    let reason = format!("{} (gave up after {} attempts)", reason(&e), attempt + 1);
+                    return Err(match e {
+                        Error::UploadMismatch { .. } => Error::UploadMismatch { url, reason },
+                        _ => Error::Backend {
+                            url,
+                            reason,
+                            transient: true,
+                        },
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -58,7 +63,7 @@ impl Retrying {
     }
 
     fn upload_mismatch(&self, name: &str, sent: u64, stored: Option<u64>) -> Error {
-        Error::Backend {
+        Error::UploadMismatch {
             url: self.inner.display_url(),
             reason: match stored {
                 Some(g) => {
@@ -66,14 +71,13 @@ impl Retrying {
                 }
                 None => format!("upload {name}: the object is missing afterwards"),
             },
-            transient: true,
         }
     }
 }
 
 fn reason(e: &Error) -> String {
     match e {
-        Error::Backend { reason, .. } => reason.clone(),
+        Error::Backend { reason, .. } | Error::UploadMismatch { reason, .. } => reason.clone(),
         other => other.to_string(),
     }
 }
