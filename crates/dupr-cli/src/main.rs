@@ -999,7 +999,22 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     1
 }
 
+/// Keep memory frugal with many threads handing 1 MiB blocks around: glibc
+/// would otherwise raise its mmap threshold after the first freed block and
+/// keep freed blocks in per-thread arenas (peak RSS 103 MiB on a full
+/// backup instead of ~40).
+fn frugal_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called first thing,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    frugal_malloc();
     dupr_core::crypt::protect_process();
     let argv: Vec<OsString> = std::env::args_os().collect();
     if let Some(code) = cli::help(&argv) {

@@ -135,7 +135,12 @@ fn check_one_file_restores(a: &Arch, ext: &str) {
     flip_at(&vol, size / 2);
     let all = a.env.restore_dir("all");
     let o = a.run(&["restore", &a.env.target_url(), all.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(21), "a damaged volume: {}", out_text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(21),
+        "a damaged volume: {}",
+        out_text(&o)
+    );
     for (i, (path, cache)) in [
         ("a/f001.txt", None),
         ("z/f299.txt", None),
@@ -157,7 +162,12 @@ fn check_one_file_restores(a: &Arch, ext: &str) {
     // nothing written.
     let to = a.env.restore_dir("big");
     let o = a.restore_path("m/big.bin", &to, None);
-    assert_eq!(o.status.code(), Some(21), "a damaged block: {}", out_text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(21),
+        "a damaged block: {}",
+        out_text(&o)
+    );
     let text = out_text(&o);
     assert!(text.contains(".vol1.difftar"), "{text}");
     assert!(!to.exists(), "damaged data reached the target");

@@ -445,8 +445,12 @@ pub struct FastEncoder {
     stored: Arc<AtomicU64>,
     stage1: Option<JoinHandle<io::Result<Option<Stage1Layout>>>>,
     format: Format,
-    stage2: Option<JoinHandle<io::Result<(File, String, Option<(u64, u64)>)>>>,
+    stage2: Option<JoinHandle<io::Result<StoreDone>>>,
 }
+
+/// The store stage's result: the file, its SHA-1, and for OpenPGP the
+/// session-key packets' length and the SEIPD body length.
+type StoreDone = (File, String, Option<(u64, u64)>);
 
 /// What the compression stage knows of the layout.
 struct Stage1Layout {
@@ -685,7 +689,7 @@ fn store_stage(
     file: File,
     format: Format,
     stored: Arc<AtomicU64>,
-) -> io::Result<(File, String, Option<(u64, u64)>)> {
+) -> io::Result<StoreDone> {
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut layout = None;
     let mut sha = Sha1::new();
