@@ -1002,8 +1002,6 @@ fn write_set(
         };
         stats.dest_size += copy(&tmp, &cfg.codec)?;
         backend.put(&tmp, &remote)?;
-        let local = cache.path(&name_of(FileType::Blocks, false, true, false));
-        copy(&local, &Codec::GZIP)?;
     }
     let _ = std::fs::remove_file(&blocks_path);
     let _ = std::fs::remove_file(&journal);

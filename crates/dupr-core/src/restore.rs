@@ -361,7 +361,7 @@ impl<'a> SetStream<'a> {
         name: &str,
         vi: crate::blocks::VolumeIndex,
         downloaded: Option<PathBuf>,
-    ) -> Result<Box<dyn Read + Send + 'a>> {
+    ) -> Result<Option<Box<dyn Read + Send + 'a>>> {
         use crate::blocks::{Framing, RangeRead};
         let at = downloaded.or_else(|| self.backend.local_path(name));
         let mut file: Box<dyn RangeRead + Send + 'a> = match at {
@@ -386,21 +386,21 @@ impl<'a> SetStream<'a> {
                     .crypto
                     .as_ref()
                     .ok_or_else(|| Error::Crypto(format!("{name} is encrypted: set PASSPHRASE")))?;
-                let Some((_, key)) = crypto.session_key_of(&head)? else {
-                    return Err(Error::WrongPassphrase);
+                // A key that fails its check: damage or a wrong passphrase;
+                // the whole-volume read (SHA-1 first) tells which.
+                let Some((_, key)) = crypto.session_key_of(&head).ok().flatten() else {
+                    return Ok(None);
                 };
-                if !crate::blocks::check_key(file.as_mut(), &vi.layout, &key)
-                    .map_err(|e| Self::corrupt(name, e))?
-                {
-                    return Err(Error::WrongPassphrase);
+                if !crate::blocks::check_key(file.as_mut(), &vi.layout, &key).unwrap_or(false) {
+                    return Ok(None);
                 }
                 key
             }
         };
         let (block, off) = vi.start_for(&self.want);
-        Ok(Box::new(crate::blocks::BlockStream::new(
+        Ok(Some(Box::new(crate::blocks::BlockStream::new(
             file, key, vi, block, off,
-        )))
+        ))))
     }
 
     fn open_pending(&mut self, p: Pending) -> Result<Box<dyn Read + Send>> {
@@ -461,11 +461,23 @@ impl<'a> SetStream<'a> {
                 let mut cur = cur;
                 let r = match cur.v.seek.take() {
                     Some(vi) => {
-                        self.seeking = true;
                         // A remote volume downloaded whole (restore all).
                         let downloaded = cur.temp.clone();
-                        self.temp = cur.temp.take();
-                        self.open_seek(&name, vi, downloaded)?
+                        match self.open_seek(&name, vi, downloaded)? {
+                            Some(r) => {
+                                self.seeking = true;
+                                self.temp = cur.temp.take();
+                                r
+                            }
+                            None => {
+                                self.seeking = false;
+                                if let Some(t) = cur.temp.take() {
+                                    let _ = std::fs::remove_file(t);
+                                }
+                                let p = self.start(cur.v)?;
+                                self.open_pending(p)?
+                            }
+                        }
                     }
                     None => {
                         self.seeking = false;
@@ -889,13 +901,8 @@ fn load_blocks(
                 name: remote.clone(),
                 reason: e.to_string(),
             })?;
-        if let Some(l) = local {
-            // Checked whole (MDC) above; cached for the next restore.
-            let tmp = l.with_extension("dupr-tmp");
-            if crypt::write_file(&tmp, &plain, &Codec::GZIP).is_ok() {
-                let _ = std::fs::rename(&tmp, &l);
-            }
-        }
+        // Not cached: duplicity's tools expect only manifests and
+        // signatures in the archive dir.
         Ok(v)
     })();
     match r {
