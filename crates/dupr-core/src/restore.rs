@@ -863,8 +863,9 @@ impl crate::blocks::RangeRead for BackendRange<'_> {
     }
 }
 
-/// The block index of `set` for the volumes `nums`: the cached copy, else
-/// the target's (then cached). None of it when the set has none or it
+/// The block index of `set` for the volumes `nums`: a cached copy (left by
+/// an earlier build; none are written now), else the target's. None of it
+/// when the set has none or it
 /// cannot be read: the volumes are then read whole, as without an index.
 fn load_blocks(
     backend: &dyn Backend,
