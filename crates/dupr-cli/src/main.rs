@@ -5,6 +5,7 @@
 mod cli;
 mod import;
 mod keyexport;
+mod log;
 mod profile;
 mod progress;
 mod schedule;
@@ -59,87 +60,6 @@ fn bad_value(msg: impl Into<String>) -> anyhow::Error {
 /// A time string given to `option`.
 fn time_value(option: &str, s: &str) -> anyhow::Result<time::Timestamp> {
     time::parse_time_string(s, time::now()).map_err(|e| bad_value(format!("{option}: {e}")))
-}
-
-fn init_logging(g: &cli::General) -> anyhow::Result<()> {
-    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-    let level = match g.verbosity.as_deref().unwrap_or("3") {
-        "0" | "e" | "error" => "error",
-        "1" | "2" | "w" | "warning" => "warn",
-        "3" | "4" | "n" | "notice" => "warn",
-        "5" | "6" | "7" | "8" | "i" | "info" => "info",
-        "9" | "d" | "debug" => "debug",
-        other => {
-            return Err(bad_value(format!(
-                "--verbosity: bad level {other:?}: use 0-9 or e, w, n, i, d"
-            )))
-        }
-    };
-    // --log-file and --log-fd get the same lines as the terminal.
-    let mut extra: Vec<std::fs::File> = Vec::new();
-    if let Some(p) = &g.log_file {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .with_context(|| format!("opening log file {}", p.display()))?;
-        extra.push(f);
-    }
-    if let Some(fd) = g.log_fd {
-        use std::os::fd::FromRawFd;
-        if fd < 0 || nix::fcntl::fcntl(fd, nix::fcntl::F_GETFD).is_err() {
-            return Err(bad_value(format!(
-                "--log-fd {fd}: not an open file descriptor"
-            )));
-        }
-        // SAFETY: checked open above; the process owns it for its lifetime.
-        extra.push(unsafe { std::fs::File::from_raw_fd(fd) });
-    }
-    let mut writer = BoxMakeWriter::new(std::io::stderr);
-    for f in extra {
-        let f = Arc::new(f);
-        writer = BoxMakeWriter::new(writer.and(move || f.clone()));
-    }
-    let filter = tracing_subscriber::EnvFilter::new(format!("dupr_core={level},dupr={level}"));
-    tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_env_filter(filter)
-        .event_format(LogLine {
-            timestamp: g.log_timestamp,
-        })
-        .init();
-    Ok(())
-}
-
-/// Log lines as `dupr: warning: ...`, like the rest of dupr's messages;
-/// `--log-timestamp` puts the UTC time first.
-struct LogLine {
-    timestamp: bool,
-}
-
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogLine
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut w: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        if self.timestamp {
-            write!(w, "{} ", time::to_filename(time::now()))?;
-        }
-        let level = match *event.metadata().level() {
-            tracing::Level::ERROR => "error: ",
-            tracing::Level::WARN => "warning: ",
-            _ => "",
-        };
-        write!(w, "dupr: {level}")?;
-        ctx.field_format().format_fields(w.by_ref(), event)?;
-        writeln!(w)
-    }
 }
 
 /// Take a secret variable out of the environment, so that nothing we start
@@ -418,6 +338,8 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
         .to_str()
         .ok_or_else(|| usage("the target URL is not valid UTF-8"))?
         .to_string();
+    // A bad URL fails before any passphrase is asked for.
+    dupr_core::backend::url::Url::parse(&url)?;
     let mut keys = key_options(cli);
     let sign_passphrase = take_env("SIGN_PASSPHRASE");
     let public_key =
@@ -663,6 +585,11 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
             want_args(&args, 2, "SOURCE URL")?;
             // SIGINT/SIGTERM stop the run at its next safe point.
             dupr_core::interrupt::install();
+            // As duplicity: a bad URL is a command-line error, found before
+            // the source is looked at.
+            if let Some(u) = args[1].to_str() {
+                dupr_core::backend::url::Url::parse(u)?;
+            }
             let source = canonical_source(&args[0]);
             if !source.exists() {
                 return Err(dupr_core::Error::SourceMissing(source).into());
@@ -739,7 +666,7 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
                     stats.source_files,
                     dupr_core::backup::human(stats.source_file_size),
                     stats.volumes,
-                    dupr_core::backup::human(stats.dest_size)
+                    dupr_core::backup::human(stats.stored_total)
                 )
             };
             if stats.errors > 0 {
@@ -989,6 +916,24 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
     }
 }
 
+/// The class name duplicity puts after the code in its log record, where
+/// dupr's error is one of the same kind.
+fn error_class(e: &anyhow::Error, code: i32) -> Option<&'static str> {
+    match code {
+        23 if e.downcast_ref::<Exit>().is_some() => Some("CommandLineError"),
+        23 if matches!(
+            e.downcast_ref::<dupr_core::Error>(),
+            Some(dupr_core::Error::BadUrl { .. })
+        ) =>
+        {
+            Some("CommandLineError")
+        }
+        23 => Some("UserError"),
+        50..=56 => Some("BackendException"),
+        _ => None,
+    }
+}
+
 fn exit_code(e: &anyhow::Error) -> i32 {
     if let Some(x) = e.downcast_ref::<Exit>() {
         return x.0;
@@ -1031,22 +976,24 @@ fn main() -> ExitCode {
     if let Some(what) = &cli.general.generate {
         return ExitCode::from(cli::generate(what));
     }
+    if let Err(e) = log::init(&cli.general) {
+        eprintln!("dupr: {e}");
+        return ExitCode::from(exit_code(&e) as u8);
+    }
     let spec =
         match cli::selection_spec(&matches, cli.general.current_time.unwrap_or_else(time::now)) {
             Ok(s) => s,
             Err(msg) => {
                 // duplicity 3's code for a bad option value.
                 eprintln!("dupr: {msg}");
+                log::fatal(23, Some("CommandLineError"), &msg);
                 return ExitCode::from(23);
             }
         };
     if let Err(msg) = cli::check_values(&cli) {
         eprintln!("dupr: {msg}");
+        log::fatal(23, Some("CommandLineError"), &msg);
         return ExitCode::from(23);
-    }
-    if let Err(e) = init_logging(&cli.general) {
-        eprintln!("dupr: {e}");
-        return ExitCode::from(exit_code(&e) as u8);
     }
     if let Some(t) = cli.general.current_time {
         time::set_now(t);
@@ -1067,7 +1014,9 @@ fn main() -> ExitCode {
                 msg.push_str(&c.to_string());
             }
             eprintln!("dupr: {msg}");
-            ExitCode::from(exit_code(&e) as u8)
+            let code = exit_code(&e);
+            log::fatal(code, error_class(&e, code), &msg);
+            ExitCode::from(code as u8)
         }
     }
 }

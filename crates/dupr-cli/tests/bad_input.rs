@@ -631,3 +631,56 @@ fn tar_entries_escaping_the_restore_dir_are_refused() {
         assert!(!env.path().join("evil.txt").exists());
     }
 }
+
+/// duplicity's machine-readable `--log-file` records (frontends parse them):
+/// a target that is not a URL is "ERROR 23 CommandLineError", found before
+/// the source (here missing too) or a passphrase is looked at.
+#[test]
+fn log_file_gets_duplicity_records() {
+    let env = Env::new();
+    let log = env.path().join("dupr.log");
+    let out = env
+        .dupr()
+        .env_remove("PASSPHRASE")
+        .arg(format!("--log-file={}", log.display()))
+        .args(["full", "no-such-source-dir", "baddir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(23), "{}", out_text(&out));
+    assert_one_line_naming(&out, &["baddir"]);
+    let text = fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("ERROR 23 CommandLineError"), "{text}");
+    assert!(
+        lines.next().unwrap().starts_with(". bad URL \"baddir\""),
+        "{text}"
+    );
+    assert!(text.ends_with("\n\n"), "{text:?}");
+    // A warning becomes a WARNING record; the run's lines stay on stderr.
+    let log2 = env.path().join("dupr2.log");
+    let url = env.target_url();
+    let out = env
+        .dupr()
+        .arg(format!("--log-file={}", log2.display()))
+        .args(["--no-encryption", "--asynchronous-upload"])
+        .args(["full".as_ref(), env.src().as_os_str(), url.as_ref()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    let text = fs::read_to_string(&log2).unwrap();
+    assert!(
+        text.starts_with("WARNING 1\n. --asynchronous-upload is ignored"),
+        "{text}"
+    );
+    for rec in text.split_terminator("\n\n") {
+        let mut l = rec.lines();
+        let head = l.next().unwrap();
+        assert!(
+            ["ERROR ", "WARNING ", "NOTICE ", "INFO ", "DEBUG "]
+                .iter()
+                .any(|p| head.starts_with(p)),
+            "{text}"
+        );
+        assert!(l.all(|x| x.starts_with(". ")), "{text}");
+    }
+}

@@ -351,7 +351,7 @@ fn passphrase_piped_on_stdin_without_a_terminal() {
         &[
             "full".as_ref(),
             src.as_os_str(),
-            env.path().join("t2").as_os_str(),
+            format!("file://{}", env.path().join("t2").display()).as_ref(),
         ],
         b"one\ntwo\n",
     );
@@ -386,7 +386,7 @@ fn passphrase_piped_on_stdin_without_a_terminal() {
         &[
             "full".as_ref(),
             src.as_os_str(),
-            env.path().join("t3").as_os_str(),
+            format!("file://{}", env.path().join("t3").display()).as_ref(),
         ],
         b"",
     );

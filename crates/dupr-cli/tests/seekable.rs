@@ -325,3 +325,32 @@ fn incremental_compresses_text_after_random_data() {
         "the incremental added {added} bytes for {raw} raw"
     );
 }
+
+/// A set whose volumes are all small (under `MIN_INDEXED_BLOCKS` blocks) gets
+/// no index: the target holds only what duplicity would write (duplicity's
+/// restart tests count those files), and it restores as before.
+#[test]
+fn small_sets_get_no_index() {
+    let a = Arch {
+        env: Env::new(),
+        enc: true,
+    };
+    let src = a.env.src();
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/small.txt"), "hello\n").unwrap();
+    fs::write(src.join("d/rand.bin"), pseudo_random_bytes(1 << 20, 3)).unwrap();
+    a.backup("full");
+    let names: Vec<String> = fs::read_dir(a.env.target())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("dupr-blocks")),
+        "{names:?}"
+    );
+    let to = a.env.restore_dir("small");
+    let o = a.restore_path("d/rand.bin", &to, None);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(fs::read(&to).unwrap() == fs::read(src.join("d/rand.bin")).unwrap());
+}

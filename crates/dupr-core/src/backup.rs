@@ -69,7 +69,11 @@ pub struct Stats {
     pub delta_entries: u64,
     pub raw_delta_size: u64,
     pub volumes: u32,
+    /// Volume bytes written: duplicity's TotalDestinationSizeChange.
     pub dest_size: u64,
+    /// Everything written to the target: volumes, signatures, manifest,
+    /// block index.
+    pub stored_total: u64,
     pub errors: u64,
 }
 
@@ -531,25 +535,48 @@ pub fn write_delta(
     mut newsig: Option<&mut SigBuilder>,
 ) -> std::io::Result<Option<u64>> {
     let index = old.index();
+    let Some(bs) = old.serialized().get(4..8) else {
+        return Ok(None);
+    };
+    let bs = u32::from_be_bytes([bs[0], bs[1], bs[2], bs[3]]) as usize;
     out.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes())?;
-    let mut window = vec![0u8; DIFF_WINDOW];
+    let mut window = vec![0u8; DIFF_WINDOW.max(2 * bs)];
     let mut d = Vec::with_capacity(DIFF_WINDOW / 8);
     let mut total = 0u64;
+    // Bytes carried over from the last window: its unmatched tail, where a
+    // match could start that only the next window's bytes complete.
+    let mut carried = 0usize;
     loop {
-        let n = read_full(new, &mut window)?;
-        if n == 0 {
+        let n = read_full(new, &mut window[carried..])?;
+        if let Some(s) = newsig.as_deref_mut() {
+            s.update(&window[carried..carried + n]);
+        }
+        total += n as u64;
+        let len = carried + n;
+        if len == 0 {
             break;
         }
-        if let Some(s) = newsig.as_deref_mut() {
-            s.update(&window[..n]);
-        }
+        let last = len < window.len();
         d.clear();
-        if fast_rsync::diff(&index, &window[..n], &mut d).is_err() || d.len() < 5 {
+        if fast_rsync::diff(&index, &window[..len], &mut d).is_err() || d.len() < 5 {
             return Ok(None);
         }
-        out.write_all(&d[4..d.len() - 1])?;
-        total += n as u64;
-        if n < window.len() {
+        let cmds = &d[4..d.len() - 1];
+        carried = 0;
+        match crate::delta::trailing_literal(cmds) {
+            Some((at, lit)) if !last => {
+                // Keep the last block's worth of that literal for the next
+                // window, so a window edge costs no unmatched block.
+                let lit = lit as usize;
+                carried = lit.min(bs.saturating_sub(1));
+                out.write_all(&cmds[..at])?;
+                crate::delta::literal_command((lit - carried) as u64, out)?;
+                out.write_all(&window[len - lit..len - carried])?;
+                window.copy_within(len - carried..len, 0);
+            }
+            _ => out.write_all(cmds)?,
+        }
+        if last {
             break;
         }
     }
@@ -639,6 +666,7 @@ pub fn run_backup(
             stats.skipped = true;
             stats.volumes = 0;
             stats.dest_size = 0;
+            stats.stored_total = 0;
         }
     }
     if let Err(e) = &r {
@@ -923,6 +951,7 @@ fn write_set(
     };
     stats.volumes = nvols;
     stats.dest_size += vol_bytes;
+    stats.stored_total += vol_bytes;
     for (n, v) in resumed_vols.into_iter().chain(vols) {
         manifest.volumes.insert(n, v);
     }
@@ -930,7 +959,7 @@ fn write_set(
     // Signatures, then the manifest: the manifest marks the set complete.
     let (local_w, remote_w, sig_hash) = sigtar.finish()?;
     manifest.sigtar_sha256 = Some(sig_hash);
-    stats.dest_size += remote_w.as_ref().map_or(local_w.size, |w| w.size);
+    stats.stored_total += remote_w.as_ref().map_or(local_w.size, |w| w.size);
     if remote_w.is_none() {
         std::fs::copy(&sig_local_part, &remote_sig_tmp).ctx(&remote_sig_tmp)?;
     }
@@ -961,7 +990,7 @@ fn write_set(
         spool(&mut e, &man_tmp)?;
         e.finish().ctx(&man_tmp)?;
     }
-    stats.dest_size += std::fs::metadata(&man_tmp).map(|m| m.len()).unwrap_or(0);
+    stats.stored_total += std::fs::metadata(&man_tmp).map(|m| m.len()).unwrap_or(0);
     backend.put(&man_tmp, &man_remote_name)?;
     {
         let mut f = BufWriter::new(File::create(&man_part).ctx(&man_part)?);
@@ -1000,7 +1029,7 @@ fn write_set(
             std::io::copy(&mut from, &mut e).ctx(to)?;
             Ok(e.finish().ctx(to)?.size)
         };
-        stats.dest_size += copy(&tmp, &cfg.codec)?;
+        stats.stored_total += copy(&tmp, &cfg.codec)?;
         backend.put(&tmp, &remote)?;
     }
     let _ = std::fs::remove_file(&blocks_path);
@@ -1025,5 +1054,43 @@ mod tests {
         assert!(!size_mismatch(0, Some(&empty)));
         assert!(size_mismatch(1, Some(&empty)));
         assert!(!size_mismatch(99, None));
+    }
+
+    /// Issue 18: a window edge inside a long file costs no unmatched block.
+    /// Before the carry-over, each 8 MiB edge sent about one block (here
+    /// 4,608 bytes) as literal; 20 MB has two edges.
+    #[test]
+    fn window_edges_cost_nothing() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let base: Vec<u8> = (0..20_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let bs = crate::signature::block_len(base.len() as u64, None);
+        assert_eq!(bs, 4608);
+        let sig = crate::signature::signature_of(&base, bs);
+        let sig = fast_rsync::Signature::deserialize(sig).unwrap();
+        let mut new = base.clone();
+        new[10_000_000..10_004_096].fill(7);
+        let appended = vec![b'x'; 1 << 20];
+        new.extend_from_slice(&appended);
+        let mut delta = Vec::new();
+        let mut newsig = SigBuilder::new(bs);
+        let total = write_delta(&sig, &mut &new[..], &mut delta, Some(&mut newsig))
+            .unwrap()
+            .unwrap();
+        assert_eq!(total, new.len() as u64);
+        assert_eq!(newsig.finish(), crate::signature::signature_of(&new, bs));
+        let mut back = Vec::new();
+        crate::delta::apply(&base[..], &delta[..], &mut back).unwrap();
+        assert!(back == new);
+        // Literal: the append, the two blocks the overwrite touches, the
+        // old short last block; plus command bytes.
+        let bound = appended.len() + 3 * bs as usize + 512;
+        assert!(delta.len() <= bound, "{} > {bound}", delta.len());
     }
 }

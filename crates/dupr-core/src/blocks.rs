@@ -32,6 +32,10 @@ pub const LITERAL_HEADER: u64 = 6;
 pub const SEIPD_PREFIX: u64 = 18;
 /// Tar bytes per block.
 pub const BLOCK_TAR: u64 = 1 << 20;
+/// A set gets an index only when one of its volumes holds at least this many
+/// blocks: a smaller volume is read whole in about the time its index takes
+/// to fetch, so the extra file on the target would buy nothing.
+pub const MIN_INDEXED_BLOCKS: usize = 4;
 
 /// How a volume's blocks sit in the stored file.
 #[derive(Clone, Debug, PartialEq, Eq)]

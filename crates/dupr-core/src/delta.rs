@@ -126,6 +126,71 @@ fn copy_literal<R: Read, W: Write>(
     Ok(())
 }
 
+/// Bytes of the command starting with `op` (opcode and arguments, without
+/// literal data), and the literal length it carries.
+fn command_len(op: u8, args: &[u8]) -> Option<(usize, u64)> {
+    let widths = [1usize, 2, 4, 8];
+    let be = |w: usize| -> Option<u64> {
+        let b = args.get(..w)?;
+        Some(b.iter().fold(0u64, |v, &x| (v << 8) | x as u64))
+    };
+    match op {
+        n @ 0x01..=0x40 => Some((1, n as u64)),
+        n @ 0x41..=0x44 => {
+            let w = widths[(n - 0x41) as usize];
+            Some((1 + w, be(w)?))
+        }
+        n @ 0x45..=0x54 => {
+            let k = (n - 0x45) as usize;
+            let w = widths[k / 4] + widths[k % 4];
+            args.get(..w)?;
+            Some((1 + w, 0))
+        }
+        _ => None,
+    }
+}
+
+/// The literal a delta's command list ends with: where that command starts
+/// and how many bytes it carries. `cmds` holds commands only (no magic, no
+/// END). None when the last command is a copy, or the list is malformed.
+pub fn trailing_literal(cmds: &[u8]) -> Option<(usize, u64)> {
+    let mut at = 0usize;
+    let mut last = None;
+    while at < cmds.len() {
+        let (head, lit) = command_len(cmds[at], &cmds[at + 1..])?;
+        let next = at
+            .checked_add(head)?
+            .checked_add(usize::try_from(lit).ok()?)?;
+        if next > cmds.len() {
+            return None;
+        }
+        last = (lit > 0).then_some((at, lit));
+        at = next;
+    }
+    last
+}
+
+/// Append a literal command header for `len` bytes (librsync's encoding).
+pub fn literal_command(len: u64, out: &mut impl Write) -> io::Result<()> {
+    match len {
+        0 => Ok(()),
+        1..=64 => out.write_all(&[len as u8]),
+        65..=0xFF => out.write_all(&[0x41, len as u8]),
+        0x100..=0xFFFF => {
+            out.write_all(&[0x42])?;
+            out.write_all(&(len as u16).to_be_bytes())
+        }
+        0x1_0000..=0xFFFF_FFFF => {
+            out.write_all(&[0x43])?;
+            out.write_all(&(len as u32).to_be_bytes())
+        }
+        _ => {
+            out.write_all(&[0x44])?;
+            out.write_all(&len.to_be_bytes())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +229,26 @@ mod tests {
         assert!(apply(&b""[..], &[0u8, 0, 0, 0][..], &mut Vec::new()).is_err());
         let d = [0x72, 0x73, 0x02, 0x36, 0x02, b'h'];
         assert!(apply(&b""[..], &d[..], &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn finds_the_trailing_literal() {
+        let mut cmds = Vec::new();
+        literal_command(3, &mut cmds).unwrap();
+        cmds.extend_from_slice(b"abc");
+        cmds.extend_from_slice(&[0x45, 7, 9]); // copy 9 bytes from 7
+        assert_eq!(trailing_literal(&cmds), None);
+        let at = cmds.len();
+        literal_command(300, &mut cmds).unwrap();
+        cmds.extend_from_slice(&[1u8; 300]);
+        assert_eq!(trailing_literal(&cmds), Some((at, 300)));
+        // Truncated or reserved: not trusted.
+        assert_eq!(trailing_literal(&cmds[..cmds.len() - 1]), None);
+        assert_eq!(trailing_literal(&[0x55]), None);
+        for len in [1u64, 64, 65, 255, 256, 65535, 65536, 1 << 33] {
+            let mut c = Vec::new();
+            literal_command(len, &mut c).unwrap();
+            assert_eq!(command_len(c[0], &c[1..]), Some((c.len(), len)));
+        }
     }
 }

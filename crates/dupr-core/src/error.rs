@@ -123,7 +123,8 @@ impl Error {
         match self {
             Error::Io { .. } => 1,
             Error::BadTime(_) | Error::Usage(_) => 2,
-            Error::BadUrl { .. } => 8,
+            // duplicity 3: a bad URL is a user error.
+            Error::BadUrl { .. } => 23,
             Error::SourceMissing(_) => 13,
             Error::Select(e) => e.exit_code(),
             Error::ResumeInvalid(_) => 39,

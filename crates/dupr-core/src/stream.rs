@@ -471,7 +471,7 @@ pub struct Finished {
 impl FastEncoder {
     pub fn new(file: File, format: Format) -> io::Result<Self> {
         let (tx, rx) = bounded::<Vec<u8>>(4);
-        let (tx2, rx2) = bounded::<Vec<u8>>(4);
+        let (tx2, rx2) = bounded::<Vec<u8>>(2);
         let consumed = Arc::new(AtomicU64::new(0));
         let stored = Arc::new(AtomicU64::new(0));
         let c1 = consumed.clone();
@@ -690,7 +690,7 @@ fn store_stage(
     format: Format,
     stored: Arc<AtomicU64>,
 ) -> io::Result<StoreDone> {
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut w = BufWriter::with_capacity(256 << 10, file);
     let mut layout = None;
     let mut sha = Sha1::new();
     let mut put = |b: &[u8], w: &mut BufWriter<File>| -> io::Result<()> {

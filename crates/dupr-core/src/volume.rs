@@ -202,6 +202,8 @@ pub struct VolumeWriter {
     skip: Option<Skip>,
     /// The set's block index being written (see `blocks`).
     blocks: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
+    /// Most blocks in one volume so far (the index is kept only if worth it).
+    max_blocks: usize,
 }
 
 struct Open {
@@ -248,6 +250,7 @@ impl VolumeWriter {
             journal: None,
             skip: None,
             blocks: None,
+            max_blocks: 0,
         }
     }
 
@@ -426,6 +429,7 @@ impl VolumeWriter {
             self.ratio = (w.size as f64 / cur.plain_len as f64).clamp(0.01, 1.1);
         }
         if let (Some((f, path)), Some(layout)) = (self.blocks.as_mut(), w.layout) {
+            self.max_blocks = self.max_blocks.max(layout.blocks.len());
             let v = crate::blocks::VolumeIndex {
                 num: self.num,
                 sha1: w.sha1_hex.clone(),
@@ -518,6 +522,11 @@ impl VolumeWriter {
         r?;
         if let Some((mut f, path)) = self.blocks.take() {
             f.flush().ctx(&path)?;
+            if self.max_blocks < crate::blocks::MIN_INDEXED_BLOCKS {
+                // Every volume is small: keep only the magic, so no index
+                // is written for the set.
+                f.get_ref().set_len(crate::blocks::MAGIC_LEN).ctx(&path)?;
+            }
         }
         Ok((self.num, self.stored))
     }
