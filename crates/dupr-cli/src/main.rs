@@ -246,6 +246,7 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
     };
     if let Some(l) = cli.crypt.compress_level {
         t.level = l;
+        t.level_given = true;
     }
     let words: Vec<String> = cli
         .crypt
@@ -285,6 +286,7 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
             }
             "-z" | "--compress-level" | "--bzip2-compress-level" => {
                 let v = value(&mut i)?;
+                t.level_given = true;
                 t.level = v.parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
                     bad_value(format!("--gpg-options: bad compression level {v:?}"))
                 })?;
@@ -293,6 +295,7 @@ fn gpg_tuning(cli: &Cli) -> anyhow::Result<Tuning> {
                 }
             }
             z if z.starts_with("-z") && z[2..].parse::<u32>().is_ok() => {
+                t.level_given = true;
                 t.level = z[2..].parse::<u32>().unwrap_or(6).min(9);
                 if t.level == 0 {
                     t.compress = false;
@@ -407,6 +410,7 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
         archive_dir: cli.general.archive_dir.clone(),
         name: cli.general.name.clone(),
         codec,
+        incremental_level: (!tuning.level_given).then_some(dupr_core::crypt::INCREMENTAL_LEVEL),
         crypto,
         prefixes: Prefixes {
             file: cli.backup.file_prefix.clone(),

@@ -354,3 +354,49 @@ fn small_sets_get_no_index() {
     assert!(o.status.success(), "{}", out_text(&o));
     assert!(fs::read(&to).unwrap() == fs::read(src.join("d/rand.bin")).unwrap());
 }
+
+/// Issue 18: an incremental set's volumes are deflated at level 6 unless a
+/// level is given, so they come out smaller than at the full's level 3.
+#[test]
+fn incrementals_default_to_a_tighter_level() {
+    let mut sizes = Vec::new();
+    for extra in [&[][..], &["--compress-level", "3"][..]] {
+        let a = Arch {
+            env: Env::new(),
+            enc: true,
+        };
+        let src = a.env.src();
+        fs::write(src.join("base.txt"), "base\n").unwrap();
+        a.backup("full");
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let text: String = (0..60_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("    mutated_{:010x}({});\n", x & 0xff_ffff_ffff, i % 9973)
+            })
+            .collect();
+        fs::write(src.join("new.txt"), &text).unwrap();
+        let url = a.env.target_url();
+        let mut args = vec!["incremental"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[src.to_str().unwrap(), &url]);
+        a.ok(&args);
+        let vol = fs::read_dir(a.env.target())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("duplicity-inc.") && n.contains(".vol1.")
+            })
+            .expect("the incremental's volume");
+        sizes.push(vol.metadata().unwrap().len());
+    }
+    assert!(
+        sizes[0] * 100 < sizes[1] * 99,
+        "default {} vs level 3 {}",
+        sizes[0],
+        sizes[1]
+    );
+}

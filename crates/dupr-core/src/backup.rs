@@ -38,6 +38,8 @@ pub struct BackupConfig {
     pub source_arg: Vec<u8>,
     pub volsize: u64,
     pub codec: Codec,
+    /// Deflate level for an incremental set's volumes (None: `codec`'s).
+    pub incremental_level: Option<u32>,
     pub max_blocksize: Option<u32>,
     pub dry_run: bool,
     pub hostname: Vec<u8>,
@@ -851,7 +853,10 @@ fn write_set(
                 backend,
                 cfg.concurrency,
                 staging.clone(),
-                cfg.codec.clone(),
+                match cfg.incremental_level {
+                    Some(level) if incremental => cfg.codec.with_level(level),
+                    _ => cfg.codec.clone(),
+                },
                 set,
                 cfg.prefixes.clone(),
                 cfg.volsize,

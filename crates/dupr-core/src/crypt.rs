@@ -37,12 +37,18 @@ use crate::stream::Format;
 /// compress is stored instead (see `stream`), so the level only costs time
 /// on compressible data.
 pub const DEFAULT_LEVEL: u32 = 3;
+/// Deflate level of incremental sets' volumes when none is given: they are
+/// small (what changed in minutes or hours), so their bytes on the wire
+/// matter more than their CPU.
+pub const INCREMENTAL_LEVEL: u32 = 6;
 
 /// What `--gpg-options` and `--compress-level` can change about written
 /// OpenPGP messages.
 #[derive(Clone, Debug)]
 pub struct Tuning {
     pub level: u32,
+    /// The level was chosen (`--compress-level`, `-z`), not dupr's default.
+    pub level_given: bool,
     pub compress: bool,
     pub cipher: SymmetricKeyAlgorithm,
 }
@@ -51,6 +57,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             level: DEFAULT_LEVEL,
+            level_given: false,
             compress: true,
             cipher: SymmetricKeyAlgorithm::AES256,
         }
@@ -135,6 +142,8 @@ struct Shared {
 pub struct Crypto {
     shared: Arc<Shared>,
     file: Option<String>,
+    /// Deflate level of files this handle writes, when not the run's.
+    level: Option<u32>,
 }
 
 impl fmt::Debug for Crypto {
@@ -150,6 +159,7 @@ impl Crypto {
         Ok(Arc::new(Crypto {
             shared: Arc::new(Shared::new(Some(passphrase), compress)),
             file: None,
+            level: None,
         }))
     }
 
@@ -160,6 +170,7 @@ impl Crypto {
         Arc::new(Crypto {
             shared: Arc::new(Shared::new(None, true)),
             file: None,
+            level: None,
         })
     }
 
@@ -306,6 +317,7 @@ impl Crypto {
         Ok(Arc::new(Crypto {
             shared: Arc::new(shared),
             file: None,
+            level: None,
         }))
     }
 
@@ -314,6 +326,7 @@ impl Crypto {
         Crypto {
             shared: self.shared.clone(),
             file: Some(name.to_string()),
+            level: self.level,
         }
     }
 
@@ -612,6 +625,19 @@ impl Codec {
     /// does not matter).
     pub const GZIP: Codec = Codec::Gzip(DEFAULT_LEVEL);
 
+    /// The same codec writing at deflate `level`.
+    pub fn with_level(&self, level: u32) -> Codec {
+        match self {
+            Codec::Plain => Codec::Plain,
+            Codec::Gzip(_) => Codec::Gzip(level.min(9)),
+            Codec::Gpg(c) => Codec::Gpg(Arc::new(Crypto {
+                shared: c.shared.clone(),
+                file: c.file.clone(),
+                level: Some(level.min(9)),
+            })),
+        }
+    }
+
     /// Remote name suffix flags: (encrypted, gzipped).
     pub fn flags(&self) -> (bool, bool) {
         match self {
@@ -799,7 +825,7 @@ impl Encoder {
                         skesk: sh.skesk(),
                         key: Zeroizing::new(key.as_ref().to_vec()),
                         cipher: u8::from(sh.sym_alg),
-                        deflate_level: sh.compression.map(|_| sh.level),
+                        deflate_level: sh.compression.map(|_| c.level.unwrap_or(sh.level)),
                     },
                 )?)
             }

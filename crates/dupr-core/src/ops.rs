@@ -30,6 +30,8 @@ pub struct Settings {
     pub name: Option<String>,
     /// How new files are written.
     pub codec: Codec,
+    /// Deflate level for incremental sets' volumes (None: `codec`'s).
+    pub incremental_level: Option<u32>,
     /// Keys for reading encrypted files (and writing, when `codec` is Gpg).
     pub crypto: Option<Arc<Crypto>>,
     pub prefixes: Prefixes,
@@ -135,6 +137,7 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
         source_arg: req.source_arg.clone(),
         volsize: req.volsize_mib.max(1) * 1024 * 1024,
         codec: t.settings.codec.clone(),
+        incremental_level: t.settings.incremental_level,
         max_blocksize: req.max_blocksize,
         dry_run: req.dry_run,
         hostname: hostname(),
