@@ -262,9 +262,10 @@ pub fn blocks(data: &[u8]) {
     assert_eq!(odd, want);
 }
 
-/// Years 0..=9999: the range the 16-character file-name time covers.
-const MIN_T: i64 = -62_167_219_200;
-const MAX_T: i64 = 253_402_300_799;
+/// Years 1901..=2099: the range dupr (like duplicity) reads file-name and
+/// W3C times in (`time::to_utc_checked`).
+const MIN_T: i64 = -2_177_452_800;
+const MAX_T: i64 = 4_102_444_799;
 
 /// Remote file names under the default and a custom set of prefixes: a
 /// parsed name renders (long form) to a name that parses to the same
