@@ -53,7 +53,10 @@ pub fn manifest(data: &[u8]) {
     let again = Manifest::parse(&text)
         .unwrap_or_else(|e| panic!("manifest written from a parsed one does not parse: {e}"));
     assert_eq!(again.volumes, m.volumes, "volumes changed in a round trip");
-    assert_eq!(again.filelist, m.filelist, "filelist changed in a round trip");
+    assert_eq!(
+        again.filelist, m.filelist,
+        "filelist changed in a round trip"
+    );
     assert_eq!(again.sigtar_sha256, m.sigtar_sha256);
     // Writing is a fixed point from the first rewrite on.
     assert_eq!(again.to_bytes(), text, "manifest text not stable");
@@ -190,7 +193,11 @@ pub fn delta(data: &[u8]) {
     let want = reference_delta(&basis, data);
     match (got, want) {
         (Ok(n), Some(w)) => {
-            assert_eq!(n, out.len() as u64, "returned length is not the bytes written");
+            assert_eq!(
+                n,
+                out.len() as u64,
+                "returned length is not the bytes written"
+            );
             assert_eq!(out, w, "output differs from the reference");
         }
         (Err(_), None) => {}
@@ -323,7 +330,11 @@ pub fn time(data: &[u8]) {
         let t = MIN_T + raw.rem_euclid(MAX_T - MIN_T + 1);
         let f = time::to_filename(t);
         assert_eq!(f.len(), 16, "{t} renders as {f:?}");
-        assert_eq!(time::from_filename(&f), Some(t), "{t} → {f:?} does not read back");
+        assert_eq!(
+            time::from_filename(&f),
+            Some(t),
+            "{t} → {f:?} does not read back"
+        );
         assert_eq!(time::parse_time_string(&f, now).ok(), Some(t));
     }
 }
@@ -365,11 +376,21 @@ pub fn gzip(data: &[u8]) {
     let _ = read_tar(&plain);
 }
 
+/// One `Crypto` for every input: it caches the session key derived per
+/// SKESK packet, as dupr does across the files of a run, so inputs whose
+/// SKESK is unchanged skip the (deliberately slow) S2K and the fuzzer
+/// spends its time on the packets after it.
+fn pgp_crypto() -> Option<std::sync::Arc<Crypto>> {
+    static C: std::sync::OnceLock<Option<std::sync::Arc<Crypto>>> = std::sync::OnceLock::new();
+    C.get_or_init(|| Crypto::symmetric(b"fuzz".to_vec().into(), false).ok())
+        .clone()
+}
+
 /// An OpenPGP volume with passphrase `fuzz` (the seeds are encrypted with
 /// it, so mutations reach the packets inside the encryption too): decrypt
 /// (bounded) and read the plaintext as a tar stream.
 pub fn pgp(data: &[u8]) {
-    let Ok(c) = Crypto::symmetric(b"fuzz".to_vec().into(), false) else {
+    let Some(c) = pgp_crypto() else {
         return;
     };
     let _ = c.session_key_of(data);
