@@ -24,9 +24,12 @@ use dupr_core::sigtar::SigtarReader;
 use dupr_core::tar;
 use dupr_core::time;
 
+/// A target's check: panics on any violated property.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name, as `(name, check)`: the replay test walks
 /// `fuzz/corpus/<name>` and `fuzz/regressions/<name>` for each.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("manifest", manifest),
     ("tar", tar),
     ("delta", delta),
