@@ -924,11 +924,11 @@ fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
 /// dupr's error is one of the same kind.
 fn error_class(e: &anyhow::Error, code: i32) -> Option<&'static str> {
     match code {
-        23 if e.downcast_ref::<Exit>().is_some() => Some("CommandLineError"),
-        23 if matches!(
-            e.downcast_ref::<dupr_core::Error>(),
-            Some(dupr_core::Error::BadUrl { .. })
-        ) =>
+        23 if e.downcast_ref::<Exit>().is_some()
+            || matches!(
+                e.downcast_ref::<dupr_core::Error>(),
+                Some(dupr_core::Error::BadUrl { .. })
+            ) =>
         {
             Some("CommandLineError")
         }
