@@ -27,7 +27,7 @@ Options and environment variables are duplicity's own (3.2.1, plus the 0.8 spell
 pub struct Cli {
     /// Command (full, incremental, restore, verify, collection-status,
     /// list-current-files, cleanup, remove-older-than, remove-all-but-n-full,
-    /// remove-all-inc-of-but-n-full) and its arguments.
+    /// remove-all-inc-of-but-n-full, mount) and its arguments.
     #[arg(value_name = "ARGS")]
     pub args: Vec<OsString>,
 
@@ -42,6 +42,8 @@ pub struct Cli {
     #[command(flatten)]
     pub restore: RestoreOpts,
     #[command(flatten)]
+    pub mount: MountOpts,
+    #[command(flatten)]
     pub backend: BackendOpts,
     #[command(flatten)]
     pub compat: CompatOpts,
@@ -53,7 +55,7 @@ pub struct Cli {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Profiles")]
 pub struct ProfileOpts {
-    /// Run ACTION of this profile: dupr -p NAME backup|full|incr|verify|status|list|restore [DEST]|fetch PATH DEST|purge|cleanup|export-keys FILE.
+    /// Run ACTION of this profile: dupr -p NAME backup|full|incr|verify|status|list|restore [DEST]|fetch PATH DEST|mount DIR|purge|cleanup|export-keys FILE.
     #[arg(short = 'p', long = "profile", value_name = "NAME")]
     pub profile: Option<String>,
     /// The profile file to use instead of $XDG_CONFIG_HOME/dupr/profiles/NAME.toml.
@@ -89,7 +91,8 @@ pub const USAGE: &str = "dupr [full|incremental] [OPTIONS] SOURCE_DIR TARGET_URL
 const COMMANDS_HELP: &str =
     "Commands (aliases): backup (bu), full (fb), incremental (incr, inc, ib), \
 restore (rb), verify (vb), collection-status (st), list-current-files (ls), cleanup (cl), \
-remove-older-than (ro), remove-all-but-n-full (ra), remove-all-inc-of-but-n-full (ri); \
+remove-older-than (ro), remove-all-but-n-full (ra), remove-all-inc-of-but-n-full (ri), \
+mount (browse every backup time as a read-only file system: dupr mount URL DIR); \
 any unique prefix of a command also works. `dupr COMMAND --help` shows the options of one command.
 
 Profiles, schedules and key export (each has its own --help):
@@ -409,6 +412,20 @@ pub struct RestoreOpts {
     pub show_changes_in_set: Option<i64>,
 }
 
+/// `dupr mount` options.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Mount")]
+pub struct MountOpts {
+    /// mount: disk space for files rebuilt for reading (least recently used
+    /// go first), in MiB; under --tempdir.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub mount_cache_mib: u64,
+    /// mount: go to the background once mounted (default: stay in the
+    /// foreground until unmounted, SIGINT or SIGTERM).
+    #[arg(long)]
+    pub daemon: bool,
+}
+
 /// Storage options (see the README for which backends dupr serves).
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Storage")]
@@ -674,6 +691,7 @@ pub enum Command {
     RemoveOlderThan,
     RemoveAllButNFull,
     RemoveAllIncOfButNFull,
+    Mount,
 }
 
 const COMMANDS: &[(&str, &[&str], Command)] = &[
@@ -692,6 +710,7 @@ const COMMANDS: &[(&str, &[&str], Command)] = &[
         &["ri"],
         Command::RemoveAllIncOfButNFull,
     ),
+    ("mount", &[], Command::Mount),
 ];
 
 /// Which help sections a command's `--help` shows, and its usage line.
@@ -733,6 +752,10 @@ fn command_help(c: Command) -> (&'static [&'static str], &'static str) {
         Command::RemoveAllIncOfButNFull => (
             TARGET,
             "dupr remove-all-inc-of-but-n-full COUNT [--force] [OPTIONS] TARGET_URL",
+        ),
+        Command::Mount => (
+            &["General", "Encryption", "Mount", "Storage"],
+            "dupr mount [OPTIONS] TARGET_URL MOUNTPOINT",
         ),
     }
 }
@@ -842,6 +865,7 @@ Actions of dupr -p NAME:
   list, collection-status the files of the latest backup, the chains
   restore [DEST]          the latest backup into DEST (default: the source)
   fetch PATH DEST         one path of the latest backup
+  mount DIR               every backup time as a read-only file system
   purge, cleanup          retention only, cleanup only
   export-keys FILE        see dupr export-keys --help
 

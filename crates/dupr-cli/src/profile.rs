@@ -599,10 +599,16 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             tail.extend([t(), dest.clone()]);
             steps.push(step("fetch", &["restore"], tail));
         }
+        "mount" => {
+            let Some(dir) = rest.first() else {
+                bail!("usage: dupr -p NAME mount DIR");
+            };
+            steps.push(step("mount", &["mount"], vec![t(), dir.clone()]));
+        }
         "purge" => retention(&mut steps),
         "cleanup" => steps.push(step("cleanup", &["cleanup", "--force"], vec![t()])),
         other => bail!(
-            "unknown profile action {other:?}: use backup, full, incr, verify, status, list, restore [DEST], fetch PATH DEST, purge, cleanup, export-keys FILE"
+            "unknown profile action {other:?}: use backup, full, incr, verify, status, list, restore [DEST], fetch PATH DEST, mount DIR, purge, cleanup, export-keys FILE"
         ),
     }
     Ok(steps)
@@ -926,6 +932,7 @@ const ACTIONS: &[&str] = &[
     "collection-status",
     "restore",
     "fetch",
+    "mount",
     "purge",
     "cleanup",
 ];

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod backup;
 pub mod blocks;
+pub mod browse;
 pub mod cache;
 pub mod chain;
 pub mod check;

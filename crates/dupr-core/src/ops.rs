@@ -75,7 +75,9 @@ impl Target {
         Ok((names, c))
     }
 
-    fn sync(&self, names: &[String]) -> Result<()> {
+    /// Bring the local cache's manifests and signature files in line with
+    /// the target's listing `names`.
+    pub fn sync(&self, names: &[String]) -> Result<()> {
         self.cache.sync(
             self.backend.as_ref(),
             names,

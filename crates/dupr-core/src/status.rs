@@ -6,12 +6,12 @@ use std::io::Write;
 
 use crate::backend::Backend;
 use crate::cache::Cache;
-use crate::chain::{Chain, Collection};
+use crate::chain::{Chain, Collection, SigFile};
 use std::sync::Arc;
 
 use crate::crypt::{self, Codec, Crypto};
 use crate::error::{Error, Result};
-use crate::naming::{self, Prefixes};
+use crate::naming::Prefixes;
 use crate::sigtar::{SigMerge, SigtarReader};
 use crate::time::{self, Timestamp};
 
@@ -104,6 +104,34 @@ pub fn collection_status(c: &Collection, backend_name: &str, archive_dir: &str) 
     out
 }
 
+/// Readers of signature files, from the local cache where it has them.
+pub fn sig_readers(
+    backend: &dyn Backend,
+    cache: &Cache,
+    files: &[&SigFile],
+    prefixes: &Prefixes,
+    crypto: Option<&Arc<Crypto>>,
+    want_sigs: bool,
+) -> Result<Vec<SigtarReader<Box<dyn std::io::Read + Send>>>> {
+    let mut readers = Vec::new();
+    for f in files {
+        let local = Cache::local_name(&f.name, prefixes).map(|l| cache.path(&l));
+        let r: Box<dyn std::io::Read + Send> = match local.filter(|p| p.exists()) {
+            Some(p) => crypt::decoder(
+                std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?,
+                &Codec::GZIP,
+            )?,
+            None => {
+                let p = &f.parsed;
+                let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, &f.name)?;
+                crypt::decoder(backend.open(&f.name)?, &codec)?
+            }
+        };
+        readers.push(SigtarReader::new(r, &f.name, want_sigs));
+    }
+    Ok(readers)
+}
+
 /// Print `<asctime of mtime> <path>` for every path present at `t`.
 pub fn list_current_files(
     backend: &dyn Backend,
@@ -118,22 +146,7 @@ pub fn list_current_files(
     let sc = c
         .sig_chain_at(t)
         .ok_or_else(|| Error::NoBackups(url.clone()))?;
-    let mut readers = Vec::new();
-    for f in sc.files_at(t) {
-        let local = Cache::local_name(&f.name, prefixes).map(|l| cache.path(&l));
-        let r: Box<dyn std::io::Read + Send> = match local.filter(|p| p.exists()) {
-            Some(p) => crypt::decoder(
-                std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?,
-                &Codec::GZIP,
-            )?,
-            None => {
-                let p = naming::parse(&f.name, prefixes).expect("listed names parse");
-                let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, &f.name)?;
-                crypt::decoder(backend.open(&f.name)?, &codec)?
-            }
-        };
-        readers.push(SigtarReader::new(r, &f.name, false));
-    }
+    let readers = sig_readers(backend, cache, &sc.files_at(t), prefixes, crypto, false)?;
     let mut m = SigMerge::new(readers)?;
     let mut n = 0;
     let mut line = Vec::with_capacity(256);

@@ -25,7 +25,7 @@ use std::process::{Command, Output};
 
 /// Environment variables that must not leak from the developer's shell into
 /// a test run of dupr or duplicity (they change behaviour or supply secrets).
-const SCRUBBED_ENV: &[&str] = &[
+pub const SCRUBBED_ENV: &[&str] = &[
     "PASSPHRASE",
     "SIGN_PASSPHRASE",
     "FTP_PASSWORD",
