@@ -1012,6 +1012,15 @@ fn help_snapshots() {
     insta::assert_snapshot!("dupr_full_help", full);
     insta::assert_snapshot!("dupr_restore_help", restore);
     insta::assert_snapshot!("dupr_help_collection_status", status);
+    let mount = help_text(&env, &["mount", "--help"]);
+    insta::assert_snapshot!("dupr_mount_help", mount);
+    let m = help_options(&mount);
+    for o in ["--mount-cache-mib", "--daemon", "--archive-dir", "--encrypt-key"] {
+        assert!(m.contains(o), "mount --help lacks {o}:\n{mount}");
+    }
+    for o in ["--volsize", "--include", "--path-to-restore"] {
+        assert!(!m.contains(o), "mount --help shows {o}:\n{mount}");
+    }
 
     let (f, r, s) = (
         help_options(&full),
