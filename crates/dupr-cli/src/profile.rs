@@ -702,6 +702,27 @@ pub fn run(
         matches!(action, "backup" | "bkp" | "full" | "incr" | "incremental"),
     )?;
     let sign = sign_from.read(p, "sign passphrase", false)?;
+    let exe = std::env::current_exe().context("locating the dupr binary")?;
+    let step_cmd = |s: &Step| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(&s.args)
+            .env_remove("PASSPHRASE")
+            .env_remove("SIGN_PASSPHRASE");
+        if let Some(pw) = &passphrase {
+            cmd.env("PASSPHRASE", pw.as_str());
+        }
+        if let Some(pw) = &sign {
+            cmd.env("SIGN_PASSPHRASE", pw.as_str());
+        }
+        cmd
+    };
+    if action == "mount" {
+        // A mount lasts as long as the user wants: it replaces this
+        // process (signals reach it), without the profile's run lock
+        // (scheduled backups go on beside it), log capture or run record.
+        let e = std::os::unix::process::CommandExt::exec(&mut step_cmd(&steps[0]));
+        return Err(e).context("starting dupr mount");
+    }
     std::fs::create_dir_all(state_dir())?;
     // One run of a profile at a time; a second one is "skipped", not failed.
     let lock_path = state_dir().join(format!("{}.lock", l.name));
@@ -745,7 +766,6 @@ pub fn run(
         .with_context(|| format!("creating the log dir {}", log_dir.display()))?;
     rotate_logs(&log_dir, &l.name, p.log_keep_days.unwrap_or(30));
     let (log_path, mut log) = new_log(&log_dir, &l.name, action, start)?;
-    let exe = std::env::current_exe().context("locating the dupr binary")?;
     let hook_env = hook_env(l, action);
     let mut record = RunRecord {
         profile: l.name.clone(),
@@ -769,17 +789,7 @@ pub fn run(
     if code == 0 {
         for s in &steps {
             writeln!(log, "== dupr {}", s.label)?;
-            let mut cmd = Command::new(&exe);
-            cmd.args(&s.args)
-                .env_remove("PASSPHRASE")
-                .env_remove("SIGN_PASSPHRASE");
-            if let Some(pw) = &passphrase {
-                cmd.env("PASSPHRASE", pw.as_str());
-            }
-            if let Some(pw) = &sign {
-                cmd.env("SIGN_PASSPHRASE", pw.as_str());
-            }
-            let (c, out) = run_logged(cmd, &mut log)?;
+            let (c, out) = run_logged(step_cmd(s), &mut log)?;
             if matches!(s.label, "backup" | "full" | "incremental") {
                 // From the statistics block duplicity prints.
                 let stat = |key: &str| {

@@ -1015,7 +1015,12 @@ fn help_snapshots() {
     let mount = help_text(&env, &["mount", "--help"]);
     insta::assert_snapshot!("dupr_mount_help", mount);
     let m = help_options(&mount);
-    for o in ["--mount-cache-mib", "--daemon", "--archive-dir", "--encrypt-key"] {
+    for o in [
+        "--mount-cache-mib",
+        "--daemon",
+        "--archive-dir",
+        "--encrypt-key",
+    ] {
         assert!(m.contains(o), "mount --help lacks {o}:\n{mount}");
     }
     for o in ["--volsize", "--include", "--path-to-restore"] {

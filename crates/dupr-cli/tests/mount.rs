@@ -429,3 +429,66 @@ fn rebuilt_files_stay_within_the_cache_limit_and_memory_stays_bounded() {
     drop(f);
     m.stop();
 }
+
+#[test]
+fn a_profile_mounts_its_target_beside_its_scheduled_runs() {
+    let env = Env::new();
+    let src = env.src();
+    fs::write(src.join("a.txt"), b"from the profile\n").unwrap();
+    let pass = env.path().join("pass");
+    fs::write(&pass, format!("{PASS}\n")).unwrap();
+    fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let prof = env.path().join("home.toml");
+    fs::write(
+        &prof,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\npassphrase-file = \"{}\"\n",
+            src.display(),
+            env.target_url(),
+            pass.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&prof, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let profile_cmd = |args: &[&str]| {
+        let mut c = Command::new(dupr_bin());
+        for v in SCRUBBED_ENV {
+            c.env_remove(v);
+        }
+        c.env("XDG_CACHE_HOME", env.cache())
+            .env("XDG_STATE_HOME", env.path().join("state"))
+            .arg("-c")
+            .arg(&prof)
+            .args(args);
+        c
+    };
+    let out = profile_cmd(&["backup"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mnt = env.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut child = profile_cmd(&["mount", mnt.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(child.try_wait().unwrap().is_none(), "profile mount exited");
+        assert!(t0.elapsed() < Duration::from_secs(60), "mount timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        fs::read(mnt.join("latest/a.txt")).unwrap(),
+        b"from the profile\n"
+    );
+    // The profile's next backup is not held back by the mount.
+    fs::write(src.join("b.txt"), b"second\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = profile_cmd(&["incr"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // SIGTERM reaches the mount itself (the profile runner became it).
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(!is_mounted(&mnt));
+}
