@@ -259,6 +259,25 @@ fn duplicity_archives_mount_with_exact_sizes_once_read() {
     );
     let m = Mounted::start(&env, &url, &[]);
     assert_eq!(m.snapshots().len(), 2);
+    // duplicity writes no block index: the first read decodes (and checks)
+    // the volume once; later reads of its files come from that plain copy,
+    // even with the volume gone from the target meanwhile.
+    let full = env.path().join("mnt").join(&m.snapshots()[0]);
+    assert_eq!(
+        fs::read(full.join("hello.txt")).unwrap(),
+        b"hello, dupr\nsecond line\n"
+    );
+    let moved: Vec<(PathBuf, PathBuf)> = full_volumes(&env.target())
+        .into_iter()
+        .map(|(_, v)| (v.clone(), env.path().join(v.file_name().unwrap())))
+        .collect();
+    for (a, b) in &moved {
+        fs::rename(a, b).unwrap();
+    }
+    assert_eq!(fs::read(full.join("dir/sub/b.txt")).unwrap(), b"b\n");
+    for (a, b) in &moved {
+        fs::rename(b, a).unwrap();
+    }
     // Before reading, the size is a bound no smaller than the truth.
     let p = m.dir.join("latest/big.bin");
     let bound = fs::metadata(&p).unwrap().len();
@@ -297,7 +316,9 @@ fn damaged_volume_gives_eio_naming_it_and_wrong_passphrase_refuses_to_mount() {
 
     let (_, vol) = full_volumes(&env.target()).remove(0);
     flip_middle_byte(&vol);
-    let m = Mounted::start(&env, &url, &[]);
+    let scratch = env.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let m = Mounted::start(&env, &url, &["--tempdir", scratch.to_str().unwrap()]);
     // Listing needs no volume.
     let names: Vec<String> = fs::read_dir(m.dir.join("latest"))
         .unwrap()
@@ -308,6 +329,18 @@ fn damaged_volume_gives_eio_naming_it_and_wrong_passphrase_refuses_to_mount() {
         let e = fs::read(m.dir.join("latest").join(f)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO), "{f}: {e}");
     }
+    // Nothing of the damaged volume was kept for later reads.
+    let kept: Vec<_> = fs::read_dir(
+        fs::read_dir(&scratch)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap()
+    .collect();
+    assert!(kept.is_empty(), "{kept:?}");
     let vname = vol.file_name().unwrap().to_str().unwrap().to_string();
     let log = m.log();
     assert!(

@@ -181,7 +181,7 @@ impl Node {
 }
 
 /// What a librsync signature says of its file's size: blocks × block
-/// length, at most one block over (exact when it has no block).
+/// length, at most one block over (exact only for a header alone: empty).
 fn size_bound(sig: &[u8]) -> (u64, bool) {
     let word = |i: usize| {
         sig.get(i..i + 4)
@@ -191,7 +191,7 @@ fn size_bound(sig: &[u8]) -> (u64, bool) {
         return (0, false);
     };
     let blocks = (sig.len() as u64).saturating_sub(12) / (4 + u64::from(strong));
-    (blocks * u64::from(block), blocks == 0)
+    (blocks.saturating_mul(u64::from(block)), sig.len() == 12)
 }
 
 /// The name a snapshot directory gets: ISO 8601 in UTC.
@@ -222,7 +222,29 @@ pub struct Browser {
     snapshots: Vec<Snapshot>,
     trees: Mutex<Vec<(usize, Arc<Tree>)>>,
     building: Mutex<()>,
-    files: FileCache,
+    files: Arc<FileCache>,
+}
+
+/// Plain volume copies for the restore path, kept in the browser's cache.
+struct PlainCopies(Arc<FileCache>);
+
+impl crate::restore::PlainVolumes for PlainCopies {
+    fn open(&self, name: &str, sha1: &str) -> Option<File> {
+        self.0.lookup(&FileKey::Volume(name.into(), sha1.into()))
+    }
+
+    fn scratch(&self) -> Option<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".plain-")
+            .tempfile_in(self.0.dir.path())
+            .ok()
+    }
+
+    fn keep(&self, name: &str, sha1: &str, copy: tempfile::NamedTempFile) {
+        if let Ok(p) = copy.into_temp_path().keep() {
+            self.0.insert(FileKey::Volume(name.into(), sha1.into()), p);
+        }
+    }
 }
 
 impl Browser {
@@ -271,7 +293,7 @@ impl Browser {
             snapshots,
             trees: Mutex::new(Vec::new()),
             building: Mutex::new(()),
-            files: FileCache::new(dir, cache_limit),
+            files: Arc::new(FileCache::new(dir, cache_limit)),
         })
     }
 
@@ -345,7 +367,7 @@ impl Browser {
     /// The size of a file once it has been rebuilt (exact even where the
     /// tree only has a bound).
     pub fn rebuilt_size(&self, snap: usize, node: u32) -> Option<u64> {
-        self.files.size_of((snap, node))
+        self.files.size_of(&FileKey::File(snap, node))
     }
 
     /// Open regular file `node` of snapshot `snap`: rebuilt once (full,
@@ -363,8 +385,9 @@ impl Browser {
             )));
         }
         let path = tree.index(node);
-        self.files
-            .get((snap, node), |dir| self.rebuild(snap, &path, dir))
+        self.files.get(FileKey::File(snap, node), |dir| {
+            self.rebuild(snap, &path, dir)
+        })
     }
 
     fn rebuild(&self, snap: usize, path: &Index, dir: &Path) -> Result<PathBuf> {
@@ -386,6 +409,8 @@ impl Browser {
             selection: None,
             tempdir: dir.to_path_buf(),
             crypto: t.settings.crypto.clone(),
+            // Archives without a block index: each volume is decoded once.
+            plain: Some(Arc::new(PlainCopies(self.files.clone()))),
         };
         let mut sink = OneFile {
             want: path,
@@ -456,7 +481,13 @@ impl Sink for OneFile<'_> {
     }
 }
 
-type FileKey = (usize, u32);
+/// What the disk cache holds: rebuilt files (snapshot, node) and plain
+/// copies of volumes (name and manifest hash), under one limit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileKey {
+    File(usize, u32),
+    Volume(String, String),
+}
 
 enum Slot {
     /// Another thread is rebuilding it: wait.
@@ -497,12 +528,47 @@ impl FileCache {
         }
     }
 
-    fn size_of(&self, key: FileKey) -> Option<u64> {
+    fn size_of(&self, key: &FileKey) -> Option<u64> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match st.slots.get(&key) {
+        match st.slots.get(key) {
             Some(Slot::Ready { size, .. }) => Some(*size),
             _ => None,
         }
+    }
+
+    /// The cached file for `key`, if it is ready.
+    fn lookup(&self, key: &FileKey) -> Option<File> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.clock += 1;
+        let now = st.clock;
+        match st.slots.get_mut(key) {
+            Some(Slot::Ready { path, used, .. }) => {
+                *used = now;
+                File::open(&*path).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Add a file made outside [`Self::get`] (replacing any older copy).
+    fn insert(&self, key: FileKey, path: PathBuf) {
+        let Ok(size) = std::fs::metadata(&path).map(|m| m.len()) else {
+            return;
+        };
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.clock += 1;
+        let used = st.clock;
+        if let Some(Slot::Ready {
+            path: old, size: n, ..
+        }) = st
+            .slots
+            .insert(key.clone(), Slot::Ready { path, size, used })
+        {
+            let _ = std::fs::remove_file(old);
+            st.bytes -= n;
+        }
+        st.bytes += size;
+        self.evict(&mut st, &key);
     }
 
     /// The cached file for `key`, rebuilt by `build` (into the cache
@@ -528,7 +594,7 @@ impl FileCache {
                 None => break,
             }
         }
-        st.slots.insert(key, Slot::Building);
+        st.slots.insert(key.clone(), Slot::Building);
         drop(st);
         let built = build(self.dir.path()).and_then(|p| {
             let f = File::open(&p).ctx(&p)?;
@@ -540,9 +606,10 @@ impl FileCache {
             Ok((path, f, size)) => {
                 st.clock += 1;
                 let used = st.clock;
-                st.slots.insert(key, Slot::Ready { path, size, used });
+                st.slots
+                    .insert(key.clone(), Slot::Ready { path, size, used });
                 st.bytes += size;
-                self.evict(&mut st, key);
+                self.evict(&mut st, &key);
                 Ok((f, size))
             }
             Err(e) => {
@@ -554,17 +621,17 @@ impl FileCache {
         r
     }
 
-    fn evict(&self, st: &mut CacheState, keep: FileKey) {
+    fn evict(&self, st: &mut CacheState, keep: &FileKey) {
         while st.bytes > self.limit {
             let oldest = st
                 .slots
                 .iter()
-                .filter(|(k, _)| **k != keep)
+                .filter(|(k, _)| *k != keep)
                 .filter_map(|(k, s)| match s {
-                    Slot::Ready { used, .. } => Some((*used, *k)),
+                    Slot::Ready { used, .. } => Some((*used, k.clone())),
                     Slot::Building => None,
                 })
-                .min();
+                .min_by_key(|(used, _)| *used);
             let Some((_, k)) = oldest else { break };
             if let Some(Slot::Ready { path, size, .. }) = st.slots.remove(&k) {
                 let _ = std::fs::remove_file(&path);
@@ -604,31 +671,47 @@ mod tests {
     fn cache_evicts_least_recently_used_but_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let c = FileCache::new(tempfile::tempdir_in(dir.path()).unwrap(), 10);
+        let seq = std::sync::atomic::AtomicUsize::new(0);
         let make = |n: usize| {
+            let i = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             move |d: &Path| -> Result<PathBuf> {
-                let p = d.join(format!("f{n}"));
+                let p = d.join(format!("f{i}"));
                 std::fs::write(&p, vec![b'x'; n]).unwrap();
                 Ok(p)
             }
         };
-        c.get((0, 1), make(4)).unwrap();
-        c.get((0, 2), make(4)).unwrap();
+        let k = |n: u32| FileKey::File(0, n);
+        c.get(k(1), make(4)).unwrap();
+        c.get(k(2), make(4)).unwrap();
         // Touch 1, so 2 is the oldest when 3 arrives.
-        c.get((0, 1), |_| panic!("cached")).unwrap();
-        c.get((0, 3), make(5)).unwrap();
-        assert!(c.size_of((0, 1)).is_some());
-        assert!(c.size_of((0, 2)).is_none());
-        assert_eq!(c.size_of((0, 3)), Some(5));
+        c.get(k(1), |_| panic!("cached")).unwrap();
+        c.get(k(3), make(5)).unwrap();
+        assert!(c.size_of(&k(1)).is_some());
+        assert!(c.size_of(&k(2)).is_none());
+        assert_eq!(c.size_of(&k(3)), Some(5));
         // Bigger than the whole cache: still served, everything else goes.
-        let (mut f, size) = c.get((0, 4), make(30)).unwrap();
+        let (mut f, size) = c.get(k(4), make(30)).unwrap();
         assert_eq!(size, 30);
         let mut s = Vec::new();
         f.read_to_end(&mut s).unwrap();
         assert_eq!(s.len(), 30);
-        assert!(c.size_of((0, 1)).is_none() && c.size_of((0, 3)).is_none());
+        assert!(c.size_of(&k(1)).is_none() && c.size_of(&k(3)).is_none());
         // A failed build leaves nothing behind and can be tried again.
-        let e = c.get((0, 5), |_| Err(Error::Usage("boom".into())));
+        let e = c.get(k(5), |_| Err(Error::Usage("boom".into())));
         assert!(e.is_err());
-        c.get((0, 5), make(1)).unwrap();
+        c.get(k(5), make(1)).unwrap();
+        // Copies made elsewhere share the limit; a newer one replaces.
+        let v = FileKey::Volume("vol1".into(), "ab".into());
+        let p = make(3)(c.dir.path()).unwrap();
+        c.insert(v.clone(), p);
+        assert_eq!(c.size_of(&v), Some(3));
+        let p2 = c.dir.path().join("again");
+        std::fs::write(&p2, b"xy").unwrap();
+        c.insert(v.clone(), p2);
+        assert_eq!(c.size_of(&v), Some(2));
+        assert!(c.lookup(&v).is_some());
+        assert!(c
+            .lookup(&FileKey::Volume("vol1".into(), "cd".into()))
+            .is_none());
     }
 }

@@ -198,6 +198,7 @@ pub fn check(
                 selection: None,
                 tempdir: opts.tempdir.clone(),
                 crypto: opts.crypto.cloned(),
+                plain: None,
             };
             let mut sink = Discard {
                 dir: opts.tempdir.clone(),

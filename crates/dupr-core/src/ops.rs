@@ -734,6 +734,7 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
         selection,
         tempdir: t.settings.tempdir.clone(),
         crypto: t.settings.crypto.clone(),
+        plain: None,
     };
     restore::restore(
         t.backend.as_ref(),
@@ -1198,6 +1199,7 @@ pub fn verify(
         selection: None,
         tempdir: t.settings.tempdir.clone(),
         crypto: t.settings.crypto.clone(),
+        plain: None,
     };
     restore::collate(
         t.backend.as_ref(),

@@ -283,6 +283,32 @@ struct SetStream<'a> {
     buf: Vec<u8>,
     /// The content hash on the last chunk [`Self::copy_data`] read, if any.
     last_hash: Option<String>,
+    plain: Option<Arc<dyn PlainVolumes>>,
+    /// The plain copy of the open volume being written, with its name
+    /// and hash: kept if the volume reads to its end without error.
+    copying: Option<(String, String, SharedCopy)>,
+}
+
+type SharedCopy = Arc<std::sync::Mutex<Option<io::BufWriter<tempfile::NamedTempFile>>>>;
+
+/// Passes a volume's plain bytes on and writes them to a copy; a failing
+/// copy is dropped, never the read.
+struct Tee<R> {
+    inner: R,
+    copy: SharedCopy,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut c = self.copy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = c.as_mut() {
+            if w.write_all(&buf[..n]).is_err() {
+                *c = None;
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// The content hash a tar header records ([`crate::backup::CONTENT_HASH`]).
@@ -298,6 +324,8 @@ struct Pending {
     path: PathBuf,
     temp: Option<PathBuf>,
     hash: Option<std::thread::JoinHandle<io::Result<String>>>,
+    /// A checked plain copy of the volume, from [`PlainVolumes`].
+    plain: Option<File>,
 }
 
 /// A whole logical entry at the head of a set stream.
@@ -319,7 +347,19 @@ impl<'a> SetStream<'a> {
                 path: PathBuf::new(),
                 temp: None,
                 hash: None,
+                plain: None,
             });
+        }
+        if let (Some(pv), Some(sha1)) = (&self.plain, &v.sha1) {
+            if let Some(f) = pv.open(&v.name, sha1) {
+                return Ok(Pending {
+                    v,
+                    path: PathBuf::new(),
+                    temp: None,
+                    hash: None,
+                    plain: Some(f),
+                });
+            }
         }
         let (path, temp) = match local {
             Some(p) => {
@@ -352,6 +392,7 @@ impl<'a> SetStream<'a> {
             path,
             temp,
             hash,
+            plain: None,
         })
     }
 
@@ -404,6 +445,12 @@ impl<'a> SetStream<'a> {
     }
 
     fn open_pending(&mut self, p: Pending) -> Result<Box<dyn Read + Send>> {
+        if let Some(f) = p.plain {
+            // Checked when it was kept: read it like an indexed volume,
+            // up to the wanted path only.
+            self.seeking = true;
+            return Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)));
+        }
         if let (Some(want), Some(h)) = (&p.v.sha1, p.hash) {
             let got = h
                 .join()
@@ -422,7 +469,19 @@ impl<'a> SetStream<'a> {
         }
         self.temp = p.temp;
         let f = File::open(&p.path).ctx(&p.path)?;
-        crypt::decoder(f, &p.v.codec)
+        let r = crypt::decoder(f, &p.v.codec)?;
+        let (Some(pv), Some(sha1)) = (&self.plain, &p.v.sha1) else {
+            return Ok(r);
+        };
+        let Some(scratch) = pv.scratch() else {
+            return Ok(r);
+        };
+        let copy: SharedCopy = Arc::new(std::sync::Mutex::new(Some(io::BufWriter::with_capacity(
+            256 * 1024,
+            scratch,
+        ))));
+        self.copying = Some((p.v.name.clone(), sha1.clone(), copy.clone()));
+        Ok(Box::new(Tee { inner: r, copy }))
     }
 
     fn corrupt(name: &str, e: impl ToString + 'static) -> Error {
@@ -447,6 +506,8 @@ impl<'a> SetStream<'a> {
         }
         loop {
             if self.tar.is_none() {
+                // A copy of a volume not read to its end is never kept.
+                self.copying = None;
                 let cur = match self.next.take() {
                     Some(p) => p,
                     None => match self.vols.pop_front() {
@@ -505,11 +566,24 @@ impl<'a> SetStream<'a> {
                     // Read to the end so a decryptor reaches its integrity check.
                     tr.drain().map_err(|e| Self::corrupt(name, e))?;
                     self.tar = None;
+                    self.keep_copy();
                     if let Some(t) = self.temp.take() {
                         let _ = std::fs::remove_file(t);
                     }
                 }
             }
+        }
+    }
+
+    /// The open volume read to its end and passed its checks: its plain
+    /// copy may be kept.
+    fn keep_copy(&mut self) {
+        let (Some(pv), Some((name, sha1, copy))) = (&self.plain, self.copying.take()) else {
+            return;
+        };
+        let w = copy.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = w.and_then(|w| w.into_inner().ok()) {
+            pv.keep(&name, &sha1, f);
         }
     }
 
@@ -558,6 +632,18 @@ impl<'a> SetStream<'a> {
     }
 }
 
+/// Plain (decrypted, inflated and checked) copies of whole volumes, kept by
+/// a caller that reads the same volumes again and again (`mount` of an
+/// archive without a block index).
+pub trait PlainVolumes: Send + Sync {
+    /// The plain tar of volume `name` whose manifest hash is `sha1`.
+    fn open(&self, name: &str, sha1: &str) -> Option<File>;
+    /// Where to write a plain copy while the volume is read.
+    fn scratch(&self) -> Option<tempfile::NamedTempFile>;
+    /// Keep a copy: called only once the volume passed every check.
+    fn keep(&self, name: &str, sha1: &str, copy: tempfile::NamedTempFile);
+}
+
 pub struct RestoreOptions {
     pub dest: PathBuf,
     /// Restore only this path (relative to the backup root).
@@ -572,6 +658,8 @@ pub struct RestoreOptions {
     pub selection: Option<Arc<crate::select::Selection>>,
     pub tempdir: PathBuf,
     pub crypto: Option<Arc<Crypto>>,
+    /// A cache of plain volumes to read from and fill (None: none).
+    pub plain: Option<Arc<dyn PlainVolumes>>,
 }
 
 #[derive(Debug, Default)]
@@ -704,6 +792,8 @@ pub fn collate(
             seq: 0,
             buf: vec![0u8; 256 * 1024],
             last_hash: None,
+            plain: opts.plain.clone(),
+            copying: None,
         });
     }
 
