@@ -525,3 +525,37 @@ fn a_profile_mounts_its_target_beside_its_scheduled_runs() {
     assert!(st.success(), "{st}");
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn a_webdav_target_mounts_and_reads_through_ranges() {
+    let n = common::servers::Nginx::start();
+    let env = Env::new();
+    let src = env.src();
+    // Big enough for a block index: one file is read by its blocks alone.
+    let big = pseudo_random_bytes(6 << 20, 9);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    fs::write(src.join("small.txt"), b"small over webdav\n").unwrap();
+    let url = n.url("dav/mount");
+    dupr_ok(&env, &["full", src.to_str().unwrap(), &url]);
+    let m = Mounted::start(&env, &url, &[]);
+    assert_eq!(
+        fs::read(m.dir.join("latest/small.txt")).unwrap(),
+        b"small over webdav\n"
+    );
+    assert_eq!(fs::read(m.dir.join("latest/big.bin")).unwrap(), big);
+    m.stop();
+    // The volume was read by ranges (206), never fetched whole (200).
+    let access = fs::read_to_string(n.dir.path().join("logs/access.log")).unwrap();
+    let vol_gets: Vec<&str> = access
+        .lines()
+        .filter(|l| l.contains("\"GET ") && l.contains(".difftar.gpg"))
+        .collect();
+    assert!(
+        vol_gets.iter().any(|l| l.contains("\" 206 ")),
+        "no ranged read of the volume: {vol_gets:#?}"
+    );
+    assert!(
+        !vol_gets.iter().any(|l| l.contains("\" 200 ")),
+        "a whole-volume read: {vol_gets:#?}"
+    );
+}
