@@ -212,7 +212,7 @@ pub fn snapshot_name(t: Timestamp) -> String {
 }
 
 /// How many snapshot trees stay in memory at once.
-const TREES_KEPT: usize = 4;
+const TREES_KEPT: usize = 2;
 
 /// A target opened for browsing: its snapshots, their trees (built on
 /// first use, a few kept), and the files rebuilt so far.
