@@ -357,7 +357,10 @@ fn daemon_mode_and_fusermount_unmount() {
     fs::write(src.join("a.txt"), b"alpha\n").unwrap();
     let url = env.target_url();
     // A plain (gzip) archive: no key is asked for or checked.
-    dupr_ok(&env, &["full", "--no-encryption", src.to_str().unwrap(), &url]);
+    dupr_ok(
+        &env,
+        &["full", "--no-encryption", src.to_str().unwrap(), &url],
+    );
     let mnt = env.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     // --daemon returns once mounted.

@@ -842,7 +842,7 @@ fn write_set(
     let filelist = BufWriter::new(File::create(&filelist_path).ctx(&filelist_path)?);
     let delta_tmp = tempfile::tempfile_in(cache.dir()).ctx(cache.dir())?;
 
-    let (tx, rx) = crossbeam_channel::bounded::<Block>(64);
+    let (tx, rx) = crossbeam_channel::bounded::<Block>(16);
     let mut filelist_count = 0;
     let result = std::thread::scope(|s| -> Result<Written> {
         let writer = s.spawn(|| -> Result<Written> {

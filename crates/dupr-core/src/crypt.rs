@@ -796,7 +796,18 @@ pub struct Written {
 }
 
 impl Encoder {
+    /// An encoder for a side file (signature tar, manifest, index): little
+    /// data, little memory. Volumes use [`Encoder::create_volume`].
     pub fn create(path: &Path, codec: &Codec) -> io::Result<Self> {
+        Self::create_scaled(path, codec, crate::stream::Scale::Small)
+    }
+
+    /// An encoder for a volume: every core compresses.
+    pub fn create_volume(path: &Path, codec: &Codec) -> io::Result<Self> {
+        Self::create_scaled(path, codec, crate::stream::Scale::Volume)
+    }
+
+    fn create_scaled(path: &Path, codec: &Codec, scale: crate::stream::Scale) -> io::Result<Self> {
         let file = File::create(path)?;
         let count = Arc::new(AtomicU64::new(0));
         let stored = Stored {
@@ -813,13 +824,13 @@ impl Encoder {
                     },
                     _ => Format::Plain,
                 };
-                Layer::Fast(crate::stream::FastEncoder::new(file, format)?)
+                Layer::Fast(crate::stream::FastEncoder::with_scale(file, format, scale)?)
             }
             Codec::Gpg(c) if c.shared.recipients.is_empty() && c.shared.signer.is_none() => {
                 let sh = &c.shared;
                 let key = sh.key().map_err(io::Error::other)?;
                 let file = stored.inner.into_inner().map_err(|e| e.into_error())?;
-                Layer::Fast(crate::stream::FastEncoder::new(
+                Layer::Fast(crate::stream::FastEncoder::with_scale(
                     file,
                     Format::Pgp {
                         skesk: sh.skesk(),
@@ -827,6 +838,7 @@ impl Encoder {
                         cipher: u8::from(sh.sym_alg),
                         deflate_level: sh.compression.map(|_| c.level.unwrap_or(sh.level)),
                     },
+                    scale,
                 )?)
             }
             Codec::Gpg(c) => {

@@ -44,6 +44,34 @@ pub enum Format {
 
 const CHUNK: usize = 256 * 1024;
 
+/// How much a stream may hold in flight. Volumes carry nearly all the
+/// bytes: every core, blocks of `BLOCK_TAR`. The side files (signature
+/// tars, manifests, the block index) carry about 1% of them: one worker and
+/// blocks a quarter of that size, so they do not triple the memory a backup
+/// needs (three encoders are open at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    Volume,
+    Small,
+}
+
+impl Scale {
+    fn workers(self) -> usize {
+        match self {
+            Scale::Volume => workers(),
+            Scale::Small => 1,
+        }
+    }
+
+    /// Divisor of the block size.
+    fn shrink(self) -> u64 {
+        match self {
+            Scale::Volume => 1,
+            Scale::Small => 4,
+        }
+    }
+}
+
 /// Each block starts with an empty dictionary and ends byte-aligned, so
 /// blocks compress on any thread in any order and inflate without the ones
 /// before them.
@@ -57,6 +85,8 @@ fn stored_len(n: usize) -> usize {
 
 /// Append `data` as non-final stored deflate blocks.
 fn stored_blocks(data: &[u8], out: &mut Vec<u8>) {
+    // Exactly what it needs: pushes would double a 1 MiB block's buffer.
+    out.reserve(stored_len(data.len()));
     for part in data.chunks(65535) {
         let n = part.len() as u16;
         out.push(0); // BFINAL=0, BTYPE=00; stored blocks start byte-aligned
@@ -126,6 +156,9 @@ fn deflate_block(
     Ok(())
 }
 
+/// Where compressed bytes go, in order.
+type Emit<'a> = dyn FnMut(&[u8]) -> io::Result<()> + 'a;
+
 struct Job {
     input: Vec<u8>,
     reply: Sender<io::Result<Done>>,
@@ -155,8 +188,7 @@ struct BlockDeflater {
 }
 
 impl BlockDeflater {
-    fn new(level: u32, block: usize, first: usize) -> io::Result<Self> {
-        let n = workers();
+    fn new(level: u32, block: usize, first: usize, n: usize) -> io::Result<Self> {
         let (tx, rx) = bounded::<Job>(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
@@ -205,7 +237,7 @@ impl BlockDeflater {
         })
     }
 
-    fn submit(&mut self, input: Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn submit(&mut self, input: Vec<u8>, out: &mut Emit<'_>) -> io::Result<()> {
         let (reply, rx) = bounded(1);
         self.jobs
             .as_ref()
@@ -219,12 +251,13 @@ impl BlockDeflater {
         // Emit whatever is already done, in order, without waiting.
         while let Some(Ok(r)) = self.inflight.front().map(|f| f.try_recv()) {
             self.inflight.pop_front();
-            self.emit(r?, out);
+            self.emit(r?, out)?;
         }
         Ok(())
     }
 
-    fn emit(&mut self, d: Done, out: &mut Vec<u8>) {
+    /// Hand one finished block on as it is (no gathering of several).
+    fn emit(&mut self, d: Done, out: &mut Emit<'_>) -> io::Result<()> {
         self.infos.push(BlockInfo {
             out_off: self.emitted,
             out_len: d.out.len() as u64,
@@ -232,15 +265,15 @@ impl BlockDeflater {
             sha256: d.sha256,
         });
         self.emitted += d.out.len() as u64;
-        out.extend_from_slice(&d.out);
+        out(&d.out)
     }
 
-    fn collect_front(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn collect_front(&mut self, out: &mut Emit<'_>) -> io::Result<()> {
         if let Some(rx) = self.inflight.pop_front() {
             let r = rx
                 .recv()
                 .map_err(|_| io::Error::other("compression worker panicked"))?;
-            self.emit(r?, out);
+            self.emit(r?, out)?;
         }
         Ok(())
     }
@@ -254,7 +287,7 @@ impl BlockDeflater {
     }
 
     /// Add input; compressed bytes that are ready are appended to `out`.
-    fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    fn push(&mut self, mut data: &[u8], out: &mut Emit<'_>) -> io::Result<()> {
         while !data.is_empty() {
             let cut = self.cut_at();
             let take = (cut - self.pending.len()).min(data.len());
@@ -270,7 +303,7 @@ impl BlockDeflater {
 
     /// Compress the rest (`tail` joins the last block, however long), wait
     /// for every block and end the stream.
-    fn finish(&mut self, tail: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    fn finish(&mut self, tail: &[u8], out: &mut Emit<'_>) -> io::Result<()> {
         self.pending.extend_from_slice(tail);
         if !self.pending.is_empty() {
             let block = std::mem::take(&mut self.pending);
@@ -279,9 +312,8 @@ impl BlockDeflater {
         while !self.inflight.is_empty() {
             self.collect_front(out)?;
         }
-        out.extend_from_slice(&FINAL_BLOCK);
         self.emitted += FINAL_BLOCK.len() as u64;
-        Ok(())
+        out(&FINAL_BLOCK)
     }
 }
 
@@ -325,21 +357,36 @@ impl Partial {
         }
     }
 
+    /// Frame `data`: every full chunk goes out (always leaving at least one
+    /// byte for the final length); only the rest, at most one chunk, is
+    /// kept, so a 1 MiB push never doubles into the buffer first.
     fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.total += data.len() as u64;
-        self.buf.extend_from_slice(data);
         let n = 1usize << self.pow;
-        let mut off = 0;
-        while self.buf.len() - off > n {
+        let pending = self.buf.len() + data.len();
+        if pending <= n {
+            self.buf.extend_from_slice(data);
+            return;
+        }
+        let chunks = (pending - 1) / n;
+        out.reserve(chunks * (n + 1) + 1);
+        let mut rest = data;
+        for _ in 0..chunks {
             if !self.started {
                 out.push(0xC0 | self.tag);
                 self.started = true;
             }
             out.push(0xE0 | self.pow);
-            out.extend_from_slice(&self.buf[off..off + n]);
-            off += n;
+            // The buffered bytes (fewer than a chunk) lead the first one.
+            let held = std::mem::take(&mut self.buf);
+            out.extend_from_slice(&held);
+            let (now, later) = rest.split_at(n - held.len());
+            out.extend_from_slice(now);
+            rest = later;
+            self.buf = held;
+            self.buf.clear();
         }
-        self.buf.drain(..off);
+        self.buf.extend_from_slice(rest);
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
@@ -470,6 +517,10 @@ pub struct Finished {
 
 impl FastEncoder {
     pub fn new(file: File, format: Format) -> io::Result<Self> {
+        Self::with_scale(file, format, Scale::Volume)
+    }
+
+    pub fn with_scale(file: File, format: Format, scale: Scale) -> io::Result<Self> {
         let (tx, rx) = bounded::<Vec<u8>>(4);
         let (tx2, rx2) = bounded::<Vec<u8>>(2);
         let consumed = Arc::new(AtomicU64::new(0));
@@ -479,7 +530,7 @@ impl FastEncoder {
         let f2 = format.clone();
         let stage1 = std::thread::Builder::new()
             .name("dupr-compress".into())
-            .spawn(move || compress_stage(rx, tx2, f1, c1))?;
+            .spawn(move || compress_stage(rx, tx2, f1, c1, scale))?;
         let s2 = stored.clone();
         let stage2 = std::thread::Builder::new()
             .name("dupr-encrypt".into())
@@ -571,10 +622,17 @@ impl FastEncoder {
 }
 
 impl Write for FastEncoder {
+    /// Input goes on in chunks, however big the write: a 1 MiB write does
+    /// not grow the chunk buffer to 1 MiB.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = (CHUNK - self.buf.len().min(CHUNK)).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() >= CHUNK {
+                self.send()?;
+            }
         }
         Ok(data.len())
     }
@@ -588,13 +646,29 @@ fn compress_stage(
     tx: Sender<Vec<u8>>,
     format: Format,
     consumed: Arc<AtomicU64>,
+    scale: Scale,
 ) -> io::Result<Option<Stage1Layout>> {
+    // Pieces of at most a chunk: a finished 1 MiB block does not sit whole
+    // in the channel and again in the next stage's buffers.
     let send = |v: Vec<u8>| -> io::Result<()> {
-        if v.is_empty() {
+        let stopped = |_| io::Error::other("encryption thread stopped");
+        if v.len() <= CHUNK {
+            if !v.is_empty() {
+                tx.send(v).map_err(stopped)?;
+            }
             return Ok(());
         }
-        tx.send(v)
-            .map_err(|_| io::Error::other("encryption thread stopped"))
+        for piece in v.chunks(CHUNK) {
+            tx.send(piece.to_vec()).map_err(stopped)?;
+        }
+        Ok(())
+    };
+    let send_slice = |b: &[u8]| -> io::Result<()> {
+        for piece in b.chunks(CHUNK) {
+            tx.send(piece.to_vec())
+                .map_err(|_| io::Error::other("encryption thread stopped"))?;
+        }
+        Ok(())
     };
     match format {
         Format::Plain => {
@@ -607,18 +681,17 @@ fn compress_stage(
         Format::Gzip { level } => {
             // RFC 1952 header: no name, no mtime, OS unknown.
             send(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
-            let block = crate::blocks::BLOCK_TAR as usize;
-            let mut d = BlockDeflater::new(level, block, block)?;
+            let block = (crate::blocks::BLOCK_TAR / scale.shrink()) as usize;
+            let mut d = BlockDeflater::new(level, block, block, scale.workers())?;
             let mut crc = Crc::new();
-            let mut out = Vec::with_capacity(CHUNK);
+            let mut sink = |b: &[u8]| send_slice(b);
             for v in rx {
                 crc.update(&v);
-                d.push(&v, &mut out)?;
+                d.push(&v, &mut sink)?;
                 consumed.fetch_add(v.len() as u64, Ordering::Relaxed);
-                send(std::mem::take(&mut out))?;
             }
-            d.finish(&[], &mut out)?;
-            let mut tail = out;
+            d.finish(&[], &mut sink)?;
+            let mut tail = Vec::with_capacity(8);
             tail.extend_from_slice(&crc.sum().to_le_bytes());
             tail.extend_from_slice(&crc.amount().to_le_bytes());
             send(tail)?;
@@ -653,24 +726,24 @@ fn compress_stage(
                     // Blocks hold whole literal chunks (header + 2^16 body
                     // bytes), BLOCK_TAR body bytes each, the first one also
                     // the packet's tag: every block starts on a chunk header.
-                    let per = crate::blocks::BLOCK_TAR >> crate::blocks::LITERAL_POW;
-                    let block = (per * ((1u64 << crate::blocks::LITERAL_POW) + 1)) as usize;
-                    let mut d = BlockDeflater::new(level, block, block + 1)?;
-                    let mut deflated = Vec::with_capacity(CHUNK);
+                    let per =
+                        (crate::blocks::BLOCK_TAR >> crate::blocks::LITERAL_POW) / scale.shrink();
+                    let block = (per.max(1) * ((1u64 << crate::blocks::LITERAL_POW) + 1)) as usize;
+                    let mut d = BlockDeflater::new(level, block, block + 1, scale.workers())?;
+                    let mut sink = |b: &[u8]| {
+                        compressed.push(b, &mut out);
+                        send(std::mem::take(&mut out))
+                    };
                     for v in rx {
                         literal.push(&v, &mut lit_out);
-                        d.push(&lit_out, &mut deflated)?;
+                        d.push(&lit_out, &mut sink)?;
                         lit_out.clear();
                         consumed.fetch_add(v.len() as u64, Ordering::Relaxed);
-                        compressed.push(&deflated, &mut out);
-                        deflated.clear();
-                        send(std::mem::take(&mut out))?;
                     }
                     // The final chunk (its header is 1 to 5 bytes) stays in
                     // the last block, so no block starts inside it.
                     literal.finish(&mut lit_out);
-                    d.finish(&lit_out, &mut deflated)?;
-                    compressed.push(&deflated, &mut out);
+                    d.finish(&lit_out, &mut sink)?;
                     compressed.finish(&mut out);
                     send(out)?;
                     Ok(Some(Stage1Layout {
@@ -823,17 +896,21 @@ mod tests {
     fn blocks_inflate_on_their_own() {
         let d = mixed();
         let mut out = Vec::new();
-        let mut b = BlockDeflater::new(3, BLOCK, BLOCK).unwrap();
+        let mut b = BlockDeflater::new(3, BLOCK, BLOCK, workers()).unwrap();
         let mut starts = Vec::new();
+        let mut sink = |x: &[u8]| {
+            out.extend_from_slice(x);
+            Ok(())
+        };
         for c in d.chunks(BLOCK) {
-            starts.push(out.len());
-            b.push(c, &mut out).unwrap();
+            starts.push(b.emitted as usize);
+            b.push(c, &mut sink).unwrap();
             // Force each block out before the next starts.
             while !b.inflight.is_empty() {
-                b.collect_front(&mut out).unwrap();
+                b.collect_front(&mut sink).unwrap();
             }
         }
-        b.finish(&[], &mut out).unwrap();
+        b.finish(&[], &mut sink).unwrap();
         // The whole stream inflates...
         let mut all = Vec::new();
         flate2::read::DeflateDecoder::new(&out[..])

@@ -401,7 +401,7 @@ impl VolumeWriter {
             std::process::id(),
             self.volume_name(self.num)
         ));
-        let enc = Encoder::create(&tmp, &self.codec).ctx(&tmp)?;
+        let enc = Encoder::create_volume(&tmp, &self.codec).ctx(&tmp)?;
         self.cur = Some(Open {
             enc,
             tmp,
