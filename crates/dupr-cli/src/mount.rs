@@ -281,6 +281,9 @@ impl Filesystem for ArchiveFs {
         if n.kind != Kind::File {
             return reply.error(Errno::EISDIR);
         }
+        // Rebuilt before this open: the attributes the kernel just fetched
+        // (no TTL for bounded sizes) were already exact.
+        let exact = n.size_exact || self.browser.rebuilt_size(snap, node).is_some();
         match self.browser.open_file(snap, node) {
             Ok((f, _size)) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -288,9 +291,9 @@ impl Filesystem for ArchiveFs {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(fh, Arc::new(f));
-                // Where the tree only bounds the size, the kernel must not
-                // trust it: reads go to us and end at the real end.
-                let flags = if n.size_exact {
+                // Where the kernel only has a bound of the size, it must
+                // not trust it: reads go to us and end at the real end.
+                let flags = if exact {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::FOPEN_DIRECT_IO

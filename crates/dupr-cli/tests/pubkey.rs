@@ -235,6 +235,18 @@ fn fresh_cache(env: &Env, name: &str) -> PathBuf {
     p
 }
 
+/// The tutorial set-up's backup: the tricky tree encrypted to A, signed
+/// by B.
+fn full_to_a_signed_by_b(k: &Keys, env: &Env, home: &Home) {
+    small_tree(env);
+    dupr_in(env, home, &[("SIGN_PASSPHRASE", PB)])
+        .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
+        .arg(env.src())
+        .arg(env.target_url())
+        .assert()
+        .success();
+}
+
 fn small_tree(env: &Env) {
     make_tricky_tree(&env.src(), 300_000);
 }
@@ -311,13 +323,7 @@ fn encrypt_and_sign_gpg_reads_it() {
     let k = keys();
     let env = Env::new();
     let home = Home::full(&env);
-    small_tree(&env);
-    dupr_in(&env, &home, &[("SIGN_PASSPHRASE", PB)])
-        .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
-        .arg(env.src())
-        .arg(env.target_url())
-        .assert()
-        .success();
+    full_to_a_signed_by_b(k, &env, &home);
     // gpg decrypts every stored file and reports B's good signature.
     for e in fs::read_dir(env.target()).unwrap() {
         let p = e.unwrap().path();
@@ -656,13 +662,7 @@ fn tampered_volume_is_caught() {
     let k = keys();
     let env = Env::new();
     let home = Home::full(&env);
-    small_tree(&env);
-    dupr_in(&env, &home, &[("SIGN_PASSPHRASE", PB)])
-        .args(["full", "--encrypt-key", &k.a.fpr, "--sign-key", &k.b.fpr])
-        .arg(env.src())
-        .arg(env.target_url())
-        .assert()
-        .success();
+    full_to_a_signed_by_b(k, &env, &home);
     let vol = &volumes(&env)[0];
     let mut data = fs::read(vol).unwrap();
     let mid = data.len() / 2;
@@ -1125,4 +1125,60 @@ fn tutorial_two_keys_profile_runs_twice() {
         .assert()
         .success();
     assert_same_tree(&env.src(), &dest);
+}
+
+/// `dupr mount` of the tutorial set-up (encrypted to A, signed by B): the
+/// secret key's passphrase is checked at mount, files read back whole.
+#[test]
+fn mount_reads_a_public_key_archive_with_the_secret_key() {
+    let k = keys();
+    let env = Env::new();
+    let home = Home::full(&env);
+    full_to_a_signed_by_b(k, &env, &home);
+    let mnt = env.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    // A wrong passphrase for A's secret key: refused before mounting.
+    let out = dupr_in(&env, &home, &[("PASSPHRASE", "wrong")])
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "m1"))
+        .arg("mount")
+        .arg(env.target_url())
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(31), "{}", stderr(&out));
+    let mounted = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == mnt.to_str())
+    };
+    assert!(!mounted());
+    let mut child = Command::new(dupr_bin())
+        .env_remove("SIGN_PASSPHRASE")
+        .env("GNUPGHOME", home.path())
+        .env("PASSPHRASE", PA)
+        .env("XDG_CACHE_HOME", fresh_cache(&env, "m2"))
+        .arg("mount")
+        .arg(env.target_url())
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !mounted() {
+        assert!(child.try_wait().unwrap().is_none(), "dupr mount exited");
+        assert!(t0.elapsed().as_secs() < 60, "mount timed out");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for f in ["hello.txt", "big.bin", "dir/sub/subsub/c.txt"] {
+        assert_eq!(
+            fs::read(mnt.join("latest").join(f)).unwrap(),
+            fs::read(env.src().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(!mounted());
 }
