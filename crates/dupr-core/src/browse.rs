@@ -664,7 +664,7 @@ mod tests {
         odd[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         odd[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
         odd.extend([0u8; 100]);
-        assert_eq!(size_bound(&odd).1, false);
+        assert!(!size_bound(&odd).1);
     }
 
     #[test]
