@@ -105,6 +105,10 @@ def pick_small(src):
 
 
 def dataset(work, scale):
+    # The work directory is shared with bench/run.py, which only works in a
+    # directory holding its marker.
+    os.makedirs(work, exist_ok=True)
+    open(os.path.join(work, ".dupr-bench"), "a").close()
     d = os.path.join(work, "dataset", f"scale{scale:g}-seeddefault")
     if os.path.exists(d + ".complete"):
         return d
