@@ -118,8 +118,10 @@ impl Manifest {
     pub fn header_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if !self.hostname.is_empty() {
+            // Real host names come out unchanged (as duplicity writes them);
+            // quoting keeps a damaged one with blanks the same when read.
             out.extend_from_slice(b"Hostname ");
-            out.extend_from_slice(&self.hostname);
+            out.extend_from_slice(&quote(&self.hostname));
             out.push(b'\n');
         }
         if !self.localdir.is_empty() {
@@ -339,6 +341,7 @@ mod tests {
     fn parses_and_reproduces_duplicity_text() {
         let m = Manifest::parse(OBSERVED.as_bytes()).unwrap();
         assert_eq!(m.hostname, b"myhost");
+        assert!(m.to_bytes().starts_with(b"Hostname myhost\n"));
         assert_eq!(m.volumes.len(), 2);
         assert_eq!(m.volumes[&1].end_block, Some(12));
         assert_eq!(m.volumes[&2].start, Index::from_bytes(*b"dir1/large.bin"));
@@ -377,5 +380,17 @@ mod tests {
         assert!(v.contains(&Index::from_bytes(*b"c")));
         assert!(!v.contains(&Index::from_bytes(*b"a")));
         assert!(!v.contains(&Index::from_bytes(*b"e")));
+    }
+
+    /// Found by the manifest fuzzer: a quoted host name with trailing
+    /// blanks was written unquoted, so reading it back lost the blanks.
+    #[test]
+    fn a_host_name_with_blanks_reads_back_the_same() {
+        let m = Manifest::parse(b"HosTname   \"amTname   \"").unwrap();
+        assert_eq!(m.hostname, b"amTname   ");
+        let text = m.to_bytes();
+        let again = Manifest::parse(&text).unwrap();
+        assert_eq!(again.hostname, m.hostname);
+        assert_eq!(again.to_bytes(), text);
     }
 }
