@@ -119,25 +119,6 @@ impl Drop for Mounted {
     }
 }
 
-/// The epoch seconds of a snapshot directory name.
-fn epoch(name: &str) -> i64 {
-    let n: Vec<i64> = name
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let (y, m, d) = (n[0], n[1], n[2]);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    days * 86400 + n[3] * 3600 + n[4] * 60 + n[5]
-}
-
 /// Every snapshot of the mount equals `dupr restore -t` of its time
 /// (contents, types, modes, mtimes, symlink targets, device numbers). The
 /// snapshot directory itself is synthetic, so only what is in it counts.
@@ -147,7 +128,8 @@ fn assert_mount_matches_restore(env: &Env, m: &Mounted, url: &str, extra: &[&str
         let out = env
             .dupr()
             .env("PASSPHRASE", PASS)
-            .args(["restore", "-t", &epoch(&name).to_string()])
+            // The directory name is an ISO time `-t` reads as it is.
+            .args(["restore", "-t", &name])
             .args(extra)
             .arg(url)
             .arg(&dest)
