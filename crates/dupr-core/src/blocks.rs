@@ -664,12 +664,16 @@ impl<'a> BlockStream<'a> {
     }
 }
 
-impl Read for BlockStream<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl BlockStream<'_> {
+    /// Decode (and check) the first block now, so a caller can still fall
+    /// back to a whole-volume read: a session key that passed the 2-byte
+    /// quick check by chance (1 in 65,536 wrong passphrases) fails here,
+    /// and the whole read tells a wrong passphrase from damage.
+    pub fn fill(&mut self) -> io::Result<bool> {
         while self.pos >= self.cur.len() {
             self.top_up()?;
             let Some(rx) = self.inflight.pop_front() else {
-                return Ok(0);
+                return Ok(false);
             };
             let (off, tar) = rx
                 .recv()
@@ -679,6 +683,15 @@ impl Read for BlockStream<'_> {
             self.pos = self.skip.saturating_sub(off).min(self.cur.len() as u64) as usize;
             // A read that goes on is a long one: decode further ahead.
             self.ahead = (self.ahead * 2).min(MAX_AHEAD);
+        }
+        Ok(true)
+    }
+}
+
+impl Read for BlockStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.fill()? {
+            return Ok(0);
         }
         let n = buf.len().min(self.cur.len() - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);

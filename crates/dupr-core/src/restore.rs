@@ -439,9 +439,13 @@ impl<'a> SetStream<'a> {
             }
         };
         let (block, off) = vi.start_for(&self.want);
-        Ok(Some(Box::new(crate::blocks::BlockStream::new(
-            file, key, vi, block, off,
-        ))))
+        let mut stream = crate::blocks::BlockStream::new(file, key, vi, block, off);
+        // Its first block fails: a key that passed the quick check by
+        // chance, or damage; the whole-volume read tells which.
+        if stream.fill().is_err() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(stream)))
     }
 
     fn open_pending(&mut self, p: Pending) -> Result<Box<dyn Read + Send>> {
