@@ -806,10 +806,19 @@ fn write_set(
         std::process::id(),
         sig_remote_name
     ));
+    // Incremental sets are small and go out often: their bytes matter more
+    // than their CPU (unless a level was given, which applies to all).
+    let (vol_codec, side_codec) = match cfg.incremental_level {
+        Some(level) if incremental => (
+            cfg.codec.with_level(level),
+            cfg.codec.with_level(crate::crypt::INCREMENTAL_SIDE_LEVEL),
+        ),
+        _ => (cfg.codec.clone(), cfg.codec.clone()),
+    };
     let mut sigtar = SigtarWriter::create(
         &sig_local_part,
         (!matches!(cfg.codec, Codec::Gzip(_)))
-            .then_some((remote_sig_tmp.as_path(), cfg.codec.clone())),
+            .then_some((remote_sig_tmp.as_path(), side_codec.clone())),
     )?;
     let mut manifest = Manifest {
         hostname: cfg.hostname.clone(),
@@ -853,10 +862,7 @@ fn write_set(
                 backend,
                 cfg.concurrency,
                 staging.clone(),
-                match cfg.incremental_level {
-                    Some(level) if incremental => cfg.codec.with_level(level),
-                    _ => cfg.codec.clone(),
-                },
+                vol_codec,
                 set,
                 cfg.prefixes.clone(),
                 cfg.volsize,
@@ -990,7 +996,7 @@ fn write_set(
         Ok(())
     };
     {
-        let codec = if enc { cfg.codec.clone() } else { Codec::Plain };
+        let codec = if enc { side_codec } else { Codec::Plain };
         let mut e = crate::crypt::Encoder::create(&man_tmp, &codec).ctx(&man_tmp)?;
         spool(&mut e, &man_tmp)?;
         e.finish().ctx(&man_tmp)?;
