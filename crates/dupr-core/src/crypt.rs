@@ -110,6 +110,9 @@ impl PublicKeyOptions {
     }
 }
 
+/// Passphrase packets (SKESKs) of one message a key is derived for.
+const MAX_SKESK_TRIES: usize = 4;
+
 /// The OpenPGP settings of one run, shared by every file.
 struct Shared {
     /// `PASSPHRASE`: symmetric encryption, and the secret keys' passphrase.
@@ -126,6 +129,8 @@ struct Shared {
     level: u32,
     /// Session keys derived while decrypting, by serialized SKESK.
     derived: Mutex<HashMap<Vec<u8>, PlainSessionKey>>,
+    /// Key derivations made for SKESKs read (bounded per message).
+    derivations: std::sync::atomic::AtomicUsize,
     /// Public-key encryption when not empty: (key, hidden recipient).
     recipients: Vec<(EncryptionKey, bool)>,
     /// Sign every written file with this (unlocked) key.
@@ -375,6 +380,7 @@ impl Shared {
             compression: compress.then_some(CompressionAlgorithm::ZLIB),
             level: DEFAULT_LEVEL,
             derived: Mutex::new(HashMap::new()),
+            derivations: Default::default(),
             recipients: Vec::new(),
             signer: None,
             verifier: None,
@@ -438,6 +444,10 @@ impl Shared {
         let Some(passphrase) = &self.passphrase else {
             return Ok(None);
         };
+        // Each SKESK of a hostile file could cost a full derivation (gpg's
+        // strongest S2K hashes 65 MB): a few are tried, never all. Files
+        // from dupr, duplicity and gpg carry one per passphrase.
+        let mut tries = 0;
         for e in esk {
             let Esk::SymKeyEncryptedSessionKey(k) = e else {
                 continue;
@@ -455,6 +465,15 @@ impl Shared {
                     key: self.key()?,
                 }
             } else {
+                if tries == MAX_SKESK_TRIES {
+                    tracing::warn!(
+                        "more than {MAX_SKESK_TRIES} passphrase packets in one file: the rest are not tried"
+                    );
+                    break;
+                }
+                tries += 1;
+                self.derivations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let pw = Password::from(passphrase.as_slice());
                 match pgp::composed::decrypt_session_key_with_password(k, &pw) {
                     Ok(sk) => {
@@ -1250,5 +1269,29 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(e, Error::WrongPassphrase), "{e}");
+    }
+
+    /// Fuzzing found messages with several SKESKs of gpg's largest S2K
+    /// count taking seconds each: only a few are derived.
+    #[test]
+    fn many_passphrase_packets_cost_a_bounded_number_of_derivations() {
+        let mut msg = Vec::new();
+        for i in 0..20u8 {
+            // v4, AES-256, iterated+salted SHA-256 (smallest count), an
+            // encrypted session key that the passphrase does not open.
+            let mut body = vec![4u8, 9, 3, 8];
+            body.extend_from_slice(&[i; 8]);
+            body.push(0);
+            body.extend((0..33u8).map(|b| b.wrapping_mul(37).wrapping_add(i)));
+            msg.extend_from_slice(&[0x8c, body.len() as u8]);
+            msg.extend_from_slice(&body);
+        }
+        let c = crypto("secret");
+        let _ = c.session_key_of(&msg);
+        let n = c
+            .shared
+            .derivations
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, MAX_SKESK_TRIES, "derivations for 20 SKESKs");
     }
 }
