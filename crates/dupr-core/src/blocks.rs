@@ -225,6 +225,27 @@ impl Layout {
                 "block {k} is larger than any block dupr writes"
             )));
         }
+        // Offsets far below u64's range (so no sum of them wraps into a
+        // wrong range or a huge read), and the block inside its packet.
+        let inside = match &self.framing {
+            Framing::Gzip => blk.out_off <= MAX_OFFSET,
+            Framing::Pgp {
+                prefix,
+                literal_len,
+                compressed_len,
+                seipd_len,
+                ..
+            } => {
+                [*prefix, *literal_len, *compressed_len, *seipd_len]
+                    .iter()
+                    .all(|&v| v <= MAX_OFFSET)
+                    && blk.out_off <= MAX_OFFSET
+                    && blk.out_off + blk.out_len <= *compressed_len
+            }
+        };
+        if !inside {
+            return Err(damaged(format!("block {k} lies outside its volume")));
+        }
         Ok(blk)
     }
 
@@ -440,6 +461,49 @@ mod tests {
         // One chunk exactly: no partial chunk, a 5-byte length (>= 8384).
         assert_eq!(framed_offset(0, 1 << 16, 16), 6);
     }
+
+    /// Offsets from an index are data from the target: ones that would
+    /// wrap u64 sums (a huge read, a wrong range) are damage.
+    #[test]
+    fn a_hostile_layout_reads_as_damage_not_a_crash() {
+        let volume = vec![0u8; 4096];
+        for (out_off, compressed_len, prefix) in [
+            (u64::MAX - 2, 100, 10),
+            (0, u64::MAX, 10),
+            (0, 100, u64::MAX - 5),
+            (1 << 50, 1 << 51, 0),
+        ] {
+            let layout = Layout {
+                framing: Framing::Pgp {
+                    prefix,
+                    cipher: 9,
+                    literal_len: 1000,
+                    compressed_len,
+                    seipd_len: 4000,
+                },
+                blocks: vec![BlockInfo {
+                    out_off,
+                    out_len: 50,
+                    in_len: 1000,
+                    sha256: [0; 32],
+                }],
+            };
+            let mut f = std::io::Cursor::new(volume.clone());
+            let e = layout.read_block(&mut f, &[7u8; 32], 0).unwrap_err();
+            assert!(e.to_string().contains("outside"), "{e}");
+        }
+        let gz = Layout {
+            framing: Framing::Gzip,
+            blocks: vec![BlockInfo {
+                out_off: u64::MAX - 5,
+                out_len: 50,
+                in_len: 1000,
+                sha256: [0; 32],
+            }],
+        };
+        let mut f = std::io::Cursor::new(volume);
+        assert!(gz.read_block(&mut f, &[], 0).is_err());
+    }
 }
 
 /// The index of one volume, as stored in a set's `.dupr-blocks` file.
@@ -453,6 +517,8 @@ pub struct VolumeIndex {
 }
 
 const MAGIC: &[u8] = b"dupr-blocks 1\n";
+/// No volume offset or length in an index is larger (256 TiB).
+const MAX_OFFSET: u64 = 1 << 48;
 /// Bytes of a block index holding no volume.
 pub const MAGIC_LEN: u64 = MAGIC.len() as u64;
 /// Caps for reading (an index is data from the target: never trust a
