@@ -67,6 +67,7 @@ impl RunLock {
             .write(true)
             .open(&path)
             .ctx(&path)?;
+        // SAFETY: flock is plain integers, for which all-zero is valid.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
