@@ -79,6 +79,16 @@ admin_token = "bench-admin-token"
     sys.exit("garage did not start; see " + log.name)
 
 
+def stop_garage(p):
+    """Stop the server started by start_garage (by its PID)."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def run(cmd, env):
     """Wall seconds and peak RSS (MiB) of one command; exits on failure."""
     t0 = time.perf_counter()
@@ -142,12 +152,7 @@ def main():
             rows.append((label, t_full, t_rest, m_full, m_rest))
             print(f"{label}: full {t_full:.1f} s, restore {t_rest:.1f} s", file=sys.stderr)
     finally:
-        garage.send_signal(signal.SIGTERM)
-        try:
-            garage.wait(10)
-        except subprocess.TimeoutExpired:
-            garage.kill()
-            garage.wait()
+        stop_garage(garage)
         shutil.rmtree(work, ignore_errors=True)
     mib = want[1] / 2**20
     base = rows[0]

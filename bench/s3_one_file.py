@@ -23,7 +23,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -193,12 +192,7 @@ for o in c.list_objects_v2(Bucket="backup", Prefix="dupr/")["Contents"]:
             rows.append((label, t, proxy.down, proxy.up, rss))
             print(f"{label}: {t:.2f} s, {proxy.down:,} bytes down", file=sys.stderr)
     finally:
-        garage.send_signal(signal.SIGTERM)
-        try:
-            garage.wait(10)
-        except subprocess.TimeoutExpired:
-            garage.kill()
-            garage.wait()
+        s3.stop_garage(garage)
         shutil.rmtree(work, ignore_errors=True)
     out = ["## One small file from a 200 MB volume over slow S3", "",
            f"`python3 bench/s3_one_file.py`, {time.strftime('%Y-%m-%d %H:%M')} UTC: Garage on "
