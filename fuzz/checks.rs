@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("url", url),
     ("gzip", gzip),
     ("pgp", pgp),
+    ("multivol", multivol),
 ];
 
 /// Most plaintext read from a decoder per input (a decompression bomb is
@@ -419,4 +420,136 @@ pub fn pgp(data: &[u8]) {
         return;
     }
     let _ = read_tar(&plain);
+}
+
+/// Marks where one volume of a `multivol` input ends and the next begins.
+pub const VOLUME_SEPARATOR: &[u8] = b"\n--dupr-fuzz-next-volume--\n";
+
+/// A full set whose plain (`--no-encryption --no-compression`) volumes are
+/// the input cut at [`VOLUME_SEPARATOR`] (at most 8), with a manifest that
+/// vouches for each (its SHA-1), restored through `restore::collate`: the
+/// path that joins `multivol_snapshot/PATH/N` chunks across volumes back
+/// into whole files. The restored data never exceeds the input, and paths
+/// come out in strictly increasing order, each once.
+pub fn multivol(data: &[u8]) {
+    let placed = multivol_restore(data);
+    let total: u64 = placed.iter().map(|(_, n)| n).sum();
+    assert!(
+        total <= data.len() as u64,
+        "restored {total} bytes from {} bytes of volumes",
+        data.len()
+    );
+    for w in placed.windows(2) {
+        assert!(
+            w[0].0 < w[1].0,
+            "paths out of order: {:?} then {:?}",
+            w[0].0,
+            w[1].0
+        );
+    }
+}
+
+/// What [`multivol`] restores: each path placed, with its data's length
+/// (0 without data), in the order they came; whatever was placed before an
+/// error, if one ended the restore.
+pub fn multivol_restore(data: &[u8]) -> Vec<(Index, u64)> {
+    use dupr_core::chain::Collection;
+    use dupr_core::entry::Meta;
+    use dupr_core::manifest::VolumeInfo;
+    use dupr_core::restore::{self, RestoreOptions, Sink};
+
+    let mut vols = Vec::new();
+    let mut rest = data;
+    while vols.len() < 7 {
+        match rest
+            .windows(VOLUME_SEPARATOR.len())
+            .position(|w| w == VOLUME_SEPARATOR)
+        {
+            Some(at) => {
+                vols.push(&rest[..at]);
+                rest = &rest[at + VOLUME_SEPARATOR.len()..];
+            }
+            None => break,
+        }
+    }
+    vols.push(rest);
+
+    // tmpfs when there is one: the check writes every input to files.
+    let dir = tempfile::Builder::new()
+        .prefix("dupr-fuzz-multivol.")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("a temporary directory");
+    let set = "duplicity-full.20260101T000000Z";
+    let mut m = Manifest::default();
+    for (i, v) in vols.iter().enumerate() {
+        let n = i as u32 + 1;
+        let path = dir.path().join(format!("{set}.vol{n}.difftar"));
+        std::fs::write(&path, v).expect("writing a volume");
+        let sha1 = crypt::sha1_file(&path).expect("hashing a volume");
+        m.volumes.insert(
+            n,
+            VolumeInfo {
+                start: Index::default(),
+                start_block: None,
+                end: Index::default(),
+                end_block: None,
+                hash: Some(("SHA1".into(), sha1)),
+            },
+        );
+    }
+    std::fs::write(dir.path().join(format!("{set}.manifest")), m.to_bytes())
+        .expect("writing the manifest");
+
+    let url = format!("file://{}", dir.path().display());
+    let backend = dupr_core::backend::from_url(&url).expect("a local backend");
+    let names = backend.list().expect("listing the set");
+    let prefixes = Prefixes::default();
+    let c = Collection::from_names(&names, &prefixes);
+    let chain = c.last_chain().expect("the set is found");
+    let sets: Vec<_> = chain.sets().collect();
+    let opts = RestoreOptions {
+        dest: dir.path().join("restored"),
+        path: None,
+        force: false,
+        restore_owner: false,
+        numeric_owner: false,
+        rename: Vec::new(),
+        selection: None,
+        tempdir: dir.path().to_path_buf(),
+        crypto: None,
+        plain: None,
+    };
+
+    struct Record<'a> {
+        dir: &'a std::path::Path,
+        placed: Vec<(Index, u64)>,
+    }
+    impl Sink for Record<'_> {
+        fn temp_file(&self) -> dupr_core::Result<tempfile::NamedTempFile> {
+            tempfile::NamedTempFile::new_in(self.dir).map_err(|e| dupr_core::Error::io(self.dir, e))
+        }
+        fn place(
+            &mut self,
+            index: &Index,
+            _meta: &Meta,
+            data: Option<tempfile::NamedTempFile>,
+        ) -> dupr_core::Result<()> {
+            let len = data
+                .map(|f| f.as_file().metadata().map(|m| m.len()).unwrap_or(0))
+                .unwrap_or(0);
+            self.placed.push((index.clone(), len));
+            Ok(())
+        }
+        fn finish(&mut self) -> dupr_core::Result<()> {
+            Ok(())
+        }
+        fn error(&mut self) {}
+    }
+    let mut sink = Record {
+        dir: dir.path(),
+        placed: Vec::new(),
+    };
+    let _ = restore::collate(&*backend, None, &sets, &prefixes, &opts, &mut sink);
+    sink.placed
 }

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{ArgAction, CommandFactory};
 
 use crate::cli::Cli;
-use crate::profile::Profile;
+use crate::profile::{shell_quote, Profile};
 
 /// The profile TOML for `from`, and what could not be converted.
 pub fn import(from: &Path) -> Result<(String, Vec<String>)> {
@@ -39,9 +39,22 @@ pub fn import(from: &Path) -> Result<(String, Vec<String>)> {
     };
     let text =
         std::fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
+    convert(&text, &conf, dir.as_deref(), from)
+}
+
+/// [`import`] of `text`, the content of `conf`: a duply profile when `dir`
+/// (its directory) is given or when its variables are duply's, else a
+/// duplicity-backup.sh config. `from` is what the user named (for the
+/// profile's header comment).
+pub fn convert(
+    text: &str,
+    conf: &Path,
+    dir: Option<&Path>,
+    from: &Path,
+) -> Result<(String, Vec<String>)> {
     let duply_conf = dir.is_some()
         || {
-            let sh = Shell::parse(&text, base_env());
+            let sh = Shell::parse(text, base_env());
             let has = |names: &[&str]| names.iter().any(|n| sh.vars.contains_key(*n));
             if has(&["ROOT", "DEST", "INCLIST", "EXCLIST", "STATIC_OPTIONS"]) {
                 false
@@ -56,7 +69,7 @@ pub fn import(from: &Path) -> Result<(String, Vec<String>)> {
         };
     if duply_conf {
         let dir = match dir {
-            Some(d) => d,
+            Some(d) => d.to_path_buf(),
             None => conf
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -64,9 +77,9 @@ pub fn import(from: &Path) -> Result<(String, Vec<String>)> {
                 .to_path_buf(),
         };
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        duply(&dir, &text)?.finish(from, "duply profile")
+        duply(&dir, text)?.finish(from, "duply profile")
     } else {
-        zertrin(&text)?.finish(from, "duplicity-backup.sh config")
+        zertrin(text)?.finish(from, "duplicity-backup.sh config")
     }
 }
 
@@ -136,7 +149,15 @@ struct Shell {
     /// Reading a command we ignore: its references count for nothing.
     quiet: bool,
     assigning: Option<String>,
+    /// Bytes produced by variable expansions so far, and whether that
+    /// passed [`EXPANSION_BUDGET`].
+    expanded: usize,
+    overflow: bool,
 }
+
+/// Most bytes all expansions of one file may produce: real configs expand
+/// a few KiB; this bounds memory and time on a hostile one.
+const EXPANSION_BUDGET: usize = 16 << 20;
 
 fn is_name(w: &str) -> bool {
     let mut c = w.chars();
@@ -162,6 +183,8 @@ impl Shell {
             glob: false,
             quiet: false,
             assigning: None,
+            expanded: 0,
+            overflow: false,
         };
         while sh.i < sh.s.len() {
             sh.statement();
@@ -625,13 +648,34 @@ impl Shell {
             if !own && !self.quiet {
                 self.used.insert(name.to_string());
             }
-            return text;
+            return self.charge(text);
         }
         if let Some(v) = self.env.get(name) {
-            return v.clone();
+            let text = v.clone();
+            return self.charge(text);
         }
         if !own && !self.quiet {
             self.unset.entry(name.to_string()).or_insert(self.line);
+        }
+        String::new()
+    }
+
+    /// `text` if the file's expansions stay within [`EXPANSION_BUDGET`];
+    /// past it, nothing more is expanded (`A=$A$A` repeated would double
+    /// a value per line).
+    fn charge(&mut self, text: String) -> String {
+        self.expanded = self.expanded.saturating_add(text.len());
+        if self.expanded <= EXPANSION_BUDGET {
+            return text;
+        }
+        self.dynamic = true;
+        if !self.overflow {
+            self.overflow = true;
+            self.notes.push(format!(
+                "line {}: variables expand to more than {} MiB in all; import stopped expanding them there",
+                self.line,
+                EXPANSION_BUDGET >> 20
+            ));
         }
         String::new()
     }
@@ -1122,17 +1166,6 @@ fn url_has_password(url: &str) -> bool {
         .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
         .and_then(|auth| auth.rsplit_once('@'))
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=/.,:@%+".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// Python's `urllib.parse.quote` (keeps `/`), as duply uses for user names.
@@ -1967,6 +2000,31 @@ K+=y
         // Self-references and ${X:-...} of unset names are not "unset".
         assert!(sh.unset.is_empty(), "{:?}", sh.unset);
         assert!(sh.notes.is_empty(), "{:?}", sh.notes);
+    }
+
+    /// `A=$A$A` doubles a value per line: 64 lines would be 2^64 bytes.
+    /// Expansion stops at a budget, with a note, in bounded time.
+    #[test]
+    fn import_shell_expansion_is_bounded() {
+        let mut text = String::from("A=xxxxxxxxxxxxxxxx\n");
+        for _ in 0..64 {
+            text.push_str("A=\"$A$A\"\nB=(\"$A\" \"$A\" $A)\n");
+        }
+        let t = std::time::Instant::now();
+        let sh = Shell::parse(&text, env());
+        assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
+        assert!(str_of(&sh, "A").len() <= EXPANSION_BUDGET);
+        assert!(
+            sh.vars["A"].dynamic,
+            "a cut value is marked as not evaluated"
+        );
+        assert!(
+            sh.notes
+                .iter()
+                .any(|n| n.contains("expand to more than 16 MiB")),
+            "{:?}",
+            sh.notes
+        );
     }
 
     #[test]

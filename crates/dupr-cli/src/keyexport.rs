@@ -315,24 +315,9 @@ fn env_secret(var: &str) -> Option<Secret> {
 
 /// Ask on the terminal (twice when `confirm`).
 fn ask(prompt: &str, confirm: bool) -> Result<Secret> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        bail!("no passphrase: set PASSPHRASE (or give the profile a passphrase source)");
-    }
-    let first =
-        Zeroizing::new(rpassword::prompt_password(prompt).context("reading the passphrase")?);
-    if first.is_empty() {
-        bail!("an empty passphrase is not allowed");
-    }
-    if confirm {
-        let again = Zeroizing::new(
-            rpassword::prompt_password("Again, to confirm: ").context("reading the passphrase")?,
-        );
-        if *again != *first {
-            bail!("the two passphrases do not match");
-        }
-    }
-    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+    crate::secret::ask(prompt, confirm.then_some("Again, to confirm: "), false)?.ok_or_else(|| {
+        anyhow!("no passphrase: set PASSPHRASE (or give the profile a passphrase source)")
+    })
 }
 
 /// A secret from the profile, read as a profile run reads it.

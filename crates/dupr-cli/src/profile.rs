@@ -184,9 +184,7 @@ pub fn path_of(name: &str) -> PathBuf {
 pub fn load(name: &str, path: &Path) -> Result<Loaded> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading profile {}", path.display()))?;
-    let mut profile: Profile = toml::from_str(&text)
-        .map_err(|e| anyhow!("profile {}: {}", path.display(), e.message()))?;
-    check_options(&profile, path)?;
+    let mut profile = parse(&text, path)?;
     if profile.passphrase.is_some() || profile.sign_passphrase.is_some() {
         private(path, "holds a passphrase in clear")?;
     }
@@ -196,6 +194,15 @@ pub fn load(name: &str, path: &Path) -> Result<Loaded> {
         path: path.to_path_buf(),
         profile,
     })
+}
+
+/// A profile's TOML `text` (read from `path`), with its option keys
+/// checked against dupr's parser.
+pub fn parse(text: &str, path: &Path) -> Result<Profile> {
+    let profile: Profile =
+        toml::from_str(text).map_err(|e| anyhow!("profile {}: {}", path.display(), e.message()))?;
+    check_options(&profile, path)?;
+    Ok(profile)
 }
 
 /// Refuse a secret-bearing file others can read.
@@ -472,22 +479,13 @@ fn sign_source(p: &Profile) -> Source {
 
 /// The passphrase asked on the terminal, twice when it protects new data.
 fn prompt(confirm: bool) -> Result<Zeroizing<String>> {
-    let first = Zeroizing::new(
-        rpassword::prompt_password("GnuPG passphrase: ").context("reading the passphrase")?,
-    );
-    if first.is_empty() {
-        return Err(crate::usage("an empty passphrase is not allowed"));
-    }
-    if confirm {
-        let again = Zeroizing::new(
-            rpassword::prompt_password("Retype passphrase to confirm: ")
-                .context("reading the passphrase")?,
-        );
-        if *again != *first {
-            return Err(crate::usage("the two passphrases do not match"));
-        }
-    }
-    Ok(first)
+    let bytes = crate::secret::ask(
+        "GnuPG passphrase: ",
+        confirm.then_some("Retype passphrase to confirm: "),
+        false,
+    )?
+    .ok_or_else(|| anyhow!("no terminal to ask the passphrase on"))?;
+    Ok(Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn expand(p: &str) -> PathBuf {
@@ -835,7 +833,8 @@ pub fn run(
     Ok(code)
 }
 
-fn shell_quote(s: &str) -> String {
+/// `s` as one word for a POSIX shell (quoted only when it must be).
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_=/.,:@%+".contains(c))

@@ -204,20 +204,6 @@ pub fn canonical_localdir(arg: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Read until `buf` is full or EOF.
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 /// What a tar entry records of its source (see [`Block::key`]).
 fn entry_key(role: u8, m: Option<&Meta>) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -325,7 +311,7 @@ impl Emitter<'_> {
         buf.resize(CHUNK, 0);
         let res = (|| -> Result<()> {
             loop {
-                let got = read_full(r, &mut buf).ctx(&e.path)?;
+                let got = crate::stream::read_full(r, &mut buf).ctx(&e.path)?;
                 if let Some(s) = sig.as_deref_mut() {
                     s.update(&buf[..got]);
                 }
@@ -549,7 +535,7 @@ pub fn write_delta(
     // match could start that only the next window's bytes complete.
     let mut carried = 0usize;
     loop {
-        let n = read_full(new, &mut window[carried..])?;
+        let n = crate::stream::read_full(new, &mut window[carried..])?;
         if let Some(s) = newsig.as_deref_mut() {
             s.update(&window[carried..carried + n]);
         }
@@ -798,14 +784,10 @@ fn write_set(
     let man_local = cache.path(&name_of(FileType::Manifest, false, false, false));
     let man_remote_name = name_of(FileType::Manifest, enc, false, false);
     let filelist_path = cache.path(&format!(".dupr-filelist.{}", std::process::id()));
-    let blocks_path = cache.path(&format!(".dupr-tmp.{}.blocks", std::process::id()));
+    let blocks_path = cache.path(&crate::temp_name("blocks"));
     let journal = cache.path(&journal_name(&set, &cfg.prefixes));
 
-    let remote_sig_tmp = staging.join(format!(
-        ".dupr-tmp.{}.{}",
-        std::process::id(),
-        sig_remote_name
-    ));
+    let remote_sig_tmp = staging.join(crate::temp_name(&sig_remote_name));
     // Incremental sets are small and go out often: their bytes matter more
     // than their CPU (unless a level was given, which applies to all).
     let (vol_codec, side_codec) = match cfg.incremental_level {
@@ -984,11 +966,7 @@ fn write_set(
         head.extend_from_slice(&Manifest::volume_bytes(*n, v));
     }
     head.extend_from_slice(format!("Filelist {filelist_count}\n").as_bytes());
-    let man_tmp = staging.join(format!(
-        ".dupr-tmp.{}.{}",
-        std::process::id(),
-        man_remote_name
-    ));
+    let man_tmp = staging.join(crate::temp_name(&man_remote_name));
     let spool = |out: &mut dyn Write, to: &std::path::Path| -> Result<()> {
         out.write_all(&head).ctx(to)?;
         let mut fl = File::open(&filelist_path).ctx(&filelist_path)?;
@@ -1014,11 +992,12 @@ fn write_set(
     if cfg.jsonstat {
         // After the manifest: the statistics never make a set look complete.
         let json = stats.to_json(0.0);
-        let stat_tmp = staging.join(format!(
-            ".dupr-tmp.{}.{}",
-            std::process::id(),
-            name_of(FileType::JsonStat, enc, gz, false)
-        ));
+        let stat_tmp = staging.join(crate::temp_name(&name_of(
+            FileType::JsonStat,
+            enc,
+            gz,
+            false,
+        )));
         let mut e = crate::crypt::Encoder::create(&stat_tmp, &cfg.codec).ctx(&stat_tmp)?;
         e.write_all(json.as_bytes()).ctx(&stat_tmp)?;
         e.finish().ctx(&stat_tmp)?;
@@ -1033,7 +1012,7 @@ fn write_set(
     let index_len = std::fs::metadata(&blocks_path).map_or(0, |m| m.len());
     if index_len > crate::blocks::MAGIC_LEN {
         let remote = name_of(FileType::Blocks, enc, gz, false);
-        let tmp = staging.join(format!(".dupr-tmp.{}.{}", std::process::id(), remote));
+        let tmp = staging.join(crate::temp_name(&remote));
         let copy = |to: &std::path::Path, codec: &Codec| -> Result<u64> {
             let mut e = crate::crypt::Encoder::create(to, codec).ctx(to)?;
             let mut from = File::open(&blocks_path).ctx(&blocks_path)?;

@@ -120,7 +120,7 @@ impl Cache {
                 }
                 Err(e) => return Err(e),
             };
-            let tmp = self.path(&format!(".dupr-tmp.{local}"));
+            let tmp = self.path(&crate::temp_name(&local));
             let local_codec = if matches!(p.kind, FileType::Manifest) {
                 Codec::Plain
             } else {

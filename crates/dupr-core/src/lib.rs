@@ -38,3 +38,13 @@ pub mod volume;
 pub mod walk;
 
 pub use error::{Error, Result};
+
+/// The prefix of every temporary dupr-core writes beside what it will
+/// become (staged volumes, uploads, cache downloads): clean-up after a
+/// killed run finds them by it.
+pub const TEMP_PREFIX: &str = ".dupr-tmp.";
+
+/// The temporary name for `name`, unique to this process.
+pub fn temp_name(name: &str) -> String {
+    format!("{TEMP_PREFIX}{}.{name}", std::process::id())
+}

@@ -276,7 +276,7 @@ fn read_record(b: &dyn Backend) -> Option<Record> {
 }
 
 fn stage(staging: &Path, r: &Record) -> Result<PathBuf> {
-    let tmp = staging.join(format!(".dupr-tmp.{}.lock", std::process::id()));
+    let tmp = staging.join(crate::temp_name("lock"));
     std::fs::write(&tmp, r.text()).ctx(&tmp)?;
     Ok(tmp)
 }

@@ -246,7 +246,7 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
 /// hold its lock) and, for a local target, staged uploads untouched for an
 /// hour (a live run on another machine keeps writing to its own).
 fn remove_stale_temps(t: &Target) {
-    let is_temp = |n: &str| n.starts_with(".dupr-tmp.") || n.starts_with(".dupr-filelist.");
+    let is_temp = |n: &str| n.starts_with(crate::TEMP_PREFIX) || n.starts_with(".dupr-filelist.");
     // A journal serves only its set's partial manifest; a run killed after
     // the manifest was stored can leave it alone.
     let orphan_journal = |n: &str| {
@@ -273,7 +273,7 @@ fn remove_stale_temps(t: &Target) {
 /// Whether `name` on the target is a temporary a run left: staged volumes
 /// and uploads (`.dupr-tmp.`), written only under the target lock.
 pub fn is_target_temp(name: &str) -> bool {
-    name.starts_with(".dupr-tmp.")
+    name.starts_with(crate::TEMP_PREFIX)
 }
 
 /// Temporaries on the target that killed runs left. Call only while

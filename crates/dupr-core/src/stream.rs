@@ -24,6 +24,20 @@ use sha1::{Digest, Sha1};
 
 use crate::blocks::{BlockInfo, Framing, Layout};
 
+/// Read until `buf` is full or the reader ends; the bytes read.
+pub fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// What the stored file looks like.
 #[derive(Clone)]
 pub enum Format {

@@ -396,11 +396,9 @@ impl VolumeWriter {
 
     fn open(&mut self, index: Index, chunk: Option<u64>) -> Result<()> {
         self.num += 1;
-        let tmp = self.staging.join(format!(
-            ".dupr-tmp.{}.{}",
-            std::process::id(),
-            self.volume_name(self.num)
-        ));
+        let tmp = self
+            .staging
+            .join(crate::temp_name(&self.volume_name(self.num)));
         let enc = Encoder::create_volume(&tmp, &self.codec).ctx(&tmp)?;
         self.cur = Some(Open {
             enc,

@@ -5,42 +5,19 @@
 
 #[path = "../../../fuzz/checks.rs"]
 mod checks;
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v
-}
-
-fn replay(name: &str, check: fn(&[u8])) -> usize {
-    let mut n = 0;
-    for sub in ["corpus", "regressions"] {
-        for f in files(&fuzz_dir().join(sub).join(name)) {
-            let data = std::fs::read(&f).expect("readable corpus file");
-            let r = std::panic::catch_unwind(|| check(&data));
-            assert!(r.is_ok(), "{name}: {} fails its check", f.display());
-            n += 1;
-        }
-    }
-    n
+    replay::fuzz_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
 fn every_target_has_a_seed_corpus() {
     for (name, _) in checks::TARGETS {
-        let seeds = files(&fuzz_dir().join("corpus").join(name));
+        let seeds = replay::files(&fuzz_dir().join("corpus").join(name));
         assert!(!seeds.is_empty(), "fuzz/corpus/{name} is empty");
     }
 }
@@ -49,13 +26,13 @@ macro_rules! replay_tests {
     ($($t:ident),*) => {$(
         #[test]
         fn $t() {
-            let n = replay(stringify!($t), checks::$t);
+            let n = replay::replay(&fuzz_dir(), stringify!($t), checks::$t);
             assert!(n > 0, "no corpus files for {}", stringify!($t));
         }
     )*};
 }
 
-replay_tests!(manifest, tar, delta, sigtar, blocks, naming, time, url, gzip, pgp);
+replay_tests!(manifest, tar, delta, sigtar, blocks, naming, time, url, gzip, pgp, multivol);
 
 /// Every target in `checks::TARGETS` has its replay test above.
 #[test]
@@ -63,6 +40,38 @@ fn target_list_matches_replay_tests() {
     let names: Vec<&str> = checks::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        ["manifest", "tar", "delta", "sigtar", "blocks", "naming", "time", "url", "gzip", "pgp"]
+        [
+            "manifest", "tar", "delta", "sigtar", "blocks", "naming", "time", "url", "gzip", "pgp",
+            "multivol"
+        ]
+    );
+}
+
+/// The multivol seeds restore what they hold: a file cut into chunks
+/// across two and three volumes comes back whole, so the fuzzer starts
+/// from inputs that reach the joining.
+#[test]
+fn multivol_seeds_join_chunks() {
+    let seed = |n: &str| std::fs::read(fuzz_dir().join("corpus/multivol").join(n)).unwrap();
+    let show = |v: &[(dupr_core::index::Index, u64)]| {
+        v.iter()
+            .map(|(i, n)| (String::from_utf8_lossy(i.as_bytes()).into_owned(), *n))
+            .collect::<Vec<_>>()
+    };
+    let s = |p: &str, n: u64| (p.to_string(), n);
+    assert_eq!(
+        show(&checks::multivol_restore(&seed(
+            "two-volumes-one-file-across"
+        ))),
+        [
+            s("", 0),
+            s("a.txt", 6),
+            s("big.bin", 65536 + 12),
+            s("z.txt", 4)
+        ]
+    );
+    assert_eq!(
+        show(&checks::multivol_restore(&seed("three-volumes"))),
+        [s("", 0), s("a.txt", 6), s("big.bin", 2 * 65536 + 4)]
     );
 }

@@ -272,9 +272,7 @@ impl Backend for Local {
             return Ok(());
         }
         // Different filesystem: copy to a temporary name, then rename.
-        let tmp = self
-            .dir
-            .join(format!(".dupr-tmp.{}.{name}", std::process::id()));
+        let tmp = self.dir.join(crate::temp_name(name));
         std::fs::copy(local, &tmp).ctx(&tmp)?;
         File::open(&tmp).and_then(|f| f.sync_all()).ctx(&tmp)?;
         std::fs::rename(&tmp, &dest).ctx(&dest)?;

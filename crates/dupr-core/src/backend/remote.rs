@@ -363,7 +363,7 @@ impl Remote {
             let mut f = std::fs::File::open(local).map_err(io)?;
             loop {
                 let mut buf = vec![0u8; 1 << 20];
-                let n = match read_full(&mut f, &mut buf) {
+                let n = match crate::stream::read_full(&mut f, &mut buf) {
                     Ok(n) => n,
                     Err(e) => {
                         let _ = w.abort().await;
@@ -444,7 +444,7 @@ impl Remote {
         let f = std::fs::File::open(local).ctx(local)?;
         let stream = futures::stream::unfold(f, |mut f| async move {
             let mut buf = vec![0u8; 1 << 20];
-            match read_full(&mut f, &mut buf) {
+            match crate::stream::read_full(&mut f, &mut buf) {
                 Ok(0) => None,
                 Ok(n) => {
                     buf.truncate(n);
@@ -483,7 +483,7 @@ impl Remote {
         };
         loop {
             let mut buf = vec![0u8; chunk.min(size - offset) as usize];
-            let n = read_full(&mut f, &mut buf).ctx(local)?;
+            let n = crate::stream::read_full(&mut f, &mut buf).ctx(local)?;
             buf.truncate(n);
             let last = offset + n as u64 >= size;
             let (endpoint, arg) = if session.is_empty() {
@@ -608,7 +608,7 @@ impl Backend for Remote {
     fn put(&self, local: &Path, name: &str) -> Result<()> {
         let size = std::fs::metadata(local).ctx(local)?.len();
         let dest = if self.rename {
-            format!(".dupr-tmp.{}.{name}", std::process::id())
+            crate::temp_name(name)
         } else {
             name.to_string()
         };
@@ -859,19 +859,6 @@ fn dropbox_chunk() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DROPBOX_CHUNK)
         .max(1)
-}
-
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Collapse an error text (service replies can be multi-line XML) to one
