@@ -1197,6 +1197,17 @@ pub fn check_values(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// The remote file name prefixes (`--file-prefix*`).
+pub fn prefixes(cli: &Cli) -> dupr_core::naming::Prefixes {
+    dupr_core::naming::Prefixes {
+        file: cli.backup.file_prefix.clone(),
+        archive: cli.backup.file_prefix_archive.clone(),
+        manifest: cli.backup.file_prefix_manifest.clone(),
+        signature: cli.backup.file_prefix_signature.clone(),
+        jsonstat: cli.backup.file_prefix_jsonstat.clone(),
+    }
+}
+
 /// The storage options, from duplicity's backend flags.
 pub fn backend_options(
     cli: &Cli,

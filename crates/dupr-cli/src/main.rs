@@ -16,7 +16,6 @@ use dupr_core::backup::Counters;
 use dupr_core::crypt::SymmetricKeyAlgorithm;
 use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions, Tuning};
 use dupr_core::index::Index;
-use dupr_core::naming::Prefixes;
 use dupr_core::ops::{self, BackupKind, BackupRequest, Settings, Target};
 use dupr_core::select::{Selection, Spec};
 use dupr_core::time;
@@ -254,13 +253,7 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
         codec,
         incremental_level: (!tuning.level_given).then_some(dupr_core::crypt::INCREMENTAL_LEVEL),
         crypto,
-        prefixes: Prefixes {
-            file: cli.backup.file_prefix.clone(),
-            archive: cli.backup.file_prefix_archive.clone(),
-            manifest: cli.backup.file_prefix_manifest.clone(),
-            signature: cli.backup.file_prefix_signature.clone(),
-            jsonstat: cli.backup.file_prefix_jsonstat.clone(),
-        },
+        prefixes: cli::prefixes(cli),
         tempdir,
         check_remote: !cli.general.no_check_remote,
         backend,

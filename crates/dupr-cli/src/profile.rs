@@ -1183,9 +1183,7 @@ pub fn status(l: &Loaded, max_age: Option<&str>) -> Result<i32> {
             1
         }
     };
-    if let Some(t) = &l.profile.target {
-        chain_summary(t, &l.name);
-    }
+    chain_summary(l);
     Ok(code)
 }
 
@@ -1198,17 +1196,39 @@ fn human_age(s: i64) -> String {
     }
 }
 
-/// Chain length and target size, read from the target's file names.
-fn chain_summary(url: &str, name: &str) {
-    let Ok(b) = dupr_core::backend::from_url(url) else {
+/// Chain length and target size, read from the target's file names with
+/// the profile's own prefixes and storage options (as its runs use them).
+fn chain_summary(l: &Loaded) {
+    use clap::FromArgMatches;
+    let Some(url) = &l.profile.target else {
+        return;
+    };
+    let Ok(steps) = plan(l, "collection-status", &[], &[]) else {
+        return;
+    };
+    let Some(args) = steps.into_iter().next().map(|s| s.args) else {
+        return;
+    };
+    let argv = std::iter::once(OsString::from("dupr")).chain(args);
+    let Some(cli) = crate::cli::command()
+        .try_get_matches_from(argv)
+        .ok()
+        .and_then(|m| crate::cli::Cli::from_arg_matches(&m).ok())
+    else {
+        println!("Target: the profile's options do not parse");
+        return;
+    };
+    let opened = crate::cli::backend_options(&cli, &std::env::temp_dir())
+        .ok()
+        .and_then(|o| dupr_core::backend::open(url, &o).ok());
+    let Some(b) = opened else {
         return;
     };
     let Ok(names) = b.list() else {
         println!("Target: unreachable");
         return;
     };
-    let _ = name;
-    let c = dupr_core::chain::Collection::from_names(&names, &Default::default());
+    let c = dupr_core::chain::Collection::from_names(&names, &crate::cli::prefixes(&cli));
     if let Some(ch) = c.last_chain() {
         println!(
             "Chain: full of {} + {} incremental(s)",

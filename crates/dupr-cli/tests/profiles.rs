@@ -403,3 +403,38 @@ on = "always"
         "{m}"
     );
 }
+
+/// `status` reads the chain with the profile's own options: with a file
+/// prefix, the chain is still found (it was read with the default prefixes,
+/// and so went unreported).
+#[test]
+fn status_reads_the_chain_with_the_profiles_prefix() {
+    let p = P::new();
+    let src = p.env.path().join("src");
+    tree(&src);
+    let target = format!("file://{}", p.env.path().join("target").display());
+    p.write_profile(
+        "boxed",
+        &format!(
+            "source = {src:?}\ntarget = {target:?}\npassphrase-file = {:?}\nfile-prefix = \"box-\"\n",
+            p.pass_file()
+        ),
+    );
+    for _ in 0..2 {
+        let o = p.run(&["-p", "boxed", "backup"]);
+        assert!(o.status.success(), "{}", show(&o));
+    }
+    let names: Vec<String> = fs::read_dir(p.env.path().join("target"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("box-")), "{names:?}");
+    let o = p.run(&["-p", "boxed", "status"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("+ 1 incremental(s)"), "{out}");
+    assert!(
+        out.contains(&format!("in {} file(s)", names.len())),
+        "{out}"
+    );
+}
