@@ -3,6 +3,10 @@
 //! (options, profiles and their importer, key export, logs, mount,
 //! schedules), so tests and fuzz targets can reach them without a process.
 
+// Every unsafe block in shipped code says why it is sound (tests are
+// exempt: their unsafe is libc calls on fixtures).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod import;
 pub mod keyexport;

@@ -2,6 +2,10 @@
 //! engine's operations, and turns errors into one line and duplicity's exit
 //! codes.
 
+// Every unsafe block in shipped code says why it is sound (tests are
+// exempt: their unsafe is libc calls on fixtures).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;

@@ -137,6 +137,7 @@ impl EchoOff {
         if unsafe { libc::tcgetattr(0, t.as_mut_ptr()) } != 0 {
             return None;
         }
+        // SAFETY: tcgetattr returned 0, so it filled `t`.
         let saved = unsafe { t.assume_init() };
         let mut quiet = saved;
         quiet.c_lflag &= !libc::ECHO;

@@ -71,11 +71,11 @@ impl RunLock {
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
-        // SAFETY: a valid descriptor and a fully initialised flock struct.
         let forced = std::env::var_os("DUPR_LOCK_FALLBACK").is_some();
         let rc = if forced {
             -1
         } else {
+            // SAFETY: a valid descriptor and a fully initialised flock struct.
             unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) }
         };
         if rc != 0 {
