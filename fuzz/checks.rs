@@ -432,7 +432,7 @@ pub const VOLUME_SEPARATOR: &[u8] = b"\n--dupr-fuzz-next-volume--\n";
 /// into whole files. The restored data never exceeds the input, and paths
 /// come out in strictly increasing order, each once.
 pub fn multivol(data: &[u8]) {
-    let placed = multivol_restore(data);
+    let (placed, _) = multivol_restore(data);
     let total: u64 = placed.iter().map(|(_, n)| n).sum();
     assert!(
         total <= data.len() as u64,
@@ -450,9 +450,9 @@ pub fn multivol(data: &[u8]) {
 }
 
 /// What [`multivol`] restores: each path placed, with its data's length
-/// (0 without data), in the order they came; whatever was placed before an
-/// error, if one ended the restore.
-pub fn multivol_restore(data: &[u8]) -> Vec<(Index, u64)> {
+/// (0 without data), in the order they came (up to an error), and the
+/// error that ended the restore, if one did.
+pub fn multivol_restore(data: &[u8]) -> (Vec<(Index, u64)>, Option<String>) {
     use dupr_core::chain::Collection;
     use dupr_core::entry::Meta;
     use dupr_core::manifest::VolumeInfo;
@@ -550,6 +550,6 @@ pub fn multivol_restore(data: &[u8]) -> Vec<(Index, u64)> {
         dir: dir.path(),
         placed: Vec::new(),
     };
-    let _ = restore::collate(&*backend, None, &sets, &prefixes, &opts, &mut sink);
-    sink.placed
+    let r = restore::collate(&*backend, None, &sets, &prefixes, &opts, &mut sink);
+    (sink.placed, r.err().map(|e| e.to_string()))
 }

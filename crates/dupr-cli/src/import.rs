@@ -982,6 +982,18 @@ impl Out {
                 .unwrap_or_else(|_| toml::Value::String(raw_s.into())),
             Kind::Str => toml::Value::String(raw_s.into()),
         };
+        if spec.kind != Kind::Flag {
+            // What dupr's parser would refuse (a number that is not one,
+            // a value outside an option's choices) would fail every run.
+            let arg = format!("--{long}={raw_s}");
+            if let Err(e) = crate::cli::command().try_get_matches_from(["dupr", arg.as_str()]) {
+                let why = e.kind().as_str().unwrap_or("refused").to_string();
+                self.note(format!(
+                    "{origin}: --{long} {raw_s:?} is not a value dupr takes ({why}); dropped"
+                ));
+                return;
+            }
+        }
         if spec.selection {
             let sel = match long {
                 "include" | "exclude" => match select_line(long == "include", raw_s) {
@@ -2000,6 +2012,23 @@ K+=y
         // Self-references and ${X:-...} of unset names are not "unset".
         assert!(sh.unset.is_empty(), "{:?}", sh.unset);
         assert!(sh.notes.is_empty(), "{:?}", sh.notes);
+    }
+
+    /// A value dupr's parser would refuse is dropped with a note, so the
+    /// imported profile's runs do not all fail on it (found by fuzzing).
+    #[test]
+    fn import_drops_option_values_dupr_refuses() {
+        let conf = Path::new("/nonexistent/conf");
+        let text = "SOURCE=/srv\nTARGET=file:///b\nGPG_KEY=disabled\nVOLSIZE=1x\nDUPL_PARAMS=\"$DUPL_PARAMS --volsize $VOLSIZE --num-retries 3\"\n";
+        let (toml, notes) = convert(text, conf, Some(Path::new("/nonexistent")), conf).unwrap();
+        assert!(!toml.lines().any(|l| l.starts_with("volsize")), "{toml}");
+        assert!(toml.contains("num-retries = 3"), "{toml}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("--volsize \"1x\" is not a value dupr takes")),
+            "{notes:?}"
+        );
     }
 
     /// `A=$A$A` doubles a value per line: 64 lines would be 2^64 bytes.

@@ -275,6 +275,8 @@ struct SetStream<'a> {
     want: Index,
     crypto: Option<Arc<Crypto>>,
     peeked: Option<(EntryName, tar::Header)>,
+    /// The path of the last entry [`Self::head`] returned.
+    prev_head: Option<Index>,
     /// Volume temp copies (remote backends) to delete.
     temp: Option<PathBuf>,
     /// The next volume, being checked ahead.
@@ -591,8 +593,33 @@ impl<'a> SetStream<'a> {
         }
     }
 
+    /// The next whole logical entry. Entries come in strictly increasing
+    /// path order, each path once per set (its chunks are joined by
+    /// [`Self::copy_data`]); anything else is a damaged or hand-made
+    /// volume, whose later entry would silently replace the earlier.
     fn head(&mut self) -> Result<Option<Head>> {
-        Ok(self.next_raw()?.map(|(name, header)| Head { name, header }))
+        let Some((name, header)) = self.next_raw()? else {
+            return Ok(None);
+        };
+        if let Some(prev) = &self.prev_head {
+            if name.index <= *prev {
+                let vol = self.tar.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+                return Err(Self::corrupt(
+                    vol,
+                    format!(
+                        "entry {} ({:?}{}) comes after {}: entries out of order or repeated",
+                        name.index,
+                        name.role,
+                        name.chunk
+                            .map(|c| format!(", chunk {c}"))
+                            .unwrap_or_default(),
+                        prev
+                    ),
+                ));
+            }
+        }
+        self.prev_head = Some(name.index.clone());
+        Ok(Some(Head { name, header }))
     }
 
     /// Copy the data of `head` (all its chunks) to `w`.
@@ -791,6 +818,7 @@ pub fn collate(
             want: want.clone(),
             crypto: opts.crypto.clone(),
             peeked: None,
+            prev_head: None,
             temp: None,
             next: None,
             seq: 0,
@@ -827,6 +855,17 @@ pub fn collate(
         for (k, &i) in at.iter().enumerate() {
             let head = heads[i].take().expect("filtered");
             let use_it = wanted && base.is_some_and(|b| k >= b);
+            if use_it && head.name.chunk.is_some_and(|c| c != 1) {
+                // Chunks count from 1: the file's start is missing.
+                return Err(Error::CorruptVolume {
+                    name: min.to_string(),
+                    reason: format!(
+                        "its data starts at chunk {} in {}: the chunks before it are missing",
+                        head.name.chunk.unwrap_or_default(),
+                        set_label(sets[i])
+                    ),
+                });
+            }
             if !use_it {
                 if wanted && base.is_none() && head.name.role == Role::Diff {
                     tracing::warn!("no base file for delta of {}; skipped", min);
