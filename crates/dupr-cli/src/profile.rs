@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -525,20 +526,29 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
         let f = state_dir().join(format!("{}.select", l.name));
         select.push(format!("--include-filelist={}", f.display()).into());
     }
-    let step = |label: &'static str, words: &[&str], tail: Vec<OsString>| Step {
-        label,
-        args: words
+    // `opts` are single `--name=value` words; `pos` the paths and URLs,
+    // last. A path starting with '-' would read as an option: `--` first.
+    let step = |label: &'static str, words: &[&str], opts: Vec<OsString>, pos: Vec<OsString>| {
+        let guard = pos
             .iter()
-            .map(OsString::from)
-            .chain(common.iter().cloned())
-            .chain(tail)
-            .collect(),
+            .any(|a| a.as_bytes().starts_with(b"-"))
+            .then(|| OsString::from("--"));
+        Step {
+            label,
+            args: words
+                .iter()
+                .map(OsString::from)
+                .chain(common.iter().cloned())
+                .chain(opts)
+                .chain(guard)
+                .chain(pos)
+                .collect(),
+        }
     };
     let t = || OsString::from(&target);
     let backup_steps = |kind: &'static str, steps: &mut Vec<Step>| -> Result<()> {
-        let mut tail = select.clone();
-        tail.extend([OsString::from(source()?), t()]);
-        steps.push(step(kind, &[kind], tail));
+        let pos = vec![OsString::from(source()?), t()];
+        steps.push(step(kind, &[kind], select.clone(), pos));
         Ok(())
     };
     let retention = |steps: &mut Vec<Step>| {
@@ -547,6 +557,7 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             steps.push(step(
                 "remove-older-than",
                 &["remove-older-than", age, "--force"],
+                vec![],
                 vec![t()],
             ));
         }
@@ -555,6 +566,7 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             steps.push(step(
                 "remove-all-but-n-full",
                 &["remove-all-but-n-full", &n, "--force"],
+                vec![],
                 vec![t()],
             ));
         }
@@ -563,6 +575,7 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             steps.push(step(
                 "remove-all-inc-of-but-n-full",
                 &["remove-all-inc-of-but-n-full", &n, "--force"],
+                vec![],
                 vec![t()],
             ));
         }
@@ -573,38 +586,37 @@ pub fn plan(l: &Loaded, action: &str, rest: &[OsString], extra: &[OsString]) -> 
             backup_steps("backup", &mut steps)?;
             retention(&mut steps);
             if p.cleanup.unwrap_or(true) {
-                steps.push(step("cleanup", &["cleanup", "--force"], vec![t()]));
+                steps.push(step("cleanup", &["cleanup", "--force"], vec![], vec![t()]));
             }
         }
         "full" => backup_steps("full", &mut steps)?,
         "incr" | "incremental" => backup_steps("incremental", &mut steps)?,
         "verify" => {
-            let mut tail = select.clone();
-            tail.extend([t(), OsString::from(source()?)]);
-            steps.push(step("verify", &["verify"], tail));
+            let pos = vec![t(), OsString::from(source()?)];
+            steps.push(step("verify", &["verify"], select.clone(), pos));
         }
-        "list" => steps.push(step("list-current-files", &["list-current-files"], vec![t()])),
-        "collection-status" => steps.push(step("collection-status", &["collection-status"], vec![t()])),
+        "list" => steps.push(step("list-current-files", &["list-current-files"], vec![], vec![t()])),
+        "collection-status" => steps.push(step("collection-status", &["collection-status"], vec![], vec![t()])),
         "restore" => {
             let dest = rest.first().cloned().unwrap_or_else(|| OsString::from(source().unwrap_or_default()));
-            steps.push(step("restore", &["restore"], vec![t(), dest]));
+            steps.push(step("restore", &["restore"], vec![], vec![t(), dest]));
         }
         "fetch" => {
             let (Some(path), Some(dest)) = (rest.first(), rest.get(1)) else {
                 bail!("usage: dupr -p NAME fetch PATH DEST");
             };
-            let mut tail = vec![OsString::from("--path-to-restore"), path.clone()];
-            tail.extend([t(), dest.clone()]);
-            steps.push(step("fetch", &["restore"], tail));
+            let mut opt = OsString::from("--path-to-restore=");
+            opt.push(path);
+            steps.push(step("fetch", &["restore"], vec![opt], vec![t(), dest.clone()]));
         }
         "mount" => {
             let Some(dir) = rest.first() else {
                 bail!("usage: dupr -p NAME mount DIR");
             };
-            steps.push(step("mount", &["mount"], vec![t(), dir.clone()]));
+            steps.push(step("mount", &["mount"], vec![], vec![t(), dir.clone()]));
         }
         "purge" => retention(&mut steps),
-        "cleanup" => steps.push(step("cleanup", &["cleanup", "--force"], vec![t()])),
+        "cleanup" => steps.push(step("cleanup", &["cleanup", "--force"], vec![], vec![t()])),
         other => bail!(
             "unknown profile action {other:?}: use backup, full, incr, verify, status, list, restore [DEST], fetch PATH DEST, mount DIR, purge, cleanup, export-keys FILE"
         ),

@@ -438,3 +438,37 @@ fn status_reads_the_chain_with_the_profiles_prefix() {
         "{out}"
     );
 }
+
+/// A source whose name starts with '-' is passed after `--`, so the run
+/// does not read it as an option (found by fuzzing the importer).
+#[test]
+fn a_source_starting_with_a_dash_backs_up() {
+    let p = P::new();
+    let src = p.env.path().join("-src");
+    tree(&src);
+    let target = format!("file://{}", p.env.path().join("target").display());
+    p.write_profile(
+        "dash",
+        &format!(
+            "source = \"-src\"\ntarget = {target:?}\npassphrase-file = {:?}\n",
+            p.pass_file()
+        ),
+    );
+    let o = p.run(&["-p", "dash", "--preview", "backup"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains(" -- -src "), "{}", show(&o));
+    let o = p.run(&["-p", "dash", "backup"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p
+        .cmd()
+        .env("PASSPHRASE", SECRET)
+        .args(["list-current-files", "--name=profile-dash"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        parse_listing(&o.stdout).contains(&b"docs/a.txt"[..]),
+        "{}",
+        show(&o)
+    );
+}
