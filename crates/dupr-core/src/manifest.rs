@@ -202,6 +202,14 @@ impl Manifest {
             }
             if m.sigtar_sha256.is_none() {
                 if let Some(v) = field(line, SIGTAR_FIELD) {
+                    // dupr writes 64 hex digits; anything else is damage,
+                    // and a hash that cannot match must not pass as one.
+                    if v.len() != 64 || !v.iter().all(u8::is_ascii_hexdigit) {
+                        return Err(format!(
+                            "bad {SIGTAR_FIELD} line {:?}",
+                            String::from_utf8_lossy(line)
+                        ));
+                    }
                     m.sigtar_sha256 = Some(String::from_utf8_lossy(&v).to_ascii_lowercase());
                 }
             }
@@ -392,5 +400,25 @@ mod tests {
         let again = Manifest::parse(&text).unwrap();
         assert_eq!(again.hostname, m.hostname);
         assert_eq!(again.to_bytes(), text);
+    }
+
+    /// Found by the manifest fuzzer: a DuprSigtarSHA256 value with
+    /// carriage returns and quotes did not read back the same; a value
+    /// that is not 64 hex digits is damage and refuses the manifest.
+    #[test]
+    fn a_sigtar_hash_that_is_not_hex_is_refused() {
+        let h = "ab".repeat(32);
+        let m =
+            Manifest::parse(format!("DuprSigtarSHA256 {}\n", h.to_uppercase()).as_bytes()).unwrap();
+        assert_eq!(m.sigtar_sha256.as_deref(), Some(h.as_str()));
+        for bad in [
+            "DuprSigtarSHA256 \"\r\ri \\\\pla\"".to_string(),
+            format!("DuprSigtarSHA256 {}", &h[1..]),
+            format!("DuprSigtarSHA256 {h}0"),
+            format!("DuprSigtarSHA256 {}g", &h[1..]),
+        ] {
+            let e = Manifest::parse(bad.as_bytes()).unwrap_err();
+            assert!(e.contains("bad DuprSigtarSHA256 line"), "{e}");
+        }
     }
 }
