@@ -189,6 +189,11 @@ pub struct General {
     /// Print the backup statistics as JSON too.
     #[arg(long)]
     pub jsonstat: bool,
+    /// Machine-readable output: JSON lines for backup and restore (status,
+    /// then a summary), one JSON document for listing, status, verify and
+    /// removal, errors as a JSON object on stderr (schema in the README).
+    #[arg(long)]
+    pub json: bool,
     /// Exit codes for monitoring: 100 when files were skipped (unreadable),
     /// 101 when there was nothing to do; duplicity exits 0 for both.
     #[arg(long, env = "DUPR_DETAILED_EXIT_CODES", value_parser = clap::builder::BoolishValueParser::new())]

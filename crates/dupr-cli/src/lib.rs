@@ -8,6 +8,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+pub mod commands;
 pub mod import;
 pub mod keyexport;
 pub mod log;

@@ -41,6 +41,7 @@
 //!
 //! `bench/soak.py` runs the same kill-and-rerun loop for hundreds of points.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Selection oracle for dupr's differential tests (tests/select_interop.rs).
+"""Selection oracle for dupr's differential tests (tests/it/select_interop.rs).
 
 Run with the python of the duplicity 3.2.1 venv
 (``$(dirname $DUPR_DUPLICITY3)/python select_oracle.py < cases.json``).

@@ -55,7 +55,7 @@ pub struct BackupConfig {
     pub concurrency: usize,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
     /// The incremental found no change and was not kept (--skip-if-no-change).
     pub skipped: bool,

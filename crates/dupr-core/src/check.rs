@@ -19,6 +19,7 @@ use crate::sigtar::SigtarReader;
 use std::sync::Arc;
 
 /// One damaged or missing file and what it takes with it.
+#[derive(serde::Serialize)]
 pub struct Problem {
     /// The file at fault (a volume or a manifest).
     pub file: String,
@@ -34,7 +35,7 @@ pub struct Problem {
     pub per_path: bool,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 pub struct CheckReport {
     pub sets: usize,
     pub volumes_total: usize,

@@ -11,6 +11,14 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Index(Vec<u8>);
 
+/// In JSON reports a path is its display form as a string (bytes that are
+/// not UTF-8 become U+FFFD).
+impl serde::Serialize for Index {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(self.display_bytes()))
+    }
+}
+
 impl Index {
     pub fn root() -> Self {
         Index(Vec::new())

@@ -43,6 +43,23 @@ pub mod walk;
 
 pub use error::{Error, Result};
 
+/// A test hook's setting from the environment (`DUPR_FAULTS`,
+/// `DUPR_HTTP_REWRITE`, `DUPR_DPBX_CHUNK_SIZE`, `DUPR_LOCK_FALLBACK`). Only
+/// builds with the `test-hooks` feature read them (the test suite's, which
+/// dupr-cli's dev-dependency turns on): a shipped binary cannot be told by
+/// its environment to inject faults, change its locking, or send requests
+/// (and their bearer tokens) to another address.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn test_hook(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Without the `test-hooks` feature no hook is ever set.
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn test_hook(_name: &str) -> Option<String> {
+    None
+}
+
 /// The prefix of every temporary dupr-core writes beside what it will
 /// become (staged volumes, uploads, cache downloads): clean-up after a
 /// killed run finds them by it.
@@ -51,4 +68,19 @@ pub const TEMP_PREFIX: &str = ".dupr-tmp.";
 /// The temporary name for `name`, unique to this process.
 pub fn temp_name(name: &str) -> String {
     format!("{TEMP_PREFIX}{}.{name}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The hooks are read exactly when the feature is on: `cargo test
+    /// --workspace` runs this with it (dupr-cli's tests turn it on),
+    /// `scripts/test` once more with `-p dupr-core` alone, without it.
+    #[test]
+    fn test_hooks_follow_the_feature() {
+        std::env::set_var("DUPR_TEST_HOOK_PROBE", "1");
+        assert_eq!(
+            super::test_hook("DUPR_TEST_HOOK_PROBE").is_some(),
+            cfg!(feature = "test-hooks")
+        );
+    }
 }

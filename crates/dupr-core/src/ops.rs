@@ -1,6 +1,5 @@
 //! The commands, as library calls: what the CLI (and later profiles) run.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -745,19 +744,18 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
     )
 }
 
-pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> Result<u64> {
+/// `list-current-files`: the newest full's time, then every path present
+/// at `time`, handed to `sink`.
+pub fn list_current_files(
+    t: &Target,
+    time: Timestamp,
+    sink: &mut dyn status::ListSink,
+) -> Result<u64> {
     let (names, c) = t.collection()?;
     // duplicity 3.2.1's first line: the full of the newest chain, whatever
     // the time asked for.
-    let last_full = c
-        .last_chain()
-        .map(|ch| crate::time::pretty_local(ch.start()));
-    writeln!(
-        out,
-        "Last full backup date: {}",
-        last_full.as_deref().unwrap_or("none")
-    )
-    .map_err(|e| Error::io("stdout", e))?;
+    sink.last_full(c.last_chain().map(|ch| ch.start()))
+        .map_err(|e| Error::io("stdout", e))?;
     let ch = c
         .chain_at(time)
         .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
@@ -770,7 +768,7 @@ pub fn list_current_files(t: &Target, time: Timestamp, out: &mut dyn Write) -> R
         time,
         &t.settings.prefixes,
         t.settings.crypto.as_ref(),
-        out,
+        sink,
     )
 }
 
@@ -779,6 +777,27 @@ pub fn collection_status(t: &Target) -> Result<String> {
     let mut out =
         status::collection_status(&c, "BackendWrapper", &t.cache.dir().display().to_string());
     // dupr's addition: which sets are incomplete, and why.
+    for p in status_problems(t, &c, &names) {
+        out.push_str(&format!(
+            "Problem: {} ({}): {}\n",
+            p.file,
+            crate::time::pretty_local(p.time),
+            p.what
+        ));
+    }
+    Ok(out)
+}
+
+/// `collection-status` as data (`--json`).
+pub fn collection_report(t: &Target) -> Result<status::StatusReport> {
+    let (names, c) = t.collection()?;
+    let problems = status_problems(t, &c, &names);
+    Ok(status::status_report(&c, problems))
+}
+
+/// The incomplete sets of `c` and why; a set whose partial manifest is in
+/// the cache is an interrupted backup.
+fn status_problems(t: &Target, c: &Collection, names: &[String]) -> Vec<status::StatusProblem> {
     let partial: Vec<Timestamp> = t
         .cache
         .list()
@@ -788,18 +807,18 @@ pub fn collection_status(t: &Target) -> Result<String> {
         .filter(|p| p.partial && p.kind == FileType::Manifest)
         .map(|p| p.end)
         .collect();
-    for (end, what, file) in crate::check::incomplete_problems(&c, &names, &t.settings.prefixes) {
-        let what = if partial.contains(&end) {
-            "incomplete set: an interrupted backup, which the next backup resumes".to_string()
-        } else {
-            what
-        };
-        out.push_str(&format!(
-            "Problem: {file} ({}): {what}\n",
-            crate::time::pretty_local(end)
-        ));
-    }
-    Ok(out)
+    crate::check::incomplete_problems(c, names, &t.settings.prefixes)
+        .into_iter()
+        .map(|(end, what, file)| status::StatusProblem {
+            what: if partial.contains(&end) {
+                "incomplete set: an interrupted backup, which the next backup resumes".to_string()
+            } else {
+                what
+            },
+            file,
+            time: end,
+        })
+        .collect()
 }
 
 /// `verify URL` without a source tree: read the target's volumes (or a
@@ -1009,8 +1028,11 @@ pub enum Removal {
 
 /// The outcome of a deleting command: what was (or, without force, would be)
 /// deleted, and a report for the user.
+#[derive(serde::Serialize)]
 pub struct RemovalReport {
     pub files: Vec<String>,
+    /// duplicity's listing of the sets concerned.
+    #[serde(skip)]
     pub text: String,
 }
 
@@ -1149,6 +1171,7 @@ pub fn remove(t: &Target, policy: Removal, force: bool) -> Result<RemovalReport>
     })
 }
 
+#[derive(serde::Serialize)]
 pub struct VerifyReport {
     pub compared: u64,
     pub differences: Vec<String>,

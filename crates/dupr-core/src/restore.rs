@@ -693,7 +693,7 @@ pub struct RestoreOptions {
     pub plain: Option<Arc<dyn PlainVolumes>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreStats {
     pub files: u64,
     pub bytes: u64,

@@ -2,7 +2,6 @@
 //! names and the signature chain only; no volume is read.
 
 use std::fmt::Write as _;
-use std::io::Write;
 
 use crate::backend::Backend;
 use crate::cache::Cache;
@@ -10,7 +9,9 @@ use crate::chain::{Chain, Collection, SigFile};
 use std::sync::Arc;
 
 use crate::crypt::{self, Codec, Crypto};
+use crate::entry::Meta;
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::naming::Prefixes;
 use crate::sigtar::{SigMerge, SigtarReader};
 use crate::time::{self, Timestamp};
@@ -132,7 +133,89 @@ pub fn sig_readers(
     Ok(readers)
 }
 
-/// Print `<asctime of mtime> <path>` for every path present at `t`.
+/// Where list-current-files' answer goes: the newest full's time first,
+/// then every path present at the time asked for, in archive order. The
+/// command line renders it as duplicity's text or as JSON.
+pub trait ListSink {
+    fn last_full(&mut self, time: Option<Timestamp>) -> std::io::Result<()>;
+    fn file(&mut self, index: &Index, meta: &Meta) -> std::io::Result<()>;
+}
+
+/// collection-status as data: the chains (oldest first, the primary last),
+/// what is outside them, and the problems found.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    pub chains: Vec<ChainReport>,
+    /// Sets not part of any chain (cleanup material).
+    pub orphaned_sets: usize,
+    /// Sets without their manifest or volumes (cleanup material, or an
+    /// interrupted backup the next one resumes).
+    pub incomplete_sets: usize,
+    pub problems: Vec<StatusProblem>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ChainReport {
+    /// The newest chain: the one restores and incrementals use.
+    pub primary: bool,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// A signature chain matches it (incrementals can build on it).
+    pub signatures: bool,
+    pub sets: Vec<SetReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SetReport {
+    /// "full" or "incremental".
+    pub kind: &'static str,
+    /// The set's time (its end), epoch seconds.
+    pub time: Timestamp,
+    /// The same time as file names carry it (`20261207T120000Z`).
+    pub time_name: String,
+    pub volumes: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StatusProblem {
+    pub file: String,
+    /// The time of the set concerned.
+    pub time: Timestamp,
+    pub what: String,
+}
+
+/// The report for `c`, with `problems` as found by the caller.
+pub fn status_report(c: &Collection, problems: Vec<StatusProblem>) -> StatusReport {
+    let n = c.chains.len();
+    let chains = c
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| ChainReport {
+            primary: i + 1 == n,
+            start: ch.start(),
+            end: ch.end(),
+            signatures: c.sig_chain_for(ch).is_some(),
+            sets: ch
+                .sets()
+                .map(|s| SetReport {
+                    kind: if s.is_full() { "full" } else { "incremental" },
+                    time: s.end,
+                    time_name: time::to_filename(s.end),
+                    volumes: s.volumes.len(),
+                })
+                .collect(),
+        })
+        .collect();
+    StatusReport {
+        chains,
+        orphaned_sets: c.orphaned.len(),
+        incomplete_sets: c.incomplete.len(),
+        problems,
+    }
+}
+
+/// Hand `sink` every path present at `t`, with its metadata.
 pub fn list_current_files(
     backend: &dyn Backend,
     cache: &Cache,
@@ -140,7 +223,7 @@ pub fn list_current_files(
     t: Timestamp,
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
-    out: &mut dyn Write,
+    sink: &mut dyn ListSink,
 ) -> Result<u64> {
     let url = backend.display_url();
     let sc = c
@@ -149,21 +232,10 @@ pub fn list_current_files(
     let readers = sig_readers(backend, cache, &sc.files_at(t), prefixes, crypto, false)?;
     let mut m = SigMerge::new(readers)?;
     let mut n = 0;
-    let mut line = Vec::with_capacity(256);
-    let mut last_mtime = i64::MIN;
-    let mut last_str = String::new();
     while let Some(e) = m.next_present()? {
         let meta = e.meta.expect("present");
-        if meta.mtime != last_mtime {
-            last_mtime = meta.mtime;
-            last_str = time::pretty_local(meta.mtime);
-        }
-        line.clear();
-        line.extend_from_slice(last_str.as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(e.index.display_bytes());
-        line.push(b'\n');
-        out.write_all(&line).map_err(|e| Error::io("stdout", e))?;
+        sink.file(&e.index, &meta)
+            .map_err(|e| Error::io("stdout", e))?;
         n += 1;
     }
     Ok(n)

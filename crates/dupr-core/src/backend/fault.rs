@@ -86,7 +86,7 @@ impl Faulty {
         timeout: Duration,
         extra: &str,
     ) -> Result<std::result::Result<Faulty, Box<dyn Backend>>> {
-        let mut rules = match super::env_var("DUPR_FAULTS") {
+        let mut rules = match crate::test_hook("DUPR_FAULTS") {
             Some(spec) => parse(&spec).map_err(|e| Error::Usage(format!("DUPR_FAULTS: {e}")))?,
             None => Vec::new(),
         };

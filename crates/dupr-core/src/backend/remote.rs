@@ -145,7 +145,7 @@ fn transport(
     let client = b
         .build()
         .map_err(|e| bad(format!("cannot set up HTTP client: {e}")))?;
-    let rewrite = env_var("DUPR_HTTP_REWRITE")
+    let rewrite = crate::test_hook("DUPR_HTTP_REWRITE")
         .map(|v| {
             v.split(',')
                 .filter_map(|p| p.split_once('='))
@@ -849,13 +849,13 @@ fn request_error(e: &reqwest::Error) -> String {
 }
 
 fn dropbox_oneshot_max() -> u64 {
-    env_var("DUPR_DPBX_CHUNK_SIZE")
+    crate::test_hook("DUPR_DPBX_CHUNK_SIZE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DROPBOX_ONESHOT_MAX)
 }
 
 fn dropbox_chunk() -> u64 {
-    env_var("DUPR_DPBX_CHUNK_SIZE")
+    crate::test_hook("DUPR_DPBX_CHUNK_SIZE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DROPBOX_CHUNK)
         .max(1)

@@ -1,0 +1,146 @@
+//! The commands that report on the archive from names and the cache:
+//! `list-current-files` and `collection-status`.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use anyhow::Context;
+use dupr_core::entry::Meta;
+use dupr_core::index::Index;
+use dupr_core::ops;
+use dupr_core::status::ListSink;
+use dupr_core::time;
+use serde_json::json;
+
+use super::{archive_path, json, open, parse_time, want_args, Access};
+use crate::cli::Cli;
+use crate::usage;
+
+/// duplicity's text: `<asctime of mtime> <path>` per path.
+struct TextList<W: Write> {
+    out: W,
+    last_mtime: i64,
+    last_str: String,
+    line: Vec<u8>,
+}
+
+impl<W: Write> ListSink for TextList<W> {
+    fn last_full(&mut self, t: Option<time::Timestamp>) -> std::io::Result<()> {
+        let when = t.map(time::pretty_local);
+        writeln!(
+            self.out,
+            "Last full backup date: {}",
+            when.as_deref().unwrap_or("none")
+        )
+    }
+
+    fn file(&mut self, index: &Index, meta: &Meta) -> std::io::Result<()> {
+        // Formatting a time is the costly part; runs of equal mtimes are common.
+        if meta.mtime != self.last_mtime {
+            self.last_mtime = meta.mtime;
+            self.last_str = time::pretty_local(meta.mtime);
+        }
+        self.line.clear();
+        self.line.extend_from_slice(self.last_str.as_bytes());
+        self.line.push(b' ');
+        self.line.extend_from_slice(index.display_bytes());
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+}
+
+/// One JSON document, streamed (a million paths need no memory):
+/// `{"last_full": T, "time": T, "files": [{"path", "type", "mtime"}, ...]}`.
+/// The head is written with the first path, or at the end, so a run that
+/// fails before any path leaves stdout empty.
+struct JsonList<W: Write> {
+    out: W,
+    head: Option<serde_json::Value>,
+    files: u64,
+}
+
+impl<W: Write> JsonList<W> {
+    fn write_head(&mut self) -> std::io::Result<()> {
+        if let Some(h) = self.head.take() {
+            let h = h.to_string();
+            // The head object without its closing brace, then the array.
+            write!(self.out, "{}, \"files\": [", &h[..h.len() - 1])?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.write_head()?;
+        writeln!(self.out, "]}}")?;
+        self.out.flush()
+    }
+}
+
+impl<W: Write> ListSink for JsonList<W> {
+    fn last_full(&mut self, t: Option<time::Timestamp>) -> std::io::Result<()> {
+        if let Some(serde_json::Value::Object(h)) = &mut self.head {
+            h.insert("last_full".into(), t.into());
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, index: &Index, meta: &Meta) -> std::io::Result<()> {
+        self.write_head()?;
+        let sep = if self.files == 0 { "" } else { "," };
+        self.files += 1;
+        let item = json!({"path": index, "type": meta.kind.word(), "mtime": meta.mtime});
+        write!(self.out, "{sep}\n{item}")
+    }
+}
+
+/// `dupr list-current-files URL`.
+pub fn list(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
+    want_args(args, 1, "URL")?;
+    let t = parse_time(cli)?;
+    let (target, _lock) = open(cli, &args[0], Access::Read)?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    if cli.general.json {
+        let mut sink = JsonList {
+            out,
+            head: Some(json!({"time": t, "last_full": null})),
+            files: 0,
+        };
+        ops::list_current_files(&target, t, &mut sink)?;
+        sink.finish().context("writing to stdout")?;
+    } else {
+        let mut sink = TextList {
+            out,
+            last_mtime: i64::MIN,
+            last_str: String::new(),
+            line: Vec::with_capacity(256),
+        };
+        ops::list_current_files(&target, t, &mut sink)?;
+        sink.out.flush().context("writing to stdout")?;
+    }
+    Ok(0)
+}
+
+/// `dupr collection-status URL`, with `--show-changes-in-set` or
+/// `--file-changed`.
+pub fn collection(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
+    want_args(args, 1, "URL")?;
+    let (target, _lock) = open(cli, &args[0], Access::Read)?;
+    if let Some(n) = cli.restore.show_changes_in_set {
+        // --json asks for the same document as --jsonstat.
+        let as_json = cli.general.jsonstat || cli.general.json;
+        print!("{}", ops::changes_in_set(&target, n, as_json)?);
+    } else if let Some(p) = &cli.restore.file_changed {
+        if cli.general.json {
+            return Err(usage(
+                "--file-changed has no JSON form yet; run it without --json",
+            ));
+        }
+        let ix = archive_path("--file-changed", p)?;
+        print!("{}", ops::file_changed(&target, &ix)?);
+    } else if cli.general.json {
+        json::line(&serde_json::to_value(ops::collection_report(&target)?)?);
+    } else {
+        print!("{}", ops::collection_status(&target)?);
+    }
+    Ok(0)
+}
