@@ -2226,7 +2226,7 @@ fn snapshot_listing(a: &Archive) -> Vec<(String, u64)> {
 }
 
 /// Bug: a wrong PASSPHRASE is not reliably refused after a kill. find_resume
-/// (ops.rs) "proves" the passphrase by reading the first 512 bytes of
+/// (ops/resume.rs) "proves" the passphrase by reading the first 512 bytes of
 /// volume 1 through crypt::decoder, but a symmetric session key is never
 /// checked there (no quick check; the MDC only at the end of the message):
 /// with a wrong passphrase the reader returns garbage, and when the garbage

@@ -578,7 +578,7 @@ fn assert_sig_failure(env: &Env, o: &Output, before: &BTreeSet<String>, sig: &st
 
 /// dupr goes beyond duplicity here: 0.8.22 happily runs the incremental on
 /// such a sigtar (checked by hand), but dupr promises to read the whole chain
-/// before writing anything (ops.rs `incremental_plan`).
+/// before writing anything (ops/backup.rs `incremental_plan`).
 #[test]
 fn corrupt_sigtar_in_cache_and_target_stops_incremental() {
     let env = Env::new();

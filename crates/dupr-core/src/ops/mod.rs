@@ -1,0 +1,191 @@
+//! The commands, as library calls: what the CLI (and later profiles) run.
+//! One module per command family; here what they share: the target with
+//! its settings, temporaries, the source walker, and the refusal to read
+//! a state whose sets are incomplete.
+
+mod backup;
+mod remove;
+mod restore;
+mod resume;
+mod status;
+
+pub use backup::{backup, BackupKind, BackupOutcome, BackupRequest};
+pub use remove::{remove, Removal, RemovalReport};
+pub use restore::{restore, verify, RestoreRequest, VerifyReport};
+pub use status::{
+    changes_in_set, check, collection_report, collection_status, file_changed, list_current_files,
+};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{self, Backend};
+use crate::cache::Cache;
+use crate::chain::Collection;
+use crate::crypt::{Codec, Crypto};
+use crate::error::{Error, Result};
+use crate::naming::FileType;
+use crate::naming::Prefixes;
+use crate::select::Selection;
+use crate::time::Timestamp;
+use crate::walk::Walker;
+use std::os::unix::ffi::OsStrExt;
+
+/// Settings shared by every command.
+pub struct Settings {
+    pub url: String,
+    pub archive_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    /// How new files are written.
+    pub codec: Codec,
+    /// Deflate level for incremental sets' volumes (None: `codec`'s).
+    pub incremental_level: Option<u32>,
+    /// Keys for reading encrypted files (and writing, when `codec` is Gpg).
+    pub crypto: Option<Arc<Crypto>>,
+    pub prefixes: Prefixes,
+    pub tempdir: PathBuf,
+    /// Compare the target's manifests with the cache's before building on
+    /// them (`--no-check-remote` turns it off).
+    pub check_remote: bool,
+    /// Retries, timeouts, parallelism and service options.
+    pub backend: backend::BackendOptions,
+}
+
+pub struct Target {
+    pub backend: Arc<dyn Backend>,
+    pub cache: Cache,
+    pub settings: Settings,
+}
+
+impl Target {
+    pub fn open(settings: Settings) -> Result<Self> {
+        let backend = backend::open(&settings.url, &settings.backend)?;
+        let cache = Cache::open(
+            settings.archive_dir.as_deref(),
+            settings.name.as_deref(),
+            &settings.url,
+        )?;
+        Ok(Target {
+            backend,
+            cache,
+            settings,
+        })
+    }
+
+    /// The target's lock object, for runs that write to it.
+    pub fn lock_target(&self) -> Result<crate::lock::TargetLock> {
+        crate::lock::TargetLock::acquire(self.backend.clone(), self.cache.dir())
+    }
+
+    pub fn collection(&self) -> Result<(Vec<String>, Collection)> {
+        let names = self.backend.list()?;
+        let c = Collection::from_names(&names, &self.settings.prefixes);
+        Ok((names, c))
+    }
+
+    /// Bring the local cache's manifests and signature files in line with
+    /// the target's listing `names`.
+    pub fn sync(&self, names: &[String]) -> Result<()> {
+        self.cache.sync(
+            self.backend.as_ref(),
+            names,
+            &self.settings.prefixes,
+            self.settings.crypto.as_ref(),
+        )
+    }
+}
+
+/// Temporary files a killed run left: in the cache (ours alone while we
+/// hold its lock) and, for a local target, staged uploads untouched for an
+/// hour (a live run on another machine keeps writing to its own).
+fn remove_stale_temps(t: &Target) {
+    let is_temp = |n: &str| n.starts_with(crate::TEMP_PREFIX) || n.starts_with(".dupr-filelist.");
+    // A journal serves only its set's partial manifest; a run killed after
+    // the manifest was stored can leave it alone.
+    let orphan_journal = |n: &str| {
+        n.strip_prefix(".dupr-journal.").is_some_and(|man| {
+            let man = match man.strip_suffix(".new") {
+                Some(stem) => format!("{stem}.manifest"),
+                None => man.to_string(),
+            };
+            !t.cache.dir().join(format!("{man}.part")).exists()
+        })
+    };
+    if let Ok(rd) = std::fs::read_dir(t.cache.dir()) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| is_temp(n) || orphan_journal(n))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Whether `name` on the target is a temporary a run left: staged volumes
+/// and uploads (`.dupr-tmp.`), written only under the target lock.
+pub fn is_target_temp(name: &str) -> bool {
+    name.starts_with(crate::TEMP_PREFIX)
+}
+
+/// Temporaries on the target that killed runs left. Call only while
+/// holding the target lock: no live run then has any there.
+pub fn remove_target_temps(t: &Target) {
+    if let Ok(names) = t.backend.list() {
+        for n in names.iter().filter(|n| is_target_temp(n)) {
+            tracing::info!("Removing the stale temporary {n}");
+            let _ = t.backend.delete(n);
+        }
+    }
+}
+
+/// A walker over `source` that honours `--files-from`.
+fn selected_walker<'a>(
+    source: &std::path::Path,
+    select: crate::walk::Selector<'a>,
+    selection: Option<Arc<Selection>>,
+) -> Result<Walker<'a>> {
+    let w = Walker::new(source, select).map_err(|_| Error::SourceMissing(source.to_path_buf()))?;
+    Ok(match selection {
+        Some(s) => w.with_listing(Box::new(move |dir: &std::path::Path| {
+            s.listing(dir.as_os_str().as_bytes())
+        })),
+        None => w,
+    })
+}
+
+/// Refuse to read the state at `time` from `ch` when a set that state
+/// should include is incomplete: the result would silently be an older
+/// state (duplicity 3.2.1 fails too).
+fn refuse_incomplete(
+    t: &Target,
+    c: &Collection,
+    names: &[String],
+    ch: &crate::chain::Chain,
+    time: Timestamp,
+) -> Result<()> {
+    let prefixes = &t.settings.prefixes;
+    let Some((end, missing)) = c.incomplete_at(ch, time, names, prefixes) else {
+        return Ok(());
+    };
+    let interrupted = t.cache.list().is_ok_and(|names| {
+        names.iter().any(|n| {
+            crate::naming::parse(n, prefixes)
+                .is_some_and(|p| p.partial && p.kind == FileType::Manifest && p.end == end)
+        })
+    });
+    let advice = if interrupted {
+        "it is an interrupted backup: run the backup again to complete it, or read an earlier time with -t"
+    } else {
+        "read an earlier time with -t, or remove the set with `dupr cleanup`"
+    };
+    Err(Error::IncompleteSet {
+        set: format!(
+            "{} ({})",
+            crate::time::to_filename(end),
+            crate::time::pretty_local(end)
+        ),
+        missing: format!("{missing}; {advice}"),
+    })
+}

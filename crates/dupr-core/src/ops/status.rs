@@ -1,0 +1,283 @@
+//! The reports: list-current-files, collection-status (text and data),
+//! verify without a source, --file-changed, --show-changes-in-set.
+
+use crate::cache::Cache;
+use crate::chain::Collection;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::naming::FileType;
+use crate::restore::{self};
+use crate::status;
+use crate::time::Timestamp;
+use std::io::Read;
+
+use super::{refuse_incomplete, Target};
+
+/// `list-current-files`: the newest full's time, then every path present
+/// at `time`, handed to `sink`.
+pub fn list_current_files(
+    t: &Target,
+    time: Timestamp,
+    sink: &mut dyn status::ListSink,
+) -> Result<u64> {
+    let (names, c) = t.collection()?;
+    // duplicity 3.2.1's first line: the full of the newest chain, whatever
+    // the time asked for.
+    sink.last_full(c.last_chain().map(|ch| ch.start()))
+        .map_err(|e| Error::io("stdout", e))?;
+    let ch = c
+        .chain_at(time)
+        .ok_or_else(|| Error::NoBackups(t.backend.display_url()))?;
+    refuse_incomplete(t, &c, &names, ch, time)?;
+    t.sync(&names)?;
+    status::list_current_files(
+        t.backend.as_ref(),
+        &t.cache,
+        &c,
+        time,
+        &t.settings.prefixes,
+        t.settings.crypto.as_ref(),
+        sink,
+    )
+}
+
+pub fn collection_status(t: &Target) -> Result<String> {
+    let (names, c) = t.collection()?;
+    let mut out =
+        status::collection_status(&c, "BackendWrapper", &t.cache.dir().display().to_string());
+    // dupr's addition: which sets are incomplete, and why.
+    for p in status_problems(t, &c, &names) {
+        out.push_str(&format!(
+            "Problem: {} ({}): {}\n",
+            p.file,
+            crate::time::pretty_local(p.time),
+            p.what
+        ));
+    }
+    Ok(out)
+}
+
+/// `collection-status` as data (`--json`).
+pub fn collection_report(t: &Target) -> Result<status::StatusReport> {
+    let (names, c) = t.collection()?;
+    let problems = status_problems(t, &c, &names);
+    Ok(status::status_report(&c, problems))
+}
+
+/// The incomplete sets of `c` and why; a set whose partial manifest is in
+/// the cache is an interrupted backup.
+fn status_problems(t: &Target, c: &Collection, names: &[String]) -> Vec<status::StatusProblem> {
+    let partial: Vec<Timestamp> = t
+        .cache
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| crate::naming::parse(n, &t.settings.prefixes))
+        .filter(|p| p.partial && p.kind == FileType::Manifest)
+        .map(|p| p.end)
+        .collect();
+    crate::check::incomplete_problems(c, names, &t.settings.prefixes)
+        .into_iter()
+        .map(|(end, what, file)| status::StatusProblem {
+            what: if partial.contains(&end) {
+                "incomplete set: an interrupted backup, which the next backup resumes".to_string()
+            } else {
+                what
+            },
+            file,
+            time: end,
+        })
+        .collect()
+}
+
+/// `verify URL` without a source tree: read the target's volumes (or a
+/// `percent` sample) and report damage with the paths it affects.
+pub fn check(t: &Target, percent: f64) -> Result<crate::check::CheckReport> {
+    let (names, c) = t.collection()?;
+    if c.chains.is_empty() {
+        return Err(Error::NoBackups(t.backend.display_url()));
+    }
+    // A file that cannot be cached is damage to report, not a reason to
+    // stop: the check reads the target's copies itself.
+    if let Err(e) = t.sync(&names) {
+        tracing::warn!("{e}");
+    }
+    crate::check::check(
+        t.backend.as_ref(),
+        &t.cache,
+        &c,
+        &names,
+        &t.settings.prefixes,
+        &crate::check::CheckOptions {
+            percent,
+            tempdir: t.settings.tempdir.clone(),
+            crypto: t.settings.crypto.as_ref(),
+        },
+    )
+}
+
+/// `collection-status --file-changed PATH`: the sets of the latest chain
+/// whose Filelist names the path, as duplicity prints them.
+pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
+    let (names, c) = t.collection()?;
+    let mut out = String::new();
+    let Some(chain) = c.last_chain() else {
+        return Ok(out);
+    };
+    t.sync(&names)?;
+    let mut rows = Vec::new();
+    for (i, set) in chain.sets().enumerate() {
+        let m = restore::load_manifest_with_filelist(
+            t.backend.as_ref(),
+            Some(&t.cache),
+            set,
+            &t.settings.prefixes,
+            t.settings.crypto.as_ref(),
+        )?;
+        if let Some((change, _)) = m.filelist.iter().find(|(_, ix)| ix == path) {
+            let kind = if i == 0 { "Full" } else { "Incremental" };
+            let word = change.word();
+            let title = format!("{}{}", word[..1].to_uppercase(), &word[1..]);
+            rows.push(format!(
+                "{kind:>20}   {:>30}  {title:>20}",
+                crate::time::pretty_local(set.end)
+            ));
+        }
+    }
+    out.push_str("-------------------------\n");
+    out.push_str(&format!(
+        "File: {}\n",
+        String::from_utf8_lossy(path.display_bytes())
+    ));
+    out.push_str(&format!("Total number of backup: {}\n", rows.len()));
+    out.push_str(&format!(
+        "{:>20}   {:>30}  {:>20}\n",
+        "Type of backup set:", "Time:", "Type of file change:"
+    ));
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    out.push_str("-------------------------\n");
+    Ok(out)
+}
+
+/// `collection-status --show-changes-in-set N`: the Filelist of the N-th
+/// newest set of the latest chain (0 = newest). As in duplicity, a negative
+/// N counts from the oldest end (-1 = the full); with `--jsonstat` a negative
+/// N means every set of the chain, newest first.
+pub fn changes_in_set(t: &Target, n: i64, json: bool) -> Result<String> {
+    let (names, c) = t.collection()?;
+    let Some(chain) = c.last_chain() else {
+        return Ok(String::new());
+    };
+    let mut sets: Vec<_> = chain.sets().collect();
+    sets.reverse(); // newest first, as duplicity numbers them
+    let chosen: Vec<_> = if json && n < 0 {
+        sets.clone()
+    } else {
+        let len = sets.len() as i64;
+        let i = if n < 0 { len + n } else { n };
+        let set = usize::try_from(i)
+            .ok()
+            .and_then(|i| sets.get(i).copied())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--show-changes-in-set {n}: the latest chain has {len} set(s), numbered 0 (newest) to {} or -1 (oldest) to -{len}",
+                    len - 1
+                ))
+            })?;
+        vec![set]
+    };
+    t.sync(&names)?;
+    let mut manifests = Vec::with_capacity(chosen.len());
+    for set in &chosen {
+        manifests.push(restore::load_manifest_with_filelist(
+            t.backend.as_ref(),
+            Some(&t.cache),
+            set,
+            &t.settings.prefixes,
+            t.settings.crypto.as_ref(),
+        )?);
+    }
+    if json {
+        // duplicity 3's JSON form: each set's statistics and its changes.
+        let mut out = String::from("{");
+        for (k, (set, m)) in chosen.iter().zip(&manifests).enumerate() {
+            let stat = set
+                .jsonstat
+                .as_deref()
+                .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
+                .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
+                .and_then(|f| {
+                    let mut s = String::new();
+                    flate2::read::GzDecoder::new(f)
+                        .read_to_string(&mut s)
+                        .ok()?;
+                    Some(s)
+                })
+                .unwrap_or_else(|| "{}".into());
+            let kind = if set.is_full() { "full" } else { "inc" };
+            out.push_str(if k == 0 { "\n" } else { ",\n" });
+            out.push_str(&format!(
+                "    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
+                crate::time::to_filename(set.end),
+                stat.trim()
+            ));
+            for (i, (change, ix)) in m.filelist.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "," };
+                out.push_str(&format!(
+                    "{sep}\n            {}: \"{}\"",
+                    json_string(&String::from_utf8_lossy(ix.display_bytes())),
+                    change.word()
+                ));
+            }
+            out.push_str("\n        }\n    }");
+        }
+        out.push_str("\n}\n");
+        return Ok(out);
+    }
+    let (set, m) = (chosen[0], &manifests[0]);
+    let width = m
+        .filelist
+        .iter()
+        .map(|(_, ix)| ix.display_bytes().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = String::from("-------------------------\n");
+    out.push_str(&format!(
+        " Backup set time: {}\n",
+        crate::time::pretty_local(set.end)
+    ));
+    out.push_str(&format!("Total number of changes: {}\n", m.filelist.len()));
+    out.push_str(&format!(
+        "{:<width$}  {:>20}\n",
+        "File:", "Type of file change:"
+    ));
+    for (change, ix) in &m.filelist {
+        out.push_str(&format!(
+            "{:<width$}  {:>20}\n",
+            String::from_utf8_lossy(ix.display_bytes()),
+            change.word()
+        ));
+    }
+    out.push_str("-------------------------\n");
+    Ok(out)
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
