@@ -708,33 +708,11 @@ fn write_set(
     started: &mut Option<ParsedName>,
 ) -> Result<Stats> {
     std::fs::symlink_metadata(&cfg.source).map_err(|_| Error::SourceMissing(cfg.source.clone()))?;
-    let remote = backend.list()?;
-    // Set times are whole seconds; never reuse a time the target already has.
-    let mut t = time::now();
-    for n in &remote {
-        if let Some(p) = naming::parse(n, &cfg.prefixes) {
-            if p.end >= t {
-                t = p.end + 1;
-            }
-        }
-    }
     let (set_type, start, mut old) = match plan {
         Plan::Full => (SetType::Full, None, None),
-        Plan::Incremental { start, old } => {
-            if start >= t {
-                t = start + 1;
-            }
-            (SetType::Inc, Some(start), Some(old))
-        }
+        Plan::Incremental { start, old } => (SetType::Inc, Some(start), Some(old)),
     };
-    if let Some(r) = &resume {
-        // Continue under the interrupted set's own name.
-        t = r.set.end;
-    }
-    // A set dated in the future would be invisible to "now" restores.
-    while time::now() < t && !time::is_overridden() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let t = set_time(cfg, &backend.list()?, start, resume.as_ref());
     let incremental = old.is_some();
     let mut stats = Stats {
         start_time: t,
@@ -764,30 +742,16 @@ fn write_set(
     let staging = backend
         .staging_dir()
         .unwrap_or_else(|| cache.dir().to_path_buf());
-    let (enc, gz) = cfg.codec.flags();
-    let name_of = |kind: FileType, encrypted: bool, gzipped: bool, partial: bool| {
-        naming::name(
-            &ParsedName {
-                kind,
-                encrypted,
-                gzipped,
-                partial,
-                ..set
-            },
-            &cfg.prefixes,
-        )
-    };
-    let sig_local_part = cache.path(&name_of(FileType::Signature, false, true, true));
-    let sig_local = cache.path(&name_of(FileType::Signature, false, true, false));
-    let sig_remote_name = name_of(FileType::Signature, enc, gz, false);
-    let man_part = cache.path(&name_of(FileType::Manifest, false, false, true));
-    let man_local = cache.path(&name_of(FileType::Manifest, false, false, false));
-    let man_remote_name = name_of(FileType::Manifest, enc, false, false);
-    let filelist_path = cache.path(&format!(".dupr-filelist.{}", std::process::id()));
-    let blocks_path = cache.path(&crate::temp_name("blocks"));
-    let journal = cache.path(&journal_name(&set, &cfg.prefixes));
-
-    let remote_sig_tmp = staging.join(crate::temp_name(&sig_remote_name));
+    let files = SetFiles::new(cfg, cache, &staging, set);
+    let SetFiles {
+        sig_local_part,
+        man_part,
+        filelist_path,
+        blocks_path,
+        journal,
+        remote_sig_tmp,
+        ..
+    } = &files;
     // Incremental sets are small and go out often: their bytes matter more
     // than their CPU (unless a level was given, which applies to all).
     let (vol_codec, side_codec) = match cfg.incremental_level {
@@ -798,7 +762,7 @@ fn write_set(
         _ => (cfg.codec.clone(), cfg.codec.clone()),
     };
     let mut sigtar = SigtarWriter::create(
-        &sig_local_part,
+        sig_local_part,
         (!matches!(cfg.codec, Codec::Gzip(_)))
             .then_some((remote_sig_tmp.as_path(), side_codec.clone())),
     )?;
@@ -829,8 +793,8 @@ fn write_set(
         }
         resumed_vols = r.volumes;
     }
-    std::fs::write(&man_part, &man_head).ctx(&man_part)?;
-    let filelist = BufWriter::new(File::create(&filelist_path).ctx(&filelist_path)?);
+    std::fs::write(man_part, &man_head).ctx(man_part)?;
+    let filelist = BufWriter::new(File::create(filelist_path).ctx(filelist_path)?);
     let delta_tmp = tempfile::tempfile_in(cache.dir()).ctx(cache.dir())?;
 
     let (tx, rx) = crossbeam_channel::bounded::<Block>(16);
@@ -858,9 +822,9 @@ fn write_set(
             let mut record = |n: u32, v: VolumeInfo| -> Result<()> {
                 let mut f = std::fs::OpenOptions::new()
                     .append(true)
-                    .open(&man_part)
-                    .ctx(&man_part)?;
-                f.write_all(&Manifest::volume_bytes(n, &v)).ctx(&man_part)?;
+                    .open(man_part)
+                    .ctx(man_part)?;
+                f.write_all(&Manifest::volume_bytes(n, &v)).ctx(man_part)?;
                 vols.push((n, v));
                 Ok(())
             };
@@ -937,8 +901,8 @@ fn write_set(
     let (nvols, vol_bytes, vols) = match result {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(&filelist_path);
-            let _ = std::fs::remove_file(&blocks_path);
+            let _ = std::fs::remove_file(filelist_path);
+            let _ = std::fs::remove_file(blocks_path);
             return Err(e);
         }
     };
@@ -949,15 +913,146 @@ fn write_set(
         manifest.volumes.insert(n, v);
     }
 
+    finish_set(
+        cfg,
+        backend.as_ref(),
+        &files,
+        sigtar,
+        manifest,
+        filelist_count,
+        &side_codec,
+        &mut stats,
+    )?;
+    Ok(stats)
+}
+
+/// Where one set's files go: names on the target, paths in the cache
+/// (partial while the set is being written) and staged uploads.
+struct SetFiles {
+    sig_local_part: PathBuf,
+    sig_local: PathBuf,
+    sig_remote_name: String,
+    remote_sig_tmp: PathBuf,
+    man_part: PathBuf,
+    man_local: PathBuf,
+    man_remote_name: String,
+    man_tmp: PathBuf,
+    /// The Filelist, spooled here until the manifest is written.
+    filelist_path: PathBuf,
+    /// The block index being written, and its name on the target.
+    blocks_path: PathBuf,
+    blocks_remote_name: String,
+    blocks_tmp: PathBuf,
+    jsonstat_remote_name: String,
+    jsonstat_tmp: PathBuf,
+    jsonstat_local: PathBuf,
+    journal: PathBuf,
+    /// Whether the target's files are encrypted.
+    encrypted: bool,
+}
+
+impl SetFiles {
+    fn new(
+        cfg: &BackupConfig,
+        cache: &Cache,
+        staging: &std::path::Path,
+        set: ParsedName,
+    ) -> SetFiles {
+        let (enc, gz) = cfg.codec.flags();
+        let name_of = |kind: FileType, encrypted: bool, gzipped: bool, partial: bool| {
+            naming::name(
+                &ParsedName {
+                    kind,
+                    encrypted,
+                    gzipped,
+                    partial,
+                    ..set
+                },
+                &cfg.prefixes,
+            )
+        };
+        let sig_remote_name = name_of(FileType::Signature, enc, gz, false);
+        let man_remote_name = name_of(FileType::Manifest, enc, false, false);
+        let blocks_remote_name = name_of(FileType::Blocks, enc, gz, false);
+        let jsonstat_remote_name = name_of(FileType::JsonStat, enc, gz, false);
+        SetFiles {
+            sig_local_part: cache.path(&name_of(FileType::Signature, false, true, true)),
+            sig_local: cache.path(&name_of(FileType::Signature, false, true, false)),
+            remote_sig_tmp: staging.join(crate::temp_name(&sig_remote_name)),
+            sig_remote_name,
+            man_part: cache.path(&name_of(FileType::Manifest, false, false, true)),
+            man_local: cache.path(&name_of(FileType::Manifest, false, false, false)),
+            man_tmp: staging.join(crate::temp_name(&man_remote_name)),
+            man_remote_name,
+            filelist_path: cache.path(&format!(".dupr-filelist.{}", std::process::id())),
+            blocks_path: cache.path(&crate::temp_name("blocks")),
+            blocks_tmp: staging.join(crate::temp_name(&blocks_remote_name)),
+            blocks_remote_name,
+            jsonstat_tmp: staging.join(crate::temp_name(&jsonstat_remote_name)),
+            jsonstat_remote_name,
+            jsonstat_local: cache.path(&name_of(FileType::JsonStat, false, true, false)),
+            journal: cache.path(&journal_name(&set, &cfg.prefixes)),
+            encrypted: enc,
+        }
+    }
+}
+
+/// The set's time: now, but after every set the target has and after the
+/// incremental's start (set times are whole seconds and never reused); an
+/// interrupted set keeps its own. Waits until that time has come: a set
+/// dated in the future would be invisible to "now" restores.
+fn set_time(
+    cfg: &BackupConfig,
+    remote: &[String],
+    start: Option<Timestamp>,
+    resume: Option<&Resume>,
+) -> Timestamp {
+    let mut t = time::now();
+    for n in remote {
+        if let Some(p) = naming::parse(n, &cfg.prefixes) {
+            if p.end >= t {
+                t = p.end + 1;
+            }
+        }
+    }
+    if let Some(start) = start {
+        if start >= t {
+            t = start + 1;
+        }
+    }
+    if let Some(r) = resume {
+        t = r.set.end;
+    }
+    while time::now() < t && !time::is_overridden() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    t
+}
+
+/// After the volumes: the signature file, then the manifest (which marks
+/// the set complete), then the statistics and the block index, which a set
+/// may lack.
+#[allow(clippy::too_many_arguments)]
+fn finish_set(
+    cfg: &BackupConfig,
+    backend: &dyn Backend,
+    files: &SetFiles,
+    sigtar: SigtarWriter,
+    mut manifest: Manifest,
+    filelist_count: u64,
+    side_codec: &Codec,
+    stats: &mut Stats,
+) -> Result<()> {
+    let f = files;
     // Signatures, then the manifest: the manifest marks the set complete.
     let (local_w, remote_w, sig_hash) = sigtar.finish()?;
     manifest.sigtar_sha256 = Some(sig_hash);
     stats.stored_total += remote_w.as_ref().map_or(local_w.size, |w| w.size);
     if remote_w.is_none() {
-        std::fs::copy(&sig_local_part, &remote_sig_tmp).ctx(&remote_sig_tmp)?;
+        std::fs::copy(&f.sig_local_part, &f.remote_sig_tmp).ctx(&f.remote_sig_tmp)?;
     }
-    backend.put(&remote_sig_tmp, &sig_remote_name)?;
-    std::fs::rename(&sig_local_part, &sig_local).ctx(&sig_local)?;
+    backend.put(&f.remote_sig_tmp, &f.sig_remote_name)?;
+    std::fs::rename(&f.sig_local_part, &f.sig_local).ctx(&f.sig_local)?;
 
     // The manifest is streamed together from its head and the Filelist
     // spooled on disk: a million files must not mean a million lines in memory.
@@ -966,67 +1061,65 @@ fn write_set(
         head.extend_from_slice(&Manifest::volume_bytes(*n, v));
     }
     head.extend_from_slice(format!("Filelist {filelist_count}\n").as_bytes());
-    let man_tmp = staging.join(crate::temp_name(&man_remote_name));
+    let man_tmp = &f.man_tmp;
     let spool = |out: &mut dyn Write, to: &std::path::Path| -> Result<()> {
         out.write_all(&head).ctx(to)?;
-        let mut fl = File::open(&filelist_path).ctx(&filelist_path)?;
+        let mut fl = File::open(&f.filelist_path).ctx(&f.filelist_path)?;
         std::io::copy(&mut fl, out).ctx(to)?;
         Ok(())
     };
     {
-        let codec = if enc { side_codec } else { Codec::Plain };
-        let mut e = crate::crypt::Encoder::create(&man_tmp, &codec).ctx(&man_tmp)?;
-        spool(&mut e, &man_tmp)?;
-        e.finish().ctx(&man_tmp)?;
+        let codec = if f.encrypted {
+            side_codec.clone()
+        } else {
+            Codec::Plain
+        };
+        let mut e = crate::crypt::Encoder::create(man_tmp, &codec).ctx(man_tmp)?;
+        spool(&mut e, man_tmp)?;
+        e.finish().ctx(man_tmp)?;
     }
-    stats.stored_total += std::fs::metadata(&man_tmp).map(|m| m.len()).unwrap_or(0);
-    backend.put(&man_tmp, &man_remote_name)?;
+    stats.stored_total += std::fs::metadata(man_tmp).map(|m| m.len()).unwrap_or(0);
+    backend.put(man_tmp, &f.man_remote_name)?;
     {
-        let mut f = BufWriter::new(File::create(&man_part).ctx(&man_part)?);
-        spool(&mut f, &man_part)?;
-        f.flush().ctx(&man_part)?;
+        let mut w = BufWriter::new(File::create(&f.man_part).ctx(&f.man_part)?);
+        spool(&mut w, &f.man_part)?;
+        w.flush().ctx(&f.man_part)?;
     }
-    let _ = std::fs::remove_file(&filelist_path);
-    std::fs::rename(&man_part, &man_local).ctx(&man_local)?;
+    let _ = std::fs::remove_file(&f.filelist_path);
+    std::fs::rename(&f.man_part, &f.man_local).ctx(&f.man_local)?;
     stats.end_time = time::now();
     if cfg.jsonstat {
         // After the manifest: the statistics never make a set look complete.
         let json = stats.to_json(0.0);
-        let stat_tmp = staging.join(crate::temp_name(&name_of(
-            FileType::JsonStat,
-            enc,
-            gz,
-            false,
-        )));
-        let mut e = crate::crypt::Encoder::create(&stat_tmp, &cfg.codec).ctx(&stat_tmp)?;
-        e.write_all(json.as_bytes()).ctx(&stat_tmp)?;
-        e.finish().ctx(&stat_tmp)?;
-        backend.put(&stat_tmp, &name_of(FileType::JsonStat, enc, gz, false))?;
-        let local = cache.path(&name_of(FileType::JsonStat, false, true, false));
-        let mut e = crate::crypt::Encoder::create(&local, &Codec::GZIP).ctx(&local)?;
-        e.write_all(json.as_bytes()).ctx(&local)?;
-        e.finish().ctx(&local)?;
+        let stat_tmp = &f.jsonstat_tmp;
+        let mut e = crate::crypt::Encoder::create(stat_tmp, &cfg.codec).ctx(stat_tmp)?;
+        e.write_all(json.as_bytes()).ctx(stat_tmp)?;
+        e.finish().ctx(stat_tmp)?;
+        backend.put(stat_tmp, &f.jsonstat_remote_name)?;
+        let local = &f.jsonstat_local;
+        let mut e = crate::crypt::Encoder::create(local, &Codec::GZIP).ctx(local)?;
+        e.write_all(json.as_bytes()).ctx(local)?;
+        e.finish().ctx(local)?;
     }
     // The block index last: a set without one (a run stopped here, or
     // volumes from rPGP's writer) is read whole, as duplicity's are.
-    let index_len = std::fs::metadata(&blocks_path).map_or(0, |m| m.len());
+    let index_len = std::fs::metadata(&f.blocks_path).map_or(0, |m| m.len());
     if index_len > crate::blocks::MAGIC_LEN {
-        let remote = name_of(FileType::Blocks, enc, gz, false);
-        let tmp = staging.join(crate::temp_name(&remote));
+        let (remote, tmp) = (&f.blocks_remote_name, &f.blocks_tmp);
         let copy = |to: &std::path::Path, codec: &Codec| -> Result<u64> {
             let mut e = crate::crypt::Encoder::create(to, codec).ctx(to)?;
-            let mut from = File::open(&blocks_path).ctx(&blocks_path)?;
+            let mut from = File::open(&f.blocks_path).ctx(&f.blocks_path)?;
             std::io::copy(&mut from, &mut e).ctx(to)?;
             Ok(e.finish().ctx(to)?.size)
         };
-        stats.stored_total += copy(&tmp, &cfg.codec)?;
-        backend.put(&tmp, &remote)?;
+        stats.stored_total += copy(tmp, &cfg.codec)?;
+        backend.put(tmp, remote)?;
     }
-    let _ = std::fs::remove_file(&blocks_path);
-    let _ = std::fs::remove_file(&journal);
-    let _ = std::fs::remove_file(journal.with_extension("new"));
+    let _ = std::fs::remove_file(&f.blocks_path);
+    let _ = std::fs::remove_file(&f.journal);
+    let _ = std::fs::remove_file(f.journal.with_extension("new"));
     stats.end_time = time::now();
-    Ok(stats)
+    Ok(())
 }
 
 #[cfg(test)]
