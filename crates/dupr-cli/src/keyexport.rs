@@ -688,63 +688,7 @@ pub fn import_keys(file: &Path, export_file: Option<&Path>) -> Result<i32> {
     // Everything is extracted and the message's integrity checked before
     // anything is installed.
     let tmp = PrivateDir::new()?;
-    let mut top: Option<String> = None;
-    let mut tr = tar::Reader::new(plain);
-    let damaged =
-        |e: std::io::Error| anyhow!("{show}: damaged or not a dupr export-keys file: {e}");
-    while let Some(h) = tr.next_header().map_err(damaged)? {
-        let (t, rel) = entry_path(&h.name).ok_or_else(|| {
-            anyhow!(
-                "{show}: unexpected entry {:?} (not a dupr export-keys file)",
-                String::from_utf8_lossy(&h.name)
-            )
-        })?;
-        if top.get_or_insert_with(|| t.clone()) != &t {
-            bail!(
-                "{show}: entries of two profiles ({} and {t})",
-                top.unwrap_or_default()
-            );
-        }
-        let dest = tmp.0.join(&rel);
-        match h.typeflag {
-            tar::DIRTYPE => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dest)?;
-            }
-            tar::REGTYPE | 0 => {
-                if h.size > MAX_ENTRY {
-                    bail!("{show}: entry {} is too large", rel.display());
-                }
-                if let Some(d) = dest.parent() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(d)?;
-                }
-                let mut data = Zeroizing::new(Vec::with_capacity(h.size as usize));
-                (&mut tr)
-                    .take(h.size)
-                    .read_to_end(&mut data)
-                    .map_err(damaged)?;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&dest)
-                    .and_then(|mut f| f.write_all(&data))
-                    .with_context(|| format!("extracting {}", rel.display()))?;
-            }
-            other => bail!(
-                "{show}: unexpected entry type {:?} for {}",
-                other as char,
-                rel.display()
-            ),
-        }
-    }
-    tr.drain().map_err(damaged)?;
-    let top = top.ok_or_else(|| anyhow!("{show}: empty archive"))?;
+    let top = extract(plain, &tmp.0, &show)?;
     let name = top["dupr-".len()..].to_string();
     let dir = tmp.0.join(&top);
     let text = std::fs::read_to_string(dir.join("profile.toml"))
@@ -819,7 +763,95 @@ pub fn import_keys(file: &Path, export_file: Option<&Path>) -> Result<i32> {
     let new_text = rewrite(&text, &table, &rewrites)?;
 
     // Keys first: without them the profile is of no use.
-    let mut key_files: Vec<PathBuf> = std::fs::read_dir(dir.join("keys"))
+    let mut report = import_gpg_keys(&dir.join("keys"), &pass, &show)?;
+
+    install_files(&installs, &rewrites, &mut report)?;
+    profile::write_private(&dest, &new_text)?;
+    report.push(format!("installed profile {name} as {}", dest.display()));
+    for r in &report {
+        println!("{r}");
+    }
+    if let Some(f) = table.get("passphrase-file").and_then(|v| v.as_str()) {
+        let p = match f.strip_prefix("~/") {
+            Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
+            None => PathBuf::from(f),
+        };
+        if !p.exists() {
+            println!("note: the profile reads its passphrase from {f}, which does not exist here: create it (mode 600) before running it");
+        }
+    }
+    println!("check it with: dupr profile edit-check {name}; dupr -p {name} status");
+    Ok(0)
+}
+
+/// Unpack an export (`plain`, decrypted) into `into`, refusing anything
+/// but the directories and files of one profile; returns its top
+/// directory (`dupr-NAME`). Reads to the end, so the message's integrity
+/// check has passed when this returns.
+fn extract(plain: impl Read, into: &Path, show: &str) -> Result<String> {
+    let mut top: Option<String> = None;
+    let mut tr = tar::Reader::new(plain);
+    let damaged =
+        |e: std::io::Error| anyhow!("{show}: damaged or not a dupr export-keys file: {e}");
+    while let Some(h) = tr.next_header().map_err(damaged)? {
+        let (t, rel) = entry_path(&h.name).ok_or_else(|| {
+            anyhow!(
+                "{show}: unexpected entry {:?} (not a dupr export-keys file)",
+                String::from_utf8_lossy(&h.name)
+            )
+        })?;
+        if top.get_or_insert_with(|| t.clone()) != &t {
+            bail!(
+                "{show}: entries of two profiles ({} and {t})",
+                top.unwrap_or_default()
+            );
+        }
+        let dest = into.join(&rel);
+        match h.typeflag {
+            tar::DIRTYPE => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dest)?;
+            }
+            tar::REGTYPE | 0 => {
+                if h.size > MAX_ENTRY {
+                    bail!("{show}: entry {} is too large", rel.display());
+                }
+                if let Some(d) = dest.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(d)?;
+                }
+                let mut data = Zeroizing::new(Vec::with_capacity(h.size as usize));
+                (&mut tr)
+                    .take(h.size)
+                    .read_to_end(&mut data)
+                    .map_err(damaged)?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&dest)
+                    .and_then(|mut f| f.write_all(&data))
+                    .with_context(|| format!("extracting {}", rel.display()))?;
+            }
+            other => bail!(
+                "{show}: unexpected entry type {:?} for {}",
+                other as char,
+                rel.display()
+            ),
+        }
+    }
+    tr.drain().map_err(damaged)?;
+    top.ok_or_else(|| anyhow!("{show}: empty archive"))
+}
+
+/// Import the exported keys (`*.asc` in `keys_dir`, public before secret)
+/// into the user's GnuPG home; the lines of gpg's report worth showing.
+fn import_gpg_keys(keys_dir: &Path, pass: &[u8], show: &str) -> Result<Vec<String>> {
+    let mut key_files: Vec<PathBuf> = std::fs::read_dir(keys_dir)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
@@ -873,8 +905,17 @@ pub fn import_keys(file: &Path, export_file: Option<&Path>) -> Result<i32> {
             }
         }
     }
+    Ok(report)
+}
 
-    for (from, to, orig) in &installs {
+/// Install the profile's files (`(from, to, original path)`), each new
+/// file private (0600); one already there with the same contents is kept.
+fn install_files(
+    installs: &[(PathBuf, PathBuf, String)],
+    rewrites: &[(String, String)],
+    report: &mut Vec<String>,
+) -> Result<()> {
+    for (from, to, orig) in installs {
         if to.exists() {
             report.push(format!(
                 "{orig}: {} is there already (same contents)",
@@ -903,22 +944,7 @@ pub fn import_keys(file: &Path, export_file: Option<&Path>) -> Result<i32> {
         };
         report.push(format!("installed {orig} as {}{note}", to.display()));
     }
-    profile::write_private(&dest, &new_text)?;
-    report.push(format!("installed profile {name} as {}", dest.display()));
-    for r in &report {
-        println!("{r}");
-    }
-    if let Some(f) = table.get("passphrase-file").and_then(|v| v.as_str()) {
-        let p = match f.strip_prefix("~/") {
-            Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
-            None => PathBuf::from(f),
-        };
-        if !p.exists() {
-            println!("note: the profile reads its passphrase from {f}, which does not exist here: create it (mode 600) before running it");
-        }
-    }
-    println!("check it with: dupr profile edit-check {name}; dupr -p {name} status");
-    Ok(0)
+    Ok(())
 }
 
 /// The profile text with file paths replaced: in place when the result
