@@ -1141,7 +1141,104 @@ fn post(url: &str, body: &str) -> Result<()> {
 
 /// `dupr -p NAME status`: last success, its age, and a non-zero exit when
 /// it is older than the profile's max-age (for monitoring).
-pub fn status(l: &Loaded, max_age: Option<&str>) -> Result<i32> {
+/// `dupr -p NAME status` as data: the profile's last runs, whether its
+/// last success is older than the allowed age, and its target's chain.
+#[derive(Debug, Serialize)]
+pub struct ProfileStatus {
+    pub profile: String,
+    pub config: PathBuf,
+    pub target: String,
+    pub last_run: Option<RunRecord>,
+    pub last_success: Option<RunRecord>,
+    /// The allowed age of the last success (`--max-age`, the profile's
+    /// `max-age`, else 2D) and whether it is exceeded (or never was one).
+    pub max_age: String,
+    pub stale: bool,
+    pub target_state: TargetState,
+    /// The newest chain: its full's time and its incrementals.
+    pub chain_full: Option<i64>,
+    pub chain_incrementals: Option<usize>,
+    /// Bytes and files on the target (sizes where the backend is local).
+    pub target_bytes: Option<u64>,
+    pub target_files: Option<usize>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Listed.
+    Reachable,
+    Unreachable,
+    /// The profile's options do not parse, or it names no target.
+    Unknown,
+    OptionsDoNotParse,
+}
+
+pub fn status(l: &Loaded, max_age: Option<&str>, json: bool) -> Result<i32> {
+    let st = status_of(l, max_age)?;
+    let code = if st.stale { 1 } else { 0 };
+    if json {
+        let mut v = serde_json::to_value(&st)?;
+        if let serde_json::Value::Object(o) = &mut v {
+            o.insert("exit_code".into(), code.into());
+        }
+        println!("{v}");
+        return Ok(code);
+    }
+    println!("Profile: {} ({})", st.profile, st.config.display());
+    println!("Target: {}", st.target);
+    if let Some(last) = &st.last_run {
+        println!(
+            "Last run: {} {} at {} (exit {})",
+            last.action,
+            last.result,
+            dupr_core::time::pretty_local(last.start),
+            last.exit_code
+        );
+    }
+    match &st.last_success {
+        Some(r) => {
+            println!(
+                "Last success: {} ({} ago){}",
+                dupr_core::time::pretty_local(r.end),
+                human_age(dupr_core::time::now() - r.end),
+                r.files
+                    .map(|f| format!(
+                        ", {f} files, {} stored",
+                        dupr_core::backup::human(r.bytes.unwrap_or(0))
+                    ))
+                    .unwrap_or_default()
+            );
+            if st.stale {
+                println!(
+                    "STALE: the last successful backup is older than {}",
+                    st.max_age
+                );
+            }
+        }
+        None => println!("Last success: never"),
+    }
+    match st.target_state {
+        TargetState::OptionsDoNotParse => println!("Target: the profile's options do not parse"),
+        TargetState::Unreachable => println!("Target: unreachable"),
+        _ => {}
+    }
+    if let (Some(full), Some(n)) = (st.chain_full, st.chain_incrementals) {
+        println!(
+            "Chain: full of {} + {n} incremental(s)",
+            dupr_core::time::pretty_local(full)
+        );
+    }
+    if let (Some(bytes), Some(files)) = (st.target_bytes, st.target_files) {
+        println!(
+            "Target size: {} in {files} file(s)",
+            dupr_core::backup::human(bytes)
+        );
+    }
+    Ok(code)
+}
+
+fn status_of(l: &Loaded, max_age: Option<&str>) -> Result<ProfileStatus> {
     let recs = records(&l.name);
     let now = dupr_core::time::now();
     let limit_s = max_age
@@ -1151,52 +1248,34 @@ pub fn status(l: &Loaded, max_age: Option<&str>) -> Result<i32> {
     let limit = now
         - dupr_core::time::parse_time_string(&limit_s, now)
             .map_err(|e| crate::bad_value(format!("--max-age: {e}")))?;
-    println!("Profile: {} ({})", l.name, l.path.display());
-    println!("Target: {}", l.profile.target.clone().unwrap_or_default());
-    let last_ok = recs.iter().rev().find(|r| {
-        r.result == "success"
-            && matches!(
-                r.action.as_str(),
-                "backup" | "bkp" | "full" | "incr" | "incremental"
-            )
-    });
-    if let Some(last) = recs.last() {
-        println!(
-            "Last run: {} {} at {} (exit {})",
-            last.action,
-            last.result,
-            dupr_core::time::pretty_local(last.start),
-            last.exit_code
-        );
-    }
-    let code = match last_ok {
-        Some(r) => {
-            let age = now - r.end;
-            println!(
-                "Last success: {} ({} ago){}",
-                dupr_core::time::pretty_local(r.end),
-                human_age(age),
-                r.files
-                    .map(|f| format!(
-                        ", {f} files, {} stored",
-                        dupr_core::backup::human(r.bytes.unwrap_or(0))
-                    ))
-                    .unwrap_or_default()
-            );
-            if age > limit {
-                println!("STALE: the last successful backup is older than {limit_s}");
-                1
-            } else {
-                0
-            }
-        }
-        None => {
-            println!("Last success: never");
-            1
-        }
+    let last_success = recs
+        .iter()
+        .rev()
+        .find(|r| {
+            r.result == "success"
+                && matches!(
+                    r.action.as_str(),
+                    "backup" | "bkp" | "full" | "incr" | "incremental"
+                )
+        })
+        .cloned();
+    let stale = last_success.as_ref().is_none_or(|r| now - r.end > limit);
+    let mut st = ProfileStatus {
+        profile: l.name.clone(),
+        config: l.path.clone(),
+        target: l.profile.target.clone().unwrap_or_default(),
+        last_run: recs.last().cloned(),
+        last_success,
+        max_age: limit_s,
+        stale,
+        target_state: TargetState::Unknown,
+        chain_full: None,
+        chain_incrementals: None,
+        target_bytes: None,
+        target_files: None,
     };
-    chain_summary(l);
-    Ok(code)
+    chain_summary(l, &mut st);
+    Ok(st)
 }
 
 fn human_age(s: i64) -> String {
@@ -1210,7 +1289,7 @@ fn human_age(s: i64) -> String {
 
 /// Chain length and target size, read from the target's file names with
 /// the profile's own prefixes and storage options (as its runs use them).
-fn chain_summary(l: &Loaded) {
+fn chain_summary(l: &Loaded, st: &mut ProfileStatus) {
     use clap::FromArgMatches;
     let Some(url) = &l.profile.target else {
         return;
@@ -1227,7 +1306,7 @@ fn chain_summary(l: &Loaded) {
         .ok()
         .and_then(|m| crate::cli::Cli::from_arg_matches(&m).ok())
     else {
-        println!("Target: the profile's options do not parse");
+        st.target_state = TargetState::OptionsDoNotParse;
         return;
     };
     let opened = crate::cli::backend_options(&cli, &std::env::temp_dir())
@@ -1237,28 +1316,24 @@ fn chain_summary(l: &Loaded) {
         return;
     };
     let Ok(names) = b.list() else {
-        println!("Target: unreachable");
+        st.target_state = TargetState::Unreachable;
         return;
     };
+    st.target_state = TargetState::Reachable;
     let c = dupr_core::chain::Collection::from_names(&names, &crate::cli::prefixes(&cli));
     if let Some(ch) = c.last_chain() {
-        println!(
-            "Chain: full of {} + {} incremental(s)",
-            dupr_core::time::pretty_local(ch.start()),
-            ch.incs.len()
-        );
+        st.chain_full = Some(ch.start());
+        st.chain_incrementals = Some(ch.incs.len());
     }
-    let size: u64 = names
-        .iter()
-        .filter_map(|n| b.local_path(n))
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    println!(
-        "Target size: {} in {} file(s)",
-        dupr_core::backup::human(size),
-        names.len()
+    st.target_bytes = Some(
+        names
+            .iter()
+            .filter_map(|n| b.local_path(n))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
     );
+    st.target_files = Some(names.len());
 }
 
 /// `dupr profile list|show|create|edit-check NAME`.

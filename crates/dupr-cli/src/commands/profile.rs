@@ -97,7 +97,11 @@ pub fn run(cli: &Cli, argv: &[OsString]) -> anyhow::Result<Option<i32>> {
     let l = profile::load(&name, &path)?;
     let action = first.unwrap_or("backup");
     if action == "status" {
-        return Ok(Some(profile::status(&l, cli.profile.max_age.as_deref())?));
+        return Ok(Some(profile::status(
+            &l,
+            cli.profile.max_age.as_deref(),
+            cli.general.json,
+        )?));
     }
     if action == "export-keys" {
         let out = cli

@@ -437,6 +437,25 @@ fn status_reads_the_chain_with_the_profiles_prefix() {
         out.contains(&format!("in {} file(s)", names.len())),
         "{out}"
     );
+
+    // The same as one JSON document (`--json`).
+    let o = p.run(&["-p", "boxed", "status", "--json"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["profile"], "boxed");
+    assert_eq!(v["stale"], false);
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["target_state"], "reachable");
+    assert_eq!(v["chain_incrementals"], 1);
+    assert_eq!(v["target_files"], names.len());
+    assert_eq!(v["last_success"]["result"], "success");
+    // Stale by a tiny allowed age: exit 1, and the document says why.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let o = p.run(&["-p", "boxed", "status", "--json", "--max-age", "1s"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(v["stale"], true);
+    assert_eq!(v["max_age"], "1s");
 }
 
 /// A source whose name starts with '-' is passed after `--`, so the run
