@@ -14,7 +14,6 @@ use serde_json::json;
 
 use super::{archive_path, json, open, parse_time, want_args, Access};
 use crate::cli::Cli;
-use crate::usage;
 
 /// duplicity's text: `<asctime of mtime> <path>` per path.
 struct TextList<W: Write> {
@@ -130,17 +129,42 @@ pub fn collection(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
         let as_json = cli.general.jsonstat || cli.general.json;
         print!("{}", ops::changes_in_set(&target, n, as_json)?);
     } else if let Some(p) = &cli.restore.file_changed {
-        if cli.general.json {
-            return Err(usage(
-                "--file-changed has no JSON form yet; run it without --json",
-            ));
-        }
         let ix = archive_path("--file-changed", p)?;
-        print!("{}", ops::file_changed(&target, &ix)?);
+        let rows = ops::file_changed(&target, &ix)?;
+        if cli.general.json {
+            json::line(&json!({"path": ix, "changes": rows.unwrap_or_default()}));
+        } else if let Some(rows) = rows {
+            print!("{}", file_changed_text(&ix, &rows));
+        }
     } else if cli.general.json {
         json::line(&serde_json::to_value(ops::collection_report(&target)?)?);
     } else {
         print!("{}", ops::collection_status(&target)?);
     }
     Ok(0)
+}
+
+/// `--file-changed` as duplicity prints it.
+fn file_changed_text(path: &Index, rows: &[ops::FileChange]) -> String {
+    let mut out = String::from("-------------------------\n");
+    out.push_str(&format!(
+        "File: {}\n",
+        String::from_utf8_lossy(path.display_bytes())
+    ));
+    out.push_str(&format!("Total number of backup: {}\n", rows.len()));
+    out.push_str(&format!(
+        "{:>20}   {:>30}  {:>20}\n",
+        "Type of backup set:", "Time:", "Type of file change:"
+    ));
+    let title = |w: &str| format!("{}{}", w[..1].to_uppercase(), &w[1..]);
+    for r in rows {
+        out.push_str(&format!(
+            "{:>20}   {:>30}  {:>20}\n",
+            title(r.kind),
+            time::pretty_local(r.time),
+            title(r.change)
+        ));
+    }
+    out.push_str("-------------------------\n");
+    out
 }

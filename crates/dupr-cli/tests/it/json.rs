@@ -111,6 +111,21 @@ fn backup_restore_list_status_verify_remove_as_json() {
     assert_eq!(kinds, ["full", "incremental"]);
     assert_eq!(d["problems"].as_array().unwrap().len(), 0);
 
+    let o = run(
+        &env,
+        &["collection-status", "--file-changed", "a.txt", &url],
+    );
+    assert!(o.status.success(), "{}", out_text(&o));
+    let d = document(&o);
+    assert_eq!(d["path"], "a.txt");
+    let changes: Vec<(&str, &str)> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["change"].as_str().unwrap()))
+        .collect();
+    assert_eq!(changes, [("full", "new"), ("incremental", "changed")]);
+
     let o = run(&env, &["verify", &url, "src"]);
     assert!(o.status.success(), "{}", out_text(&o));
     let d = document(&o);

@@ -116,13 +116,23 @@ pub fn check(t: &Target, percent: f64) -> Result<crate::check::CheckReport> {
     )
 }
 
+/// One set of the latest chain whose Filelist names a path.
+#[derive(Debug, serde::Serialize)]
+pub struct FileChange {
+    /// "full" or "incremental".
+    pub kind: &'static str,
+    /// The set's time.
+    pub time: Timestamp,
+    /// "new", "changed" or "deleted".
+    pub change: &'static str,
+}
+
 /// `collection-status --file-changed PATH`: the sets of the latest chain
-/// whose Filelist names the path, as duplicity prints them.
-pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
+/// whose Filelist names the path, oldest first; None without a chain.
+pub fn file_changed(t: &Target, path: &Index) -> Result<Option<Vec<FileChange>>> {
     let (names, c) = t.collection()?;
-    let mut out = String::new();
     let Some(chain) = c.last_chain() else {
-        return Ok(out);
+        return Ok(None);
     };
     t.sync(&names)?;
     let mut rows = Vec::new();
@@ -135,31 +145,14 @@ pub fn file_changed(t: &Target, path: &Index) -> Result<String> {
             t.settings.crypto.as_ref(),
         )?;
         if let Some((change, _)) = m.filelist.iter().find(|(_, ix)| ix == path) {
-            let kind = if i == 0 { "Full" } else { "Incremental" };
-            let word = change.word();
-            let title = format!("{}{}", word[..1].to_uppercase(), &word[1..]);
-            rows.push(format!(
-                "{kind:>20}   {:>30}  {title:>20}",
-                crate::time::pretty_local(set.end)
-            ));
+            rows.push(FileChange {
+                kind: if i == 0 { "full" } else { "incremental" },
+                time: set.end,
+                change: change.word(),
+            });
         }
     }
-    out.push_str("-------------------------\n");
-    out.push_str(&format!(
-        "File: {}\n",
-        String::from_utf8_lossy(path.display_bytes())
-    ));
-    out.push_str(&format!("Total number of backup: {}\n", rows.len()));
-    out.push_str(&format!(
-        "{:>20}   {:>30}  {:>20}\n",
-        "Type of backup set:", "Time:", "Type of file change:"
-    ));
-    for r in rows {
-        out.push_str(&r);
-        out.push('\n');
-    }
-    out.push_str("-------------------------\n");
-    Ok(out)
+    Ok(Some(rows))
 }
 
 /// `collection-status --show-changes-in-set N`: the Filelist of the N-th
