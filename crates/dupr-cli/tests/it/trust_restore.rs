@@ -327,10 +327,17 @@ fn killed_restore_leaves_temporaries_that_a_forced_restore_removes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it while big.bin is being rebuilt (its temporary exists).
+    // Kill it while big.bin is being rebuilt: its temporary exists and has
+    // data, and 96 MiB are far from written. (A temporary alone may be
+    // a.txt's, renamed in place before the kill lands.)
+    let big_temp_growing = || {
+        temps_in(&dest)
+            .iter()
+            .any(|n| fs::symlink_metadata(dest.join(n)).is_ok_and(|m| m.len() > (1 << 20)))
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        if dest.is_dir() && !temps_in(&dest).is_empty() {
+        if dest.is_dir() && big_temp_growing() {
             break;
         }
         assert!(
