@@ -54,16 +54,22 @@ impl<W: Write> ListSink for TextList<W> {
 /// fails before any path leaves stdout empty.
 struct JsonList<W: Write> {
     out: W,
-    head: Option<serde_json::Value>,
+    time: time::Timestamp,
+    last_full: Option<time::Timestamp>,
+    head_written: bool,
     files: u64,
 }
 
 impl<W: Write> JsonList<W> {
     fn write_head(&mut self) -> std::io::Result<()> {
-        if let Some(h) = self.head.take() {
-            let h = h.to_string();
-            // The head object without its closing brace, then the array.
-            write!(self.out, "{}, \"files\": [", &h[..h.len() - 1])?;
+        if !self.head_written {
+            self.head_written = true;
+            let last_full = json!(self.last_full);
+            write!(
+                self.out,
+                "{{\"time\": {}, \"last_full\": {last_full}, \"files\": [",
+                self.time
+            )?;
         }
         Ok(())
     }
@@ -77,9 +83,7 @@ impl<W: Write> JsonList<W> {
 
 impl<W: Write> ListSink for JsonList<W> {
     fn last_full(&mut self, t: Option<time::Timestamp>) -> std::io::Result<()> {
-        if let Some(serde_json::Value::Object(h)) = &mut self.head {
-            h.insert("last_full".into(), t.into());
-        }
+        self.last_full = t;
         Ok(())
     }
 
@@ -101,7 +105,9 @@ pub fn list(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
     if cli.general.json {
         let mut sink = JsonList {
             out,
-            head: Some(json!({"time": t, "last_full": null})),
+            time: t,
+            last_full: None,
+            head_written: false,
             files: 0,
         };
         ops::list_current_files(&target, t, &mut sink)?;
