@@ -894,10 +894,15 @@ pub fn collate(
                         if m.kind == Kind::File {
                             let mut t = w.temp_file()?;
                             // dupr's archives record a content hash: compute
-                            // it on the way instead of reading the file again.
+                            // it on the way instead of reading the file again;
+                            // not for a basis a later delta patches (only the
+                            // patched file's hash is compared).
+                            let patched_later = at[k + 1..].iter().any(|&j| {
+                                heads[j].as_ref().is_some_and(|h| h.name.role == Role::Diff)
+                            });
                             let mut hw = HashWriter::new(
                                 SparseWriter::new(t.as_file_mut()),
-                                content_hash(&head.header).is_some(),
+                                content_hash(&head.header).is_some() && !patched_later,
                             );
                             streams[i].copy_data(&head, &mut hw)?;
                             let (sw, d) = hw.finish();
