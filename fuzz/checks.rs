@@ -502,7 +502,9 @@ pub fn multivol_restore(data: &[u8]) -> (Vec<(Index, u64)>, Option<String>) {
         .expect("writing the manifest");
 
     let url = format!("file://{}", dir.path().display());
-    let backend = dupr_core::backend::from_url(&url).expect("a local backend");
+    let backend = dupr_core::backend::open_local(&url, &Default::default())
+        .expect("a local backend")
+        .expect("a file:// URL");
     let names = backend.list().expect("listing the set");
     let prefixes = Prefixes::default();
     let c = Collection::from_names(&names, &prefixes);

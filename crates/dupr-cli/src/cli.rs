@@ -1218,7 +1218,7 @@ pub fn backend_options(
     cli: &Cli,
     tempdir: &std::path::Path,
 ) -> anyhow::Result<dupr_core::backend::BackendOptions> {
-    use dupr_core::backend::{remote::SseMode, BackendOptions, S3Options};
+    use dupr_core::backend::{BackendOptions, S3Options, SseMode};
     let b = &cli.backend;
     let classes = [
         (b.s3_use_rrs, "REDUCED_REDUNDANCY"),

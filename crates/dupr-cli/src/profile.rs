@@ -1311,7 +1311,7 @@ fn chain_summary(l: &Loaded, st: &mut ProfileStatus) {
     };
     let opened = crate::cli::backend_options(&cli, &std::env::temp_dir())
         .ok()
-        .and_then(|o| dupr_core::backend::open(url, &o).ok());
+        .and_then(|o| dupr_backend::open(url, &o).ok());
     let Some(b) = opened else {
         return;
     };

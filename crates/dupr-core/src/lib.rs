@@ -50,13 +50,15 @@ pub use error::{Error, Result};
 /// its environment to inject faults, change its locking, or send requests
 /// (and their bearer tokens) to another address.
 #[cfg(feature = "test-hooks")]
-pub(crate) fn test_hook(name: &str) -> Option<String> {
+#[doc(hidden)]
+pub fn test_hook(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Without the `test-hooks` feature no hook is ever set.
 #[cfg(not(feature = "test-hooks"))]
-pub(crate) fn test_hook(_name: &str) -> Option<String> {
+#[doc(hidden)]
+pub fn test_hook(_name: &str) -> Option<String> {
     None
 }
 

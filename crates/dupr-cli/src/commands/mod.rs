@@ -54,9 +54,16 @@ pub fn run(cli: Cli, spec: Spec) -> anyhow::Result<i32> {
 /// The target named by `url`, opened with the command line's settings,
 /// and the run lock on its cache (held while the returned lock lives).
 fn open(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<(Target, RunLock)> {
-    let target = Target::open(settings(cli, url, access)?)?;
+    let target = open_target(settings(cli, url, access)?)?;
     let lock = RunLock::acquire(target.cache.dir())?;
     Ok((target, lock))
+}
+
+/// The target of `settings`: its storage (dupr-backend serves every
+/// scheme) and its local cache.
+fn open_target(settings: dupr_core::ops::Settings) -> dupr_core::Result<Target> {
+    let backend = dupr_backend::open(&settings.url, &settings.backend)?;
+    Target::open(settings, backend)
 }
 
 /// A path inside the archive given to `option`.

@@ -3,8 +3,6 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use dupr_core::ops::Target;
-
 use super::{settings, want_args, Access};
 use crate::cli::Cli;
 use crate::{bad_value, mount};
@@ -26,7 +24,7 @@ pub fn run(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
         None
     };
     dupr_core::interrupt::install();
-    let target = Target::open(settings)?;
+    let target = super::open_target(settings)?;
     let scratch = target.settings.tempdir.clone();
     let lock_dir = target.cache.dir().to_path_buf();
     let browser = {

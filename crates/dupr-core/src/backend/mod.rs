@@ -2,17 +2,15 @@
 //! temporary name and is renamed into place, or to a service whose writes
 //! are atomic; its stored size is checked before it counts as done.
 //!
-//! `file://` (and `fortestsonly://`, duplicity's test backend) is served
-//! directly; every other scheme through OpenDAL
-//! ([`remote`]). Each backend is wrapped in [`retry::Retrying`] (retries
+//! The engine defines the [`Backend`] trait and serves `file://` (and
+//! `fortestsonly://`, duplicity's test backend) itself; every other scheme
+//! is in the dupr-backend crate (OpenDAL), which hands the engine a
+//! `Backend`. Each backend is wrapped in [`retry::Retrying`] (retries
 //! with exponential backoff on transient errors, size checks), and, for
-//! tests, in [`fault::Faulty`] (`DUPR_FAULTS`).
+//! tests, in [`fault::Faulty`] (`DUPR_FAULTS`), by [`wrap`].
 
 pub mod fault;
-pub mod google;
-pub mod remote;
 pub mod retry;
-pub mod services;
 pub mod url;
 
 use std::fs::File;
@@ -96,7 +94,15 @@ pub struct S3Options {
     /// STANDARD_IA, GLACIER, ... (manifests and signatures stay STANDARD
     /// for the archive classes, as duplicity does).
     pub storage_class: Option<String>,
-    pub sse: Option<remote::SseMode>,
+    pub sse: Option<SseMode>,
+}
+
+/// S3 server-side encryption (`--s3-use-server-side-encryption`,
+/// `--s3-use-server-side-kms-encryption` with its key id).
+#[derive(Clone, Debug)]
+pub enum SseMode {
+    Aes256,
+    Kms(String),
 }
 
 /// How backends behave: retries, timeouts, parallelism and each service's
@@ -146,11 +152,7 @@ impl Default for BackendOptions {
 /// [`Backend::put_new`] where the service has no exclusive create: a
 /// window between the check and the write remains (the target lock
 /// narrows it with a read-back after a settle delay).
-pub(crate) fn put_new_best_effort<B: Backend + ?Sized>(
-    b: &B,
-    local: &Path,
-    name: &str,
-) -> Result<bool> {
+pub fn put_new_best_effort<B: Backend + ?Sized>(b: &B, local: &Path, name: &str) -> Result<bool> {
     if b.size(name)?.is_some() {
         return Ok(false);
     }
@@ -159,49 +161,47 @@ pub(crate) fn put_new_best_effort<B: Backend + ?Sized>(
 }
 
 /// An environment variable, when set and not empty.
-pub(crate) fn env_var(k: &str) -> Option<String> {
+pub fn env_var(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
 /// duplicity's backend password: `BACKEND_PASSWORD`, else 0.8's `FTP_PASSWORD`.
-pub(crate) fn password() -> Option<String> {
+pub fn password() -> Option<String> {
     env_var("BACKEND_PASSWORD").or_else(|| env_var("FTP_PASSWORD"))
 }
 
-/// Parse a duplicity URL into a backend, with default options.
-pub fn from_url(url: &str) -> Result<Arc<dyn Backend>> {
-    open(url, &BackendOptions::default())
-}
-
-/// Parse a duplicity URL into a backend.
-pub fn open(url: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
+/// Open a local target: `file://PATH`, or duplicity's `fortestsonly://PATH`
+/// (a local directory whose faults come from the `DUP_FAIL_*` variables its
+/// test suite sets), wrapped as [`wrap`] does. None for any other scheme
+/// (dupr-backend serves those).
+pub fn open_local(url: &str, opts: &BackendOptions) -> Result<Option<Arc<dyn Backend>>> {
     let bad = |reason: &str| Error::BadUrl {
         url: redact(url),
         reason: reason.to_string(),
     };
-    let mut faults = String::new();
-    let inner: Box<dyn Backend> = match url.split_once("://") {
-        Some(("file", rest)) => {
-            if rest.is_empty() {
-                return Err(bad("no path"));
-            }
-            Box::new(Local::new(PathBuf::from(rest), url))
-        }
-        // duplicity's test backend: a local directory whose faults come from
-        // the DUP_FAIL_* variables its test suite sets.
+    let (faults, rest) = match url.split_once("://") {
+        Some(("file", rest)) => (String::new(), rest),
         Some(("fortestsonly", rest)) => {
-            if rest.is_empty() {
-                return Err(bad("no path"));
-            }
-            faults = fault::duplicity_test_rules().map_err(Error::Usage)?;
-            Box::new(Local::new(PathBuf::from(rest), url))
+            (fault::duplicity_test_rules().map_err(Error::Usage)?, rest)
         }
-        _ => {
-            let u = url::Url::parse(url)?;
-            Box::new(remote::Remote::open(&u, url, opts)?)
-        }
+        _ => return Ok(None),
     };
-    let inner = match fault::Faulty::from_env(inner, opts.timeout, &faults)? {
+    if rest.is_empty() {
+        return Err(bad("no path"));
+    }
+    let local = Box::new(Local::new(PathBuf::from(rest), url));
+    wrap(local, opts, &faults).map(Some)
+}
+
+/// `inner` as the engine uses every backend: with retries on transient
+/// errors and size checks, and in test builds the faults of `DUPR_FAULTS`
+/// (plus `faults`, rules in the same syntax).
+pub fn wrap(
+    inner: Box<dyn Backend>,
+    opts: &BackendOptions,
+    faults: &str,
+) -> Result<Arc<dyn Backend>> {
+    let inner = match fault::Faulty::from_env(inner, opts.timeout, faults)? {
         Ok(f) => Box::new(f) as Box<dyn Backend>,
         Err(b) => b,
     };
@@ -375,11 +375,13 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert!(from_url("file:///tmp/x").is_ok());
-        assert!(matches!(from_url("/tmp/x"), Err(Error::BadUrl { .. })));
-        let e = from_url("foo://u:secret@h/p").err().unwrap().to_string();
-        assert!(e.contains("not supported"), "{e}");
-        assert!(e.contains("foo") && !e.contains("secret"), "{e}");
+        let o = BackendOptions::default();
+        assert!(open_local("file:///tmp/x", &o).unwrap().is_some());
+        assert!(open_local("s3://bucket/x", &o).unwrap().is_none());
+        assert!(matches!(
+            open_local("file://", &o),
+            Err(Error::BadUrl { .. })
+        ));
         assert_eq!(redact("sftp://u:pw@h/x"), "sftp://u:***@h/x");
     }
 }

@@ -59,8 +59,10 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn open(settings: Settings) -> Result<Self> {
-        let backend = backend::open(&settings.url, &settings.backend)?;
+    /// The target at `settings.url`, stored through `backend` (for a local
+    /// URL, [`backend::open_local`]; dupr-backend opens the others), and its
+    /// local cache.
+    pub fn open(settings: Settings, backend: Arc<dyn Backend>) -> Result<Self> {
         let cache = Cache::open(
             settings.archive_dir.as_deref(),
             settings.name.as_deref(),

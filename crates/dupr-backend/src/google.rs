@@ -13,8 +13,8 @@
 use base64::Engine;
 use opendal::{Buffer, HttpTransporter};
 
-use super::env_var;
-use super::url::Url;
+use dupr_core::backend::env_var;
+use dupr_core::backend::url::Url;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/drive";
 const TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
@@ -38,7 +38,7 @@ const TOKEN_LIFE: i64 = 3600 - 300;
 impl TokenSource {
     /// The bearer token to send now.
     pub async fn bearer(&self) -> Result<String, String> {
-        let now = crate::time::now();
+        let now = dupr_core::time::now();
         {
             let cur = self.current.lock().expect("token lock");
             if now < cur.1 {
@@ -69,7 +69,7 @@ pub async fn drive_auth(
             pem,
             token_uri,
             tp: tp.clone(),
-            current: std::sync::Mutex::new((token, crate::time::now() + TOKEN_LIFE)),
+            current: std::sync::Mutex::new((token, dupr_core::time::now() + TOKEN_LIFE)),
         })
     });
     Ok((kv, src))
@@ -172,14 +172,14 @@ async fn service_account_token(
     token_uri: &str,
     tp: &HttpTransporter,
 ) -> Result<String, String> {
-    let jwt = sign_jwt(email, pem, token_uri, crate::time::now())?;
+    let jwt = sign_jwt(email, pem, token_uri, dupr_core::time::now())?;
     let body =
         format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}");
     let req = http::Request::post(token_uri)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(Buffer::from(body))
         .map_err(|e| e.to_string())?;
-    let v = super::remote::json_reply(tp, req, "Google service account log-in").await?;
+    let v = crate::http::json_reply(tp, req, "Google service account log-in").await?;
     v["access_token"]
         .as_str()
         .map(str::to_string)

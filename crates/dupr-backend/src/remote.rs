@@ -1,6 +1,6 @@
 //! Remote targets through Apache OpenDAL: the operator for a scheme's
-//! service ([`super::services`]), dupr's HTTP transport, uploads and
-//! downloads, and errors on one line.
+//! service ([`crate::services`]), uploads and downloads (the HTTP
+//! transport and errors are in [`crate::http`]).
 //!
 //! The engine is synchronous; each remote backend owns a small tokio runtime
 //! and blocks on it. Uploads stream from the staged volume file (multipart
@@ -15,16 +15,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use opendal::layers::TimeoutLayer;
-use opendal::{services, Buffer, ErrorKind, HttpBody, HttpTransport, HttpTransporter, Operator};
+use opendal::{services, Buffer, ErrorKind, HttpTransporter, Operator};
 
-pub use super::services::SseMode;
-use super::services::{
+use crate::http::{
+    backend_error, download_error, one_line, request_error, stream_error, transport,
+};
+use crate::services::{
     azure_spec, b2_config, gs_spec, kv, onedrive_spec, s3_spec, sftp_spec, spec, swift_spec,
     webdav_spec, Kind, Kv,
 };
-use super::url::Url;
-use super::{env_var, Backend, BackendOptions};
-use crate::error::{Error, IoContext, Result};
+use dupr_core::backend::url::Url;
+use dupr_core::backend::{env_var, redact, Backend, BackendOptions};
+use dupr_core::error::{Error, IoContext, Result};
 
 /// The schemes dupr serves, for error messages.
 pub const SCHEMES: &str = "file, s3, s3+http, boto3+s3, gs, b2, azure, gdrive, gdocs, pydrive, \
@@ -64,114 +66,6 @@ pub struct Remote {
     prefetched: Mutex<HashMap<String, Prefetch>>,
 }
 
-/// The HTTP transport every service uses: reqwest with dupr's timeouts and
-/// TLS options, extra headers (`--webdav-headers`), and URL prefix rewrites
-/// (`DUPR_HTTP_REWRITE=https://api.dropboxapi.com=http://127.0.0.1:8090,...`,
-/// for proxies and for the tests' local fakes of Dropbox and Google Drive).
-struct Transport {
-    inner: opendal_http_transport_reqwest::ReqwestTransport,
-    rewrite: Vec<(String, String)>,
-    headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Fresh bearer tokens for Google's APIs (service accounts).
-    google: Option<std::sync::Arc<super::google::TokenSource>>,
-}
-
-impl HttpTransport for Transport {
-    async fn fetch(
-        &self,
-        mut req: http::Request<Buffer>,
-    ) -> opendal::Result<http::Response<HttpBody>> {
-        let u = req.uri().to_string();
-        if let Some(g) = &self.google {
-            if u.starts_with("https://www.googleapis.com/") {
-                let t = g.bearer().await.map_err(|e| {
-                    opendal::Error::new(ErrorKind::PermissionDenied, e).set_temporary()
-                })?;
-                if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}")) {
-                    req.headers_mut().insert(http::header::AUTHORIZATION, v);
-                }
-            }
-        }
-        for (from, to) in &self.rewrite {
-            if let Some(rest) = u.strip_prefix(from.as_str()) {
-                if let Ok(uri) = format!("{to}{rest}").parse() {
-                    *req.uri_mut() = uri;
-                }
-                break;
-            }
-        }
-        for (k, v) in &self.headers {
-            req.headers_mut().insert(k.clone(), v.clone());
-        }
-        self.inner.fetch(req).await
-    }
-}
-
-fn transport(
-    opts: &BackendOptions,
-    headers: &[(String, String)],
-    google: Option<std::sync::Arc<super::google::TokenSource>>,
-) -> Result<(HttpTransporter, reqwest::Client)> {
-    let bad = |what: String| Error::Usage(what);
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(opts.timeout)
-        .read_timeout(opts.timeout);
-    if opts.ssl_no_check_certificate {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    let mut cas: Vec<PathBuf> = opts.ssl_cacert_file.iter().cloned().collect();
-    if let Some(dir) = &opts.ssl_cacert_path {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            cas.extend(rd.flatten().map(|e| e.path()));
-        }
-    }
-    let explicit = opts.ssl_cacert_file.clone();
-    for f in cas {
-        if f.is_dir() {
-            continue;
-        }
-        let pem = std::fs::read(&f).ctx(&f)?;
-        match reqwest::Certificate::from_pem_bundle(&pem) {
-            Ok(certs) => {
-                for c in certs {
-                    b = b.add_root_certificate(c);
-                }
-            }
-            // Other files in a --ssl-cacert-path directory are not ours.
-            Err(_) if Some(&f) != explicit.as_ref() => {}
-            Err(e) => return Err(bad(format!("--ssl-cacert-file {}: {e}", f.display()))),
-        }
-    }
-    let client = b
-        .build()
-        .map_err(|e| bad(format!("cannot set up HTTP client: {e}")))?;
-    let rewrite = crate::test_hook("DUPR_HTTP_REWRITE")
-        .map(|v| {
-            v.split(',')
-                .filter_map(|p| p.split_once('='))
-                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut hs = Vec::new();
-    for (k, v) in headers {
-        let k = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| bad(format!("--webdav-headers: bad header name {k:?}")))?;
-        let v = http::HeaderValue::from_str(v)
-            .map_err(|_| bad(format!("--webdav-headers: bad value for {k}")))?;
-        hs.push((k, v));
-    }
-    Ok((
-        HttpTransporter::new(Transport {
-            inner: opendal_http_transport_reqwest::ReqwestTransport::from(client.clone()),
-            rewrite,
-            headers: hs,
-            google,
-        }),
-        client,
-    ))
-}
-
 /// A WebDAV target for dupr's own streaming PUT: OpenDAL's WebDAV writer
 /// sends a file in one buffered request, which would hold a whole volume
 /// in memory.
@@ -199,7 +93,7 @@ fn encode_segment(s: &str) -> String {
 
 impl Remote {
     pub fn open(u: &Url, raw: &str, opts: &BackendOptions) -> Result<Remote> {
-        let display = super::redact(raw);
+        let display = redact(raw);
         let bad = |reason: String| Error::BadUrl {
             url: display.clone(),
             reason,
@@ -231,7 +125,7 @@ impl Remote {
             }
             "gdrive" | "gdocs" | "pydrive" | "pydrive+gdocs" => {
                 let (creds, tokens) = rt
-                    .block_on(super::google::drive_auth(u, &pre_transport))
+                    .block_on(crate::google::drive_auth(u, &pre_transport))
                     .map_err(bad)?;
                 if tokens.is_some() {
                     (pre_transport, client) = transport(opts, &[], tokens)?;
@@ -363,7 +257,7 @@ impl Remote {
             let mut f = std::fs::File::open(local).map_err(io)?;
             loop {
                 let mut buf = vec![0u8; 1 << 20];
-                let n = match crate::stream::read_full(&mut f, &mut buf) {
+                let n = match dupr_core::stream::read_full(&mut f, &mut buf) {
                     Ok(n) => n,
                     Err(e) => {
                         let _ = w.abort().await;
@@ -444,7 +338,7 @@ impl Remote {
         let f = std::fs::File::open(local).ctx(local)?;
         let stream = futures::stream::unfold(f, |mut f| async move {
             let mut buf = vec![0u8; 1 << 20];
-            match crate::stream::read_full(&mut f, &mut buf) {
+            match dupr_core::stream::read_full(&mut f, &mut buf) {
                 Ok(0) => None,
                 Ok(n) => {
                     buf.truncate(n);
@@ -483,7 +377,7 @@ impl Remote {
         };
         loop {
             let mut buf = vec![0u8; chunk.min(size - offset) as usize];
-            let n = crate::stream::read_full(&mut f, &mut buf).ctx(local)?;
+            let n = dupr_core::stream::read_full(&mut f, &mut buf).ctx(local)?;
             buf.truncate(n);
             let last = offset + n as u64 >= size;
             let (endpoint, arg) = if session.is_empty() {
@@ -608,7 +502,7 @@ impl Backend for Remote {
     fn put(&self, local: &Path, name: &str) -> Result<()> {
         let size = std::fs::metadata(local).ctx(local)?.len();
         let dest = if self.rename {
-            crate::temp_name(name)
+            dupr_core::temp_name(name)
         } else {
             name.to_string()
         };
@@ -725,7 +619,7 @@ impl Backend for Remote {
 
     fn put_new(&self, local: &Path, name: &str) -> Result<bool> {
         if !self.atomic_create() {
-            return super::put_new_best_effort(self, local, name);
+            return dupr_core::backend::put_new_best_effort(self, local, name);
         }
         // S3 `If-None-Match: *`, SFTP's exclusive open, Azure/GCS
         // preconditions: the service refuses an existing name.
@@ -776,51 +670,6 @@ impl Drop for Remote {
     }
 }
 
-pub(super) async fn json_reply(
-    tp: &HttpTransporter,
-    req: http::Request<Buffer>,
-    what: &str,
-) -> std::result::Result<serde_json::Value, String> {
-    let resp = tp
-        .send(req)
-        .await
-        .map_err(|e| format!("{what}: {}", one_line(&e.to_string())))?;
-    let body = resp.body().to_bytes();
-    if !resp.status().is_success() {
-        return Err(format!(
-            "{what}: HTTP {}: {}",
-            resp.status(),
-            one_line(&String::from_utf8_lossy(&body))
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("{what}: reply is not JSON: {e}"))
-}
-
-/// A download error; a missing object is a missing volume (exit 53).
-fn download_error(url: &str, name: &str, e: opendal::Error) -> Error {
-    if e.kind() == ErrorKind::NotFound {
-        return Error::MissingVolume {
-            name: name.to_string(),
-        };
-    }
-    backend_error(url, "download", name, e)
-}
-
-/// An error in the middle of a download stream: OpenDAL's own error when it
-/// is one (its display would carry the request URI, which may hold a
-/// signature), else the I/O error's kind.
-fn stream_error(url: &str, name: &str, e: std::io::Error) -> Error {
-    let kind = e.kind();
-    match e.into_inner().map(|i| i.downcast::<opendal::Error>()) {
-        Some(Ok(oe)) => download_error(url, name, *oe),
-        _ => Error::Backend {
-            url: url.to_string(),
-            reason: format!("download {name}: interrupted ({kind})"),
-            transient: true,
-        },
-    }
-}
-
 /// A new file only we can read (downloaded volumes may be unencrypted).
 fn private_file(p: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -833,117 +682,15 @@ fn private_file(p: &Path) -> Result<std::fs::File> {
         .ctx(p)
 }
 
-/// A reqwest error with its causes (connection refused, TLS, ...).
-fn request_error(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        src = s.source();
-    }
-    one_line(&msg)
-}
-
 fn dropbox_oneshot_max() -> u64 {
-    crate::test_hook("DUPR_DPBX_CHUNK_SIZE")
+    dupr_core::test_hook("DUPR_DPBX_CHUNK_SIZE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DROPBOX_ONESHOT_MAX)
 }
 
 fn dropbox_chunk() -> u64 {
-    crate::test_hook("DUPR_DPBX_CHUNK_SIZE")
+    dupr_core::test_hook("DUPR_DPBX_CHUNK_SIZE")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DROPBOX_CHUNK)
         .max(1)
-}
-
-/// Collapse an error text (service replies can be multi-line XML) to one
-/// short line.
-pub fn one_line(s: &str) -> String {
-    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.chars().count() > 400 {
-        format!("{}…", s.chars().take(400).collect::<String>())
-    } else {
-        s
-    }
-}
-
-/// `S3Error { code: "X", message: "Y", .. }` (a Debug dump) as `X: Y`.
-fn tidy_service_error(m: &str) -> String {
-    let field = |name: &str| -> Option<String> {
-        let i = m.find(&format!("{name}: \""))? + name.len() + 3;
-        let end = m[i..].find('"')?;
-        Some(m[i..i + end].to_string())
-    };
-    match (m.contains("Error {"), field("code"), field("message")) {
-        (true, Some(c), Some(msg)) if !msg.is_empty() => format!("{c}: {msg}"),
-        (true, Some(c), _) => c,
-        _ => m.to_string(),
-    }
-}
-
-pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Error {
-    let cause = match e.kind() {
-        _ if e.to_string().contains("status: 404") => "not found",
-        ErrorKind::PermissionDenied => "permission denied",
-        ErrorKind::NotFound => "not found",
-        ErrorKind::ConfigInvalid => "configuration rejected",
-        ErrorKind::RateLimited => "rate limited",
-        ErrorKind::Unsupported => "not supported by the service",
-        _ => "failed",
-    };
-    let full = e.to_string();
-    let mut msg = tidy_service_error(e.message());
-    if let Some(i) = full.find("status: ") {
-        // The HTTP status, from the error's context (its full dump is noise).
-        let code: String = full[i + 8..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if !code.is_empty() && !msg.contains(&code) {
-            msg = if msg.is_empty() {
-                format!("HTTP {code}")
-            } else {
-                format!("HTTP {code}: {msg}")
-            };
-        }
-    }
-    // The underlying cause (connection refused, DNS, TLS) is in the source chain.
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg.push_str(": ");
-            msg.push_str(&t);
-        }
-        src = s.source();
-    }
-    let target = if name.is_empty() {
-        String::new()
-    } else {
-        format!(" {name}")
-    };
-    Error::Backend {
-        url: url.to_string(),
-        reason: if msg.is_empty() {
-            format!("{what}{target}: {cause}")
-        } else {
-            format!("{what}{target}: {cause}: {}", one_line(&msg))
-        },
-        transient: e.is_temporary() || e.kind() == ErrorKind::RateLimited,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_are_one_line() {
-        assert_eq!(one_line("a\n  b\tc\n"), "a b c");
-    }
 }

@@ -1,14 +1,14 @@
 //! duplicity's URL schemes and credential variables, mapped onto OpenDAL
 //! services: one function per scheme family, each giving the service and
-//! its config (the operator itself is built in [`super::remote`]).
+//! its config (the operator itself is built in [`crate::remote`]).
 
 use std::io::Write;
 
 use opendal::{services, Buffer, HttpTransporter, Operator};
 
-use super::remote::{json_reply, one_line};
-use super::url::Url;
-use super::{env_var, BackendOptions};
+use crate::http::{json_reply, one_line};
+use dupr_core::backend::url::Url;
+use dupr_core::backend::{env_var, password, BackendOptions, SseMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -22,7 +22,7 @@ pub(super) enum Kind {
 
 pub(super) type Kv = Vec<(String, String)>;
 
-pub(super) fn kv(pairs: &[(&str, &str)]) -> Kv {
+pub(crate) fn kv(pairs: &[(&str, &str)]) -> Kv {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -39,7 +39,7 @@ pub(super) struct Spec {
     pub(super) headers: Vec<(String, String)>,
 }
 
-pub(super) fn spec<B: opendal::Builder>(kind: Kind, config: Kv) -> Spec {
+pub(crate) fn spec<B: opendal::Builder>(kind: Kind, config: Kv) -> Spec {
     Spec {
         kind,
         build: |c: Kv| Operator::from_iter::<B>(c),
@@ -64,7 +64,7 @@ fn looks_like_s3_host(h: &str) -> bool {
         || h.contains(".s3.")
 }
 
-pub(super) fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
+pub(crate) fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
     let mut parts: Vec<String> = u
         .host_and_segments()
         .iter()
@@ -168,13 +168,7 @@ pub(super) fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spe
     Ok(s)
 }
 
-#[derive(Clone, Debug)]
-pub enum SseMode {
-    Aes256,
-    Kms(String),
-}
-
-pub(super) fn gs_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn gs_spec(u: &Url) -> std::result::Result<Spec, String> {
     let parts = u.host_and_segments();
     let Some((bucket, rest)) = parts.split_first() else {
         return Err("gs:// requires a bucket name (gs://BUCKET/PREFIX)".into());
@@ -239,7 +233,7 @@ pub fn ssh_options(opts: &BackendOptions) -> Vec<(String, String)> {
     out
 }
 
-pub(super) fn sftp_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
+pub(crate) fn sftp_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
     if u.host.is_empty() {
         return Err("no host (sftp://[user@]host[:port]/path)".into());
     }
@@ -266,7 +260,7 @@ pub(super) fn sftp_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<S
         Some("accept-new") => "add",
         _ => "strict",
     };
-    if u.password.is_some() || super::password().is_some() {
+    if u.password.is_some() || password().is_some() {
         tracing::warn!(
             "SSH password log-in is not supported; dupr uses keys (--ssh-options=-oIdentityFile=…) and the ssh agent"
         );
@@ -339,7 +333,7 @@ fn sftp_home(
 
 // --------------------------------------------------------------- WebDAV
 
-pub(super) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
+pub(crate) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
     if u.host.is_empty() {
         return Err("no host (webdav://[user@]host[:port]/path)".into());
     }
@@ -354,7 +348,7 @@ pub(super) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result
     ]);
     if let Some(user) = &u.user {
         c.push(("username".into(), user.clone()));
-        if let Some(p) = u.password.clone().or_else(super::password) {
+        if let Some(p) = u.password.clone().or_else(password) {
             c.push(("password".into(), p));
         }
     }
@@ -365,7 +359,7 @@ pub(super) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result
 
 // ------------------------------------------------------------- OneDrive
 
-pub(super) fn onedrive_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn onedrive_spec(u: &Url) -> std::result::Result<Spec, String> {
     let root = format!("/{}", u.host_and_segments().join("/"));
     let mut c = kv(&[("root", &root)]);
     let token_file = env_var("DUPLICITY_ONEDRIVE_TOKEN").ok_or(
@@ -402,7 +396,7 @@ pub(super) async fn b2_config(u: &Url, tp: &HttpTransporter) -> std::result::Res
     let key = u
         .password
         .clone()
-        .or_else(super::password)
+        .or_else(password)
         .ok_or("no B2 application key (in the URL or BACKEND_PASSWORD)")?;
     let bucket = u.host.clone();
     if bucket.is_empty() {
@@ -446,7 +440,7 @@ pub(super) async fn b2_config(u: &Url, tp: &HttpTransporter) -> std::result::Res
 
 // ---------------------------------------------------------------- Azure
 
-pub(super) fn azure_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn azure_spec(u: &Url) -> std::result::Result<Spec, String> {
     let parts = u.host_and_segments();
     let Some((container, rest)) = parts.split_first() else {
         return Err("azure:// needs a container: azure://CONTAINER[/PREFIX]".into());
@@ -499,7 +493,7 @@ pub(super) fn azure_spec(u: &Url) -> std::result::Result<Spec, String> {
 
 // ---------------------------------------------------------------- Swift
 
-pub(super) fn swift_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn swift_spec(u: &Url) -> std::result::Result<Spec, String> {
     let parts = u.host_and_segments();
     let Some((container, rest)) = parts.split_first() else {
         return Err("swift:// needs a container: swift://CONTAINER[/PREFIX]".into());
@@ -523,7 +517,6 @@ pub(super) fn swift_spec(u: &Url) -> std::result::Result<Spec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::env_var;
 
     fn s3(url: &str, opts: &BackendOptions) -> Kv {
         s3_spec(&Url::parse(url).unwrap(), opts).unwrap().config
