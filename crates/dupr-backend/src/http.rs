@@ -159,6 +159,7 @@ pub(crate) fn stream_error(url: &str, name: &str, e: std::io::Error) -> Error {
             url: url.to_string(),
             reason: format!("download {name}: interrupted ({kind})"),
             transient: true,
+            source: None,
         },
     }
 }
@@ -208,11 +209,62 @@ fn tidy_service_error(m: &str) -> String {
     }
 }
 
-/// An OpenDAL error as dupr's: the cause, the HTTP status and the
-/// source chain on one line; transient when OpenDAL says so.
+/// The HTTP status OpenDAL recorded in an error's context. OpenDAL has no
+/// accessor for its context, and Dropbox's and Drive's services report a
+/// missing object only there (with kind Unexpected), so it is read from the
+/// error's text.
+fn http_status(e: &opendal::Error) -> Option<u16> {
+    let full = e.to_string();
+    let i = full.find("status: ")?;
+    let code: String = full[i + 8..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    code.parse().ok()
+}
+
+/// A storage service's error, kept whole for callers ([`ServiceError::get`]:
+/// kind, temporary or not, message). Shown as the service's message, the
+/// HTTP status and the underlying causes (connection refused, DNS, TLS),
+/// never as OpenDAL's full dump, which can carry a signed request URI.
+#[derive(Debug)]
+pub struct ServiceError(opendal::Error);
+
+impl ServiceError {
+    /// OpenDAL's error.
+    pub fn get(&self) -> &opendal::Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.0;
+        let mut msg = tidy_service_error(e.message());
+        if let Some(code) = http_status(e) {
+            let code = code.to_string();
+            if !msg.contains(&code) {
+                msg = if msg.is_empty() {
+                    format!("HTTP {code}")
+                } else {
+                    format!("HTTP {code}: {msg}")
+                };
+            }
+        }
+        append_causes(&mut msg, e);
+        f.write_str(&one_line(&msg))
+    }
+}
+
+// Its causes are in its text (above); OpenDAL's error is reached by `get`.
+impl std::error::Error for ServiceError {}
+
+/// An OpenDAL error as dupr's: what failed on what, the kind of failure
+/// in words, transient when OpenDAL says so, and the error itself as the
+/// source.
 pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Error {
     let cause = match e.kind() {
-        _ if e.to_string().contains("status: 404") => "not found",
+        _ if http_status(&e) == Some(404) => "not found",
         ErrorKind::PermissionDenied => "permission denied",
         ErrorKind::NotFound => "not found",
         ErrorKind::ConfigInvalid => "configuration rejected",
@@ -220,24 +272,6 @@ pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Er
         ErrorKind::Unsupported => "not supported by the service",
         _ => "failed",
     };
-    let full = e.to_string();
-    let mut msg = tidy_service_error(e.message());
-    if let Some(i) = full.find("status: ") {
-        // The HTTP status, from the error's context (its full dump is noise).
-        let code: String = full[i + 8..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if !code.is_empty() && !msg.contains(&code) {
-            msg = if msg.is_empty() {
-                format!("HTTP {code}")
-            } else {
-                format!("HTTP {code}: {msg}")
-            };
-        }
-    }
-    // The underlying cause (connection refused, DNS, TLS) is in the source chain.
-    append_causes(&mut msg, &e);
     let target = if name.is_empty() {
         String::new()
     } else {
@@ -245,12 +279,9 @@ pub fn backend_error(url: &str, what: &str, name: &str, e: opendal::Error) -> Er
     };
     Error::Backend {
         url: url.to_string(),
-        reason: if msg.is_empty() {
-            format!("{what}{target}: {cause}")
-        } else {
-            format!("{what}{target}: {cause}: {}", one_line(&msg))
-        },
+        reason: format!("{what}{target}: {cause}"),
         transient: e.is_temporary() || e.kind() == ErrorKind::RateLimited,
+        source: Some(Box::new(ServiceError(e))),
     }
 }
 
@@ -261,5 +292,38 @@ mod tests {
     #[test]
     fn errors_are_one_line() {
         assert_eq!(one_line("a\n  b\tc\n"), "a b c");
+    }
+
+    #[test]
+    fn a_service_error_is_kept_as_the_source() {
+        let e = opendal::Error::new(
+            ErrorKind::Unexpected,
+            "S3Error { code: \"SlowDown\", message: \"Reduce your rate\" }",
+        )
+        .with_context(
+            "uri",
+            "https://bucket.example/x?X-Amz-Signature=0123456789abcdef",
+        )
+        .with_context("status", "503")
+        .set_temporary();
+        let err = backend_error("s3://bucket/x", "download", "vol1", e);
+        assert!(err.is_transient());
+        assert_eq!(
+            err.to_string(),
+            "backend s3://bucket/x: download vol1: failed: HTTP 503: SlowDown: Reduce your rate"
+        );
+        let src = std::error::Error::source(&err).expect("a source");
+        let svc = src
+            .downcast_ref::<ServiceError>()
+            .expect("the service error");
+        assert_eq!(svc.get().kind(), ErrorKind::Unexpected);
+        assert!(!dupr_core::error::report(&err).contains("Signature"));
+
+        let e = opendal::Error::new(ErrorKind::Unexpected, "").with_context("status", "404");
+        let err = backend_error("dpbx:///x", "download", "vol2", e);
+        assert_eq!(
+            err.to_string(),
+            "backend dpbx:///x: download vol2: not found: HTTP 404"
+        );
     }
 }

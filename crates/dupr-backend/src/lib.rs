@@ -17,7 +17,7 @@ use std::sync::Arc;
 use dupr_core::backend::{self, url::Url, Backend, BackendOptions};
 use dupr_core::Result;
 
-pub use http::{backend_error, one_line};
+pub use http::{backend_error, one_line, ServiceError};
 pub use remote::{Remote, SCHEMES};
 
 /// Open a duplicity URL: `file://` (and duplicity's `fortestsonly://`)

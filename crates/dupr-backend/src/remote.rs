@@ -295,6 +295,7 @@ impl Remote {
             url: self.url.clone(),
             reason: format!("upload {dest}: {e}"),
             transient,
+            source: None,
         };
         let send = |req: reqwest::RequestBuilder| {
             let mut req = req;
@@ -374,6 +375,7 @@ impl Remote {
             url: self.url.clone(),
             reason: format!("upload {dest}: Dropbox upload session {what}: {e}"),
             transient: temporary,
+            source: None,
         };
         loop {
             let mut buf = vec![0u8; chunk.min(size - offset) as usize];

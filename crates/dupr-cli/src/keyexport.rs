@@ -677,9 +677,13 @@ pub fn import_keys(file: &Path, export_file: Option<&Path>) -> Result<i32> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {show}"))?;
     let crypto = Crypto::symmetric(pass.clone(), true)?;
     let plain = dupr_core::crypt::decoder(f, &Codec::Gpg(crypto)).map_err(|e| match e {
-        dupr_core::Error::Crypto(m) => anyhow!(
+        e @ (dupr_core::Error::NotEncrypted { .. }
+        | dupr_core::Error::NoSessionKey { .. }
+        | dupr_core::Error::SessionKeyRefused { .. }) => anyhow!(
             "{show}: not a dupr export-keys file ({})",
-            m.trim_start_matches("file: ")
+            e.to_string()
+                .trim_start_matches("encryption: ")
+                .trim_start_matches("file: ")
         ),
         // A wrong passphrase keeps its own message and exit code.
         e => anyhow::Error::from(e).context(show.clone()),

@@ -107,12 +107,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            // One line naming the culprit; causes joined on it.
-            let mut msg = e.to_string();
-            for c in e.chain().skip(1) {
-                msg.push_str(": ");
-                msg.push_str(&c.to_string());
-            }
+            // One line naming the culprit; causes joined on it, each once.
+            let msg = dupr_core::error::report(e.as_ref());
             let code = exit_code(&e);
             if json {
                 eprintln!("{}", commands::json::error(code, &msg));

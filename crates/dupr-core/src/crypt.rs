@@ -270,9 +270,10 @@ impl Crypto {
             _ => None,
         };
         if recipients.is_empty() && pass.is_none() && opts.writing {
-            return Err(Error::Crypto(
-                "no passphrase for symmetric encryption: set PASSPHRASE, or name a recipient with --encrypt-key".into(),
-            ));
+            return Err(Error::NoPassphrase {
+                subject: "no passphrase for symmetric encryption".into(),
+                hint: ", or name a recipient with --encrypt-key",
+            });
         }
         let mut shared = Shared::new(pass, opts.compress);
         for (k, hidden) in &recipients {
@@ -395,13 +396,17 @@ impl Shared {
         if let Some(o) = self.own.get() {
             return Ok(o);
         }
-        let pass = self.passphrase.as_ref().ok_or_else(|| {
-            Error::Crypto("no passphrase for symmetric encryption: set PASSPHRASE".into())
-        })?;
+        let pass = self
+            .passphrase
+            .as_ref()
+            .ok_or_else(|| Error::NoPassphrase {
+                subject: "no passphrase for symmetric encryption".into(),
+                hint: "",
+            })?;
         let k = self
             .s2k
             .derive_key(pass, self.sym_alg.key_size())
-            .map_err(|e| Error::Crypto(format!("key derivation failed: {e}")))?;
+            .map_err(|e| Error::KeyDerivation(e.to_string()))?;
         Ok(self.own.get_or_init(|| (self.s2k.clone(), k)))
     }
 
@@ -683,10 +688,9 @@ impl Codec {
         match (encrypted, gzipped) {
             (true, _) => crypto
                 .map(|c| Codec::Gpg(Arc::new(c.for_file(name))))
-                .ok_or_else(|| {
-                    Error::Crypto(format!(
-                        "{name} is encrypted: set PASSPHRASE (or drop --no-encryption)"
-                    ))
+                .ok_or_else(|| Error::NoPassphrase {
+                    subject: format!("{name} is encrypted"),
+                    hint: " (or drop --no-encryption)",
                 }),
             (false, true) => Ok(Codec::GZIP),
             (false, false) => Ok(Codec::Plain),
@@ -1039,9 +1043,9 @@ fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn
     };
     let msg = Message::from_bytes(DebugReader(r)).map_err(bad)?;
     let Message::Encrypted { esk, .. } = &msg else {
-        return Err(Error::Crypto(format!(
-            "{what} is not encrypted as expected"
-        )));
+        return Err(Error::NotEncrypted {
+            name: what.to_string(),
+        });
     };
     let has_skesk = esk
         .iter()
@@ -1080,28 +1084,28 @@ fn open_pgp<R: io::BufRead + Send + 'static>(r: R, c: &Crypto) -> Result<Box<dyn
                 ..Default::default()
             };
             msg.decrypt_the_ring(ring, true)
-                .map_err(|e| {
-                    Error::Crypto(format!(
-                        "{what}: cannot decrypt the session key with the secret key(s) {}: {e}",
-                        secrets
-                            .iter()
-                            .map(|s| keys::fingerprint_hex(&s.to_public_key()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
+                .map_err(|e| Error::SessionKeyRefused {
+                    name: what.to_string(),
+                    keys: secrets
+                        .iter()
+                        .map(|s| keys::fingerprint_hex(&s.to_public_key()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    reason: e.to_string(),
                 })?
                 .0
         }
         None if has_skesk && sh.passphrase.is_none() => {
-            return Err(Error::Crypto(format!(
-                "{what} is encrypted with a passphrase: set PASSPHRASE"
-            )))
+            return Err(Error::NoPassphrase {
+                subject: format!("{what} is encrypted with a passphrase"),
+                hint: "",
+            })
         }
         None if has_skesk => return Err(Error::WrongPassphrase),
         None => {
-            return Err(Error::Crypto(format!(
-                "{what} has no encrypted session key"
-            )))
+            return Err(Error::NoSessionKey {
+                name: what.to_string(),
+            })
         }
     };
     let msg = if msg.is_compressed() {

@@ -57,8 +57,34 @@ pub enum Error {
     SourceMismatch { recorded: String, current: String },
     #[error("wrong passphrase: cannot decrypt the archive with the given PASSPHRASE")]
     WrongPassphrase,
+    /// A passphrase is needed and none was given.
+    #[error("encryption: {subject}: set PASSPHRASE{hint}")]
+    NoPassphrase {
+        /// What needs it ("vol1.difftar.gpg is encrypted").
+        subject: String,
+        /// Another way out, if any (", or name a recipient with --encrypt-key").
+        hint: &'static str,
+    },
+    #[error("encryption: key derivation failed: {0}")]
+    KeyDerivation(String),
+    /// A file named as encrypted that holds a different OpenPGP message.
+    #[error("encryption: {name} is not encrypted as expected")]
+    NotEncrypted { name: String },
+    #[error("encryption: {name} has no encrypted session key")]
+    NoSessionKey { name: String },
+    #[error("encryption: {name}: cannot decrypt the session key with the secret key(s) {keys}: {reason}")]
+    SessionKeyRefused {
+        name: String,
+        /// Fingerprints of the keys tried.
+        keys: String,
+        reason: String,
+    },
+    /// A key file or keyring that cannot be read as one.
+    #[error("encryption: {path}: {reason}", path = .path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    /// Running GnuPG (to fetch a secret key) failed.
     #[error("encryption: {0}")]
-    Crypto(String),
+    Gpg(String),
     /// A secret key needed to decrypt or sign is not usable here: missing
     /// from the keyring, or its passphrase is not set or wrong. The message
     /// names the file, the key and the variable to set.
@@ -90,16 +116,42 @@ pub enum Error {
     /// there afterwards): duplicity's backend_validation_failed, exit 56.
     #[error("backend {url}: {reason}")]
     UploadMismatch { url: String, reason: String },
-    #[error("backend {url}: {reason}")]
+    #[error("backend {url}: {reason}{}", cause_text(.source))]
     Backend {
         url: String,
+        /// What failed, on what, in words ("download X: not found").
         reason: String,
         /// Worth retrying (a timeout, a 5xx), unlike a refused permission.
         transient: bool,
+        /// The storage service's own error, kept for callers (dupr-backend's
+        /// `ServiceError` holds OpenDAL's); its text follows `reason`.
+        #[source]
+        source: Option<BoxError>,
     },
 }
 
+/// An error from below the engine (a storage service's), kept whole.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// ": " and the text of `source`, when there is one with text.
+fn cause_text(source: &Option<BoxError>) -> String {
+    match source.as_ref().map(|s| s.to_string()) {
+        Some(t) if !t.is_empty() => format!(": {t}"),
+        _ => String::new(),
+    }
+}
+
 impl Error {
+    /// A storage error without an underlying service error.
+    pub fn backend(url: impl Into<String>, reason: impl Into<String>, transient: bool) -> Self {
+        Error::Backend {
+            url: url.into(),
+            reason: reason.into(),
+            transient,
+            source: None,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -143,7 +195,15 @@ impl Error {
             Error::BadSignature { .. } => 18,
             Error::HostMismatch { .. } => 3,
             Error::SourceMismatch { .. } => 42,
-            Error::WrongPassphrase | Error::Crypto(_) | Error::SecretKey(_) => 31,
+            Error::WrongPassphrase
+            | Error::NoPassphrase { .. }
+            | Error::KeyDerivation(_)
+            | Error::NotEncrypted { .. }
+            | Error::NoSessionKey { .. }
+            | Error::SessionKeyRefused { .. }
+            | Error::KeyFile { .. }
+            | Error::Gpg(_)
+            | Error::SecretKey(_) => 31,
             Error::BadKey { role, .. } => role.exit_code(),
             Error::VolumeSignature { .. } => 22,
             Error::Locked(_) => 23,
@@ -155,6 +215,26 @@ impl Error {
             Error::LockLost => 23,
         }
     }
+}
+
+/// An error's text followed by each of its causes whose text it does
+/// not already hold, on one line: how the CLI and logs show an error.
+pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !t.is_empty() && !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Attach a path to an `io::Error`.

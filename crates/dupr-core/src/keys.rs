@@ -320,10 +320,10 @@ impl Keyring {
         let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (public, secret) = parse_key_file(&data);
         if public.is_empty() {
-            return Err(Error::Crypto(format!(
-                "{}: no OpenPGP key found in the file",
-                path.display()
-            )));
+            return Err(Error::KeyFile {
+                path: path.to_path_buf(),
+                reason: "no OpenPGP key found in the file".into(),
+            });
         }
         self.public.extend(public.iter().cloned());
         self.secret.extend(secret);
@@ -339,8 +339,10 @@ impl Keyring {
         let gpg = home.join("pubring.gpg");
         if kbx.is_file() {
             let data = std::fs::read(&kbx).map_err(|e| Error::io(&kbx, e))?;
-            let blocks = kbx_keyblocks(&data)
-                .map_err(|e| Error::Crypto(format!("{}: {e}", kbx.display())))?;
+            let blocks = kbx_keyblocks(&data).map_err(|e| Error::KeyFile {
+                path: kbx.clone(),
+                reason: e.to_string(),
+            })?;
             for b in blocks {
                 self.public.extend(parse_public_keys(b));
             }
@@ -537,7 +539,7 @@ fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Expo
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            Error::Crypto(format!(
+            Error::Gpg(format!(
                 "cannot run gpg to fetch the secret key {fpr} from {}: {e}",
                 home.display()
             ))
@@ -560,9 +562,7 @@ fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Expo
     });
     let _ = o.read_to_end(&mut stdout);
     let stderr = t.join().unwrap_or_default();
-    let status = child
-        .wait()
-        .map_err(|e| Error::Crypto(format!("gpg: {e}")))?;
+    let status = child.wait().map_err(|e| Error::Gpg(format!("gpg: {e}")))?;
     let err = String::from_utf8_lossy(&stderr);
     if err.contains("Bad passphrase") || err.contains("bad passphrase") {
         return Ok(Exported::Locked);
@@ -572,7 +572,7 @@ fn gpg_export_secret(home: &Path, fpr: &str, pass: Option<&[u8]>) -> Result<Expo
         if err.contains("No passphrase") || err.contains("No pinentry") {
             return Ok(Exported::Locked);
         }
-        return Err(Error::Crypto(format!(
+        return Err(Error::Gpg(format!(
             "gpg --export-secret-keys {fpr} failed ({status}): {msg}"
         )));
     }

@@ -425,10 +425,10 @@ impl<'a> SetStream<'a> {
                 let head = file
                     .read_range(0, (*prefix).min(1 << 16))
                     .map_err(|e| Self::corrupt(name, e))?;
-                let crypto = self
-                    .crypto
-                    .as_ref()
-                    .ok_or_else(|| Error::Crypto(format!("{name} is encrypted: set PASSPHRASE")))?;
+                let crypto = self.crypto.as_ref().ok_or_else(|| Error::NoPassphrase {
+                    subject: format!("{name} is encrypted"),
+                    hint: "",
+                })?;
                 // A key that fails its check: damage or a wrong passphrase;
                 // the whole-volume read (SHA-1 first) tells which.
                 let Some((_, key)) = crypto.session_key_of(&head).ok().flatten() else {

@@ -90,7 +90,7 @@ fn decrypts_every_symmetric_variant_gpg_writes() {
     .and_then(|mut d| {
         let mut v = Vec::new();
         d.read_to_end(&mut v)
-            .map_err(|e| dupr_core::Error::Crypto(e.to_string()))?;
+            .map_err(|e| dupr_core::Error::io("the decrypted stream", e))?;
         Ok(v)
     });
     assert!(r.is_err(), "tampered message must fail its MDC check");

@@ -146,6 +146,7 @@ impl Faulty {
                 format!("{op} {name}: {what}")
             },
             transient,
+            source: None,
         }
     }
 

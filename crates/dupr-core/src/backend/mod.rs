@@ -39,6 +39,7 @@ pub trait Backend: Send + Sync {
             url: self.display_url(),
             reason: format!("download {name}: {e}"),
             transient: true,
+            source: None,
         })?;
         Ok(())
     }
@@ -50,6 +51,7 @@ pub trait Backend: Send + Sync {
             url: self.display_url(),
             reason: format!("read {name}: {e}"),
             transient: true,
+            source: None,
         };
         std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink()).map_err(io)?;
         let mut v = Vec::new();

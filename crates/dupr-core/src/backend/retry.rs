@@ -47,14 +47,19 @@ impl Retrying {
                 }
                 Err(e) if e.is_transient() && self.retries > 0 => {
                     let url = self.inner.display_url();
-                    let reason = format!("{} (gave up after {} attempts)", reason(&e), attempt + 1);
+                    let gave_up = format!("(gave up after {} attempts)", attempt + 1);
                     return Err(match e {
-                        Error::UploadMismatch { .. } => Error::UploadMismatch { url, reason },
-                        _ => Error::Backend {
+                        Error::UploadMismatch { reason, .. } => Error::UploadMismatch {
                             url,
-                            reason,
-                            transient: true,
+                            reason: format!("{reason} {gave_up}"),
                         },
+                        Error::Backend { reason, source, .. } => Error::Backend {
+                            url,
+                            reason: format!("{reason} {gave_up}"),
+                            transient: true,
+                            source,
+                        },
+                        e => Error::backend(url, format!("{e} {gave_up}"), true),
                     });
                 }
                 Err(e) => return Err(e),
@@ -72,13 +77,6 @@ impl Retrying {
                 None => format!("upload {name}: the object is missing afterwards"),
             },
         }
-    }
-}
-
-fn reason(e: &Error) -> String {
-    match e {
-        Error::Backend { reason, .. } | Error::UploadMismatch { reason, .. } => reason.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -132,6 +130,7 @@ impl Backend for Retrying {
                         url: self.inner.display_url(),
                         reason: format!("download {name}: {got} bytes arrived, the object has {s}"),
                         transient: true,
+                        source: None,
                     })
                 }
                 None => Err(Error::MissingVolume {
@@ -152,6 +151,7 @@ impl Backend for Retrying {
                         v.len()
                     ),
                     transient: true,
+                    source: None,
                 });
             }
             Ok(v)
