@@ -316,8 +316,7 @@ fn restores_collate_the_full_and_its_incrementals() {
             selection: None,
         },
     )
-    .err()
-    .expect("a deleted path is not restored");
+    .expect_err("a deleted path is not restored");
     assert!(matches!(e, Error::PathNotFound(_)), "{e}");
 }
 
