@@ -15,6 +15,7 @@ pub mod log;
 pub mod mount;
 pub mod profile;
 pub mod progress;
+pub mod render;
 pub mod schedule;
 pub mod secret;
 

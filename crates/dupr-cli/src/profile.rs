@@ -1205,7 +1205,7 @@ pub fn status(l: &Loaded, max_age: Option<&str>, json: bool) -> Result<i32> {
                 r.files
                     .map(|f| format!(
                         ", {f} files, {} stored",
-                        dupr_core::backup::human(r.bytes.unwrap_or(0))
+                        crate::render::human(r.bytes.unwrap_or(0))
                     ))
                     .unwrap_or_default()
             );
@@ -1232,7 +1232,7 @@ pub fn status(l: &Loaded, max_age: Option<&str>, json: bool) -> Result<i32> {
     if let (Some(bytes), Some(files)) = (st.target_bytes, st.target_files) {
         println!(
             "Target size: {} in {files} file(s)",
-            dupr_core::backup::human(bytes)
+            crate::render::human(bytes)
         );
     }
     Ok(code)

@@ -80,113 +80,51 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The statistics as one JSON object (`--jsonstat`).
-    pub fn to_json(&self, elapsed_secs: f64) -> String {
-        format!(
-            "{{\"StartTime\": {}, \"EndTime\": {}, \"ElapsedTime\": {:.2}, \"SourceFiles\": {}, \"SourceFileSize\": {}, \"NewFiles\": {}, \"NewFileSize\": {}, \"DeletedFiles\": {}, \"ChangedFiles\": {}, \"ChangedFileSize\": {}, \"DeltaEntries\": {}, \"RawDeltaSize\": {}, \"Volumes\": {}, \"TotalDestinationSizeChange\": {}, \"Errors\": {}, \"Skipped\": {}}}",
-            self.start_time,
-            self.end_time,
-            elapsed_secs,
-            self.source_files,
-            self.source_file_size,
-            self.new_files,
-            self.new_file_size,
-            self.deleted_files,
-            self.changed_files,
-            self.changed_file_size,
-            self.delta_entries,
-            self.raw_delta_size,
-            self.volumes,
-            self.dest_size,
-            self.errors,
-            self.skipped
-        )
-    }
-
-    /// duplicity's statistics block.
-    pub fn render(&self, elapsed_secs: f64) -> String {
-        let sz = |b: u64| human(b);
-        let mut s = String::new();
-        s.push_str("--------------[ Backup Statistics ]--------------\n");
-        s.push_str(&format!(
-            "StartTime {}.00 ({})\n",
-            self.start_time,
-            time::pretty_local(self.start_time)
-        ));
-        s.push_str(&format!(
-            "EndTime {}.00 ({})\n",
-            self.end_time,
-            time::pretty_local(self.end_time)
-        ));
-        s.push_str(&format!(
-            "ElapsedTime {:.2} ({})\n",
-            elapsed_secs,
-            secs_pretty(elapsed_secs)
-        ));
-        s.push_str(&format!("SourceFiles {}\n", self.source_files));
-        s.push_str(&format!(
-            "SourceFileSize {} ({})\n",
-            self.source_file_size,
-            sz(self.source_file_size)
-        ));
-        s.push_str(&format!("NewFiles {}\n", self.new_files));
-        s.push_str(&format!(
-            "NewFileSize {} ({})\n",
-            self.new_file_size,
-            sz(self.new_file_size)
-        ));
-        s.push_str(&format!("DeletedFiles {}\n", self.deleted_files));
-        s.push_str(&format!("ChangedFiles {}\n", self.changed_files));
-        s.push_str(&format!(
-            "ChangedFileSize {} ({})\n",
-            self.changed_file_size,
-            sz(self.changed_file_size)
-        ));
-        s.push_str(&format!("ChangedDeltaSize {} ({})\n", 0, sz(0)));
-        s.push_str(&format!("DeltaEntries {}\n", self.delta_entries));
-        s.push_str(&format!(
-            "RawDeltaSize {} ({})\n",
-            self.raw_delta_size,
-            sz(self.raw_delta_size)
-        ));
-        s.push_str(&format!(
-            "TotalDestinationSizeChange {} ({})\n",
-            self.dest_size,
-            sz(self.dest_size)
-        ));
-        s.push_str(&format!("Errors {}\n", self.errors));
-        s.push_str("-------------------------------------------------\n");
-        s
+    /// The statistics under duplicity's `--jsonstat` key names.
+    pub fn jsonstat(&self, elapsed_secs: f64) -> JsonStat {
+        JsonStat {
+            start_time: self.start_time,
+            end_time: self.end_time,
+            elapsed_time: (elapsed_secs * 100.0).round() / 100.0,
+            source_files: self.source_files,
+            source_file_size: self.source_file_size,
+            new_files: self.new_files,
+            new_file_size: self.new_file_size,
+            deleted_files: self.deleted_files,
+            changed_files: self.changed_files,
+            changed_file_size: self.changed_file_size,
+            delta_entries: self.delta_entries,
+            raw_delta_size: self.raw_delta_size,
+            volumes: self.volumes,
+            total_destination_size_change: self.dest_size,
+            errors: self.errors,
+            skipped: self.skipped,
+        }
     }
 }
 
-pub fn human(b: u64) -> String {
-    let units = ["bytes", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} bytes")
-    } else {
-        format!("{v:.2} {}", units[i])
-    }
-}
-
-fn secs_pretty(s: f64) -> String {
-    if s < 60.0 {
-        format!("{s:.2} seconds")
-    } else {
-        let m = (s / 60.0).floor();
-        format!(
-            "{} minute{} {:.2} seconds",
-            m,
-            if m == 1.0 { "" } else { "s" },
-            s - m * 60.0
-        )
-    }
+/// A backup's statistics as duplicity's `--jsonstat` writes them (stored
+/// with the set, printed by `backup --jsonstat`).
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JsonStat {
+    pub start_time: Timestamp,
+    pub end_time: Timestamp,
+    /// Seconds, to the hundredth.
+    pub elapsed_time: f64,
+    pub source_files: u64,
+    pub source_file_size: u64,
+    pub new_files: u64,
+    pub new_file_size: u64,
+    pub deleted_files: u64,
+    pub changed_files: u64,
+    pub changed_file_size: u64,
+    pub delta_entries: u64,
+    pub raw_delta_size: u64,
+    pub volumes: u32,
+    pub total_destination_size_change: u64,
+    pub errors: u64,
+    pub skipped: bool,
 }
 
 /// Drop `.` components and repeated/trailing slashes (Localdir as duplicity writes it).
@@ -1090,7 +1028,9 @@ fn finish_set(
     stats.end_time = time::now();
     if cfg.jsonstat {
         // After the manifest: the statistics never make a set look complete.
-        let json = stats.to_json(0.0);
+        let json = serde_json::to_string(&stats.jsonstat(0.0))
+            .map_err(std::io::Error::from)
+            .ctx(&f.jsonstat_tmp)?;
         let stat_tmp = &f.jsonstat_tmp;
         let mut e = crate::crypt::Encoder::create(stat_tmp, &cfg.codec).ctx(stat_tmp)?;
         e.write_all(json.as_bytes()).ctx(stat_tmp)?;

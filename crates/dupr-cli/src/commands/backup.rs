@@ -112,10 +112,10 @@ pub fn run(cli: &Cli, cmd: Command, args: &[OsString], spec: &Spec) -> anyhow::R
         return Ok(exit);
     }
     if !cli.general.no_print_statistics {
-        print!("{}", stats.render(elapsed));
+        print!("{}", crate::render::backup_statistics(&stats, elapsed));
     }
     if cli.general.jsonstat {
-        println!("{}", stats.to_json(elapsed));
+        println!("{}", serde_json::to_string(&stats.jsonstat(elapsed))?);
     }
     let mut line = if stats.skipped {
         "backup done: nothing changed, no incremental written".to_string()
@@ -124,9 +124,9 @@ pub fn run(cli: &Cli, cmd: Command, args: &[OsString], spec: &Spec) -> anyhow::R
             "backup done: {kind} set {}, {} files ({}), {} volume(s), {} stored",
             time::to_filename(stats.start_time),
             stats.source_files,
-            dupr_core::backup::human(stats.source_file_size),
+            crate::render::human(stats.source_file_size),
             stats.volumes,
-            dupr_core::backup::human(stats.stored_total)
+            crate::render::human(stats.stored_total)
         )
     };
     if stats.errors > 0 {

@@ -68,7 +68,7 @@ pub fn run(cli: &Cli, args: &[OsString], spec: &Spec) -> anyhow::Result<i32> {
     let mut line = format!(
         "restore done: {} file(s), {} written to {}",
         stats.files,
-        dupr_core::backup::human(stats.bytes),
+        crate::render::human(stats.bytes),
         PathBuf::from(&args[1]).display()
     );
     if stats.errors > 0 {

@@ -133,7 +133,12 @@ pub fn collection(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
     if let Some(n) = cli.restore.show_changes_in_set {
         // --json asks for the same document as --jsonstat.
         let as_json = cli.general.jsonstat || cli.general.json;
-        print!("{}", ops::changes_in_set(&target, n, as_json)?);
+        let sets = ops::changes_in_set(&target, n, as_json)?;
+        if as_json {
+            print!("{}", changes_json(&sets));
+        } else if let Some(set) = sets.first() {
+            print!("{}", changes_text(set));
+        }
     } else if let Some(p) = &cli.restore.file_changed {
         let ix = archive_path("--file-changed", p)?;
         let rows = ops::file_changed(&target, &ix)?;
@@ -151,6 +156,64 @@ pub fn collection(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
 }
 
 /// `--file-changed` as duplicity prints it.
+/// duplicity's table of one set's changes.
+fn changes_text(set: &ops::SetChanges) -> String {
+    let width = set
+        .files
+        .iter()
+        .map(|(_, ix)| ix.display_bytes().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = String::from("-------------------------\n");
+    out.push_str(&format!(
+        " Backup set time: {}\n",
+        time::pretty_local(set.end)
+    ));
+    out.push_str(&format!("Total number of changes: {}\n", set.files.len()));
+    out.push_str(&format!(
+        "{:<width$}  {:>20}\n",
+        "File:", "Type of file change:"
+    ));
+    for (change, ix) in &set.files {
+        out.push_str(&format!(
+            "{:<width$}  {:>20}\n",
+            String::from_utf8_lossy(ix.display_bytes()),
+            change.word()
+        ));
+    }
+    out.push_str("-------------------------\n");
+    out
+}
+
+/// duplicity 3's JSON form (`--jsonstat`): each set's statistics and its
+/// changes, sets newest first and paths in the manifest's order (which a
+/// JSON object built with serde_json's sorted map would not keep).
+fn changes_json(sets: &[ops::SetChanges]) -> String {
+    let lit = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let mut out = String::from("{");
+    for (k, set) in sets.iter().enumerate() {
+        let kind = if set.full { "full" } else { "inc" };
+        out.push_str(if k == 0 { "\n" } else { ",\n" });
+        out.push_str(&format!(
+            "    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
+            time::to_filename(set.end),
+            set.jsonstat.as_deref().unwrap_or("{}")
+        ));
+        for (i, (change, ix)) in set.files.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            out.push_str(&format!(
+                "{sep}\n            {}: {}",
+                lit(&String::from_utf8_lossy(ix.display_bytes())),
+                lit(change.word())
+            ));
+        }
+        out.push_str("\n        }\n    }");
+    }
+    out.push_str("\n}\n");
+    out
+}
+
 fn file_changed_text(path: &Index, rows: &[ops::FileChange]) -> String {
     let mut out = String::from("-------------------------\n");
     out.push_str(&format!(

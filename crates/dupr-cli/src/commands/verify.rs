@@ -65,7 +65,7 @@ pub fn check(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
         r.sets,
         r.volumes_read,
         r.volumes_total,
-        dupr_core::backup::human(r.bytes_read),
+        crate::render::human(r.bytes_read),
         r.problems.len()
     );
     println!("{line}");

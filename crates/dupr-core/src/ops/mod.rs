@@ -14,7 +14,7 @@ pub use remove::{remove, Removal, RemovalReport};
 pub use restore::{restore, verify, RestoreRequest, VerifyReport};
 pub use status::{
     changes_in_set, check, collection_report, collection_status, file_changed, list_current_files,
-    FileChange,
+    FileChange, SetChanges,
 };
 
 use std::path::PathBuf;

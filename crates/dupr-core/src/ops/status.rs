@@ -155,18 +155,30 @@ pub fn file_changed(t: &Target, path: &Index) -> Result<Option<Vec<FileChange>>>
     Ok(Some(rows))
 }
 
-/// `collection-status --show-changes-in-set N`: the Filelist of the N-th
-/// newest set of the latest chain (0 = newest). As in duplicity, a negative
-/// N counts from the oldest end (-1 = the full); with `--jsonstat` a negative
-/// N means every set of the chain, newest first.
-pub fn changes_in_set(t: &Target, n: i64, json: bool) -> Result<String> {
+/// One set's changes, as its manifest's Filelist records them
+/// (`collection-status --show-changes-in-set`).
+pub struct SetChanges {
+    pub full: bool,
+    /// The set's time.
+    pub end: Timestamp,
+    /// The statistics stored with the set (`--jsonstat`), as JSON text.
+    pub jsonstat: Option<String>,
+    /// Changed paths in the order the manifest lists them.
+    pub files: Vec<(crate::manifest::Change, Index)>,
+}
+
+/// The Filelist of the N-th newest set of the latest chain (0 = newest).
+/// As in duplicity, a negative N counts from the oldest end (-1 = the
+/// full); with `every`, a negative N means every set of the chain, newest
+/// first. Empty when there is no chain.
+pub fn changes_in_set(t: &Target, n: i64, every: bool) -> Result<Vec<SetChanges>> {
     let (names, c) = t.collection()?;
     let Some(chain) = c.last_chain() else {
-        return Ok(String::new());
+        return Ok(Vec::new());
     };
     let mut sets: Vec<_> = chain.sets().collect();
     sets.reverse(); // newest first, as duplicity numbers them
-    let chosen: Vec<_> = if json && n < 0 {
+    let chosen: Vec<_> = if every && n < 0 {
         sets.clone()
     } else {
         let len = sets.len() as i64;
@@ -183,94 +195,35 @@ pub fn changes_in_set(t: &Target, n: i64, json: bool) -> Result<String> {
         vec![set]
     };
     t.sync(&names)?;
-    let mut manifests = Vec::with_capacity(chosen.len());
-    for set in &chosen {
-        manifests.push(restore::load_manifest_with_filelist(
+    let mut out = Vec::with_capacity(chosen.len());
+    for set in chosen {
+        let m = restore::load_manifest_with_filelist(
             t.backend.as_ref(),
             Some(&t.cache),
             set,
             &t.settings.prefixes,
             t.settings.crypto.as_ref(),
-        )?);
+        )?;
+        let jsonstat = set
+            .jsonstat
+            .as_deref()
+            .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
+            .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
+            .and_then(|f| {
+                let mut s = String::new();
+                flate2::read::GzDecoder::new(f)
+                    .read_to_string(&mut s)
+                    .ok()?;
+                Some(s.trim().to_string())
+            })
+            // Pasted into a JSON document: only if it is JSON.
+            .filter(|s| serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok());
+        out.push(SetChanges {
+            full: set.is_full(),
+            end: set.end,
+            jsonstat,
+            files: m.filelist,
+        });
     }
-    if json {
-        // duplicity 3's JSON form: each set's statistics and its changes.
-        let mut out = String::from("{");
-        for (k, (set, m)) in chosen.iter().zip(&manifests).enumerate() {
-            let stat = set
-                .jsonstat
-                .as_deref()
-                .and_then(|r| Cache::local_name(r, &t.settings.prefixes))
-                .and_then(|l| std::fs::File::open(t.cache.path(&l)).ok())
-                .and_then(|f| {
-                    let mut s = String::new();
-                    flate2::read::GzDecoder::new(f)
-                        .read_to_string(&mut s)
-                        .ok()?;
-                    Some(s)
-                })
-                .unwrap_or_else(|| "{}".into());
-            let kind = if set.is_full() { "full" } else { "inc" };
-            out.push_str(if k == 0 { "\n" } else { ",\n" });
-            out.push_str(&format!(
-                "    \"{kind}-{}\": {{\n        \"json_stat\": {},\n        \"files_changed\": {{",
-                crate::time::to_filename(set.end),
-                stat.trim()
-            ));
-            for (i, (change, ix)) in m.filelist.iter().enumerate() {
-                let sep = if i == 0 { "" } else { "," };
-                out.push_str(&format!(
-                    "{sep}\n            {}: \"{}\"",
-                    json_string(&String::from_utf8_lossy(ix.display_bytes())),
-                    change.word()
-                ));
-            }
-            out.push_str("\n        }\n    }");
-        }
-        out.push_str("\n}\n");
-        return Ok(out);
-    }
-    let (set, m) = (chosen[0], &manifests[0]);
-    let width = m
-        .filelist
-        .iter()
-        .map(|(_, ix)| ix.display_bytes().len())
-        .max()
-        .unwrap_or(0)
-        .max(5);
-    let mut out = String::from("-------------------------\n");
-    out.push_str(&format!(
-        " Backup set time: {}\n",
-        crate::time::pretty_local(set.end)
-    ));
-    out.push_str(&format!("Total number of changes: {}\n", m.filelist.len()));
-    out.push_str(&format!(
-        "{:<width$}  {:>20}\n",
-        "File:", "Type of file change:"
-    ));
-    for (change, ix) in &m.filelist {
-        out.push_str(&format!(
-            "{:<width$}  {:>20}\n",
-            String::from_utf8_lossy(ix.display_bytes()),
-            change.word()
-        ));
-    }
-    out.push_str("-------------------------\n");
     Ok(out)
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
