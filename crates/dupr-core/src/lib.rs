@@ -6,6 +6,47 @@
 //! rule, volume boundaries) → `crypt` (gzip / OpenPGP) → `backend` (storage).
 //! Restore runs it backwards: `chain` picks sets → `backend` → `crypt` →
 //! `tar` reader → `restore` (patch and write).
+//!
+//! # Using the library
+//!
+//! A command runs on a [`Target`]: the storage (a [`backend::Backend`]:
+//! [`backend::open_local`] for `file://`, the dupr-backend crate for every
+//! other scheme), the local cache, and the [`Settings`]. The commands are
+//! the functions of [`ops`]; each takes a request with duplicity's defaults
+//! ([`BackupRequest::new`], [`RestoreRequest::new`]) and returns data.
+//!
+//! ```
+//! use dupr_core::{backend, ops, BackupRequest, Crypto, Index, RestoreRequest, Settings, Target};
+//!
+//! # fn main() -> dupr_core::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let (src, dest) = (tmp.path().join("src"), tmp.path().join("restored"));
+//! # std::fs::create_dir_all(src.join("docs")).unwrap();
+//! # std::fs::write(src.join("docs/note.txt"), "hello\n").unwrap();
+//! let url = format!("file://{}", tmp.path().join("archive").display());
+//! let key = Crypto::symmetric(zeroize::Zeroizing::new(b"passphrase".to_vec()), true)?;
+//! let mut settings = Settings::new(&url, Some(key));
+//! settings.archive_dir = Some(tmp.path().join("cache"));
+//! let storage = backend::open_local(&url, &settings.backend)?.expect("a file:// URL");
+//! let target = Target::open(settings, storage)?;
+//!
+//! // Back up (a full: the target holds no chain yet).
+//! let done = ops::backup(&target, BackupRequest::new(&src))?;
+//! assert!(!done.incremental);
+//!
+//! // List what the newest backup holds.
+//! let mut paths: Vec<Index> = Vec::new();
+//! ops::list_current_files(&target, dupr_core::time::now(), &mut paths)?;
+//! assert!(paths.iter().any(|p| p.to_string() == "docs/note.txt"));
+//!
+//! // Restore one file.
+//! let mut req = RestoreRequest::new(dupr_core::time::now(), &dest);
+//! req.path = Index::parse(b"docs/note.txt");
+//! ops::restore(&target, req)?;
+//! assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hello\n");
+//! # Ok(())
+//! # }
+//! ```
 
 // Every unsafe block in shipped code says why it is sound (tests are
 // exempt: their unsafe is libc calls on fixtures).
@@ -41,7 +82,10 @@ pub mod verify;
 pub mod volume;
 pub mod walk;
 
+pub use crypt::Crypto;
 pub use error::{Error, Result};
+pub use index::Index;
+pub use ops::{BackupRequest, RestoreRequest, Settings, Target};
 
 /// A test hook's setting from the environment (`DUPR_FAULTS`,
 /// `DUPR_HTTP_REWRITE`, `DUPR_DPBX_CHUNK_SIZE`, `DUPR_LOCK_FALLBACK`). Only

@@ -141,6 +141,18 @@ pub trait ListSink {
     fn file(&mut self, index: &Index, meta: &Meta) -> std::io::Result<()>;
 }
 
+/// The paths alone, collected (for a short listing; a million paths want a
+/// sink that writes them out).
+impl ListSink for Vec<Index> {
+    fn last_full(&mut self, _time: Option<Timestamp>) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn file(&mut self, index: &Index, _meta: &Meta) -> std::io::Result<()> {
+        self.push(index.clone());
+        Ok(())
+    }
+}
+
 /// collection-status as data: the chains (oldest first, the primary last),
 /// what is outside them, and the problems found.
 #[derive(Debug, serde::Serialize)]

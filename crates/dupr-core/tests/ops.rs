@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use dupr_core::backend::{self, BackendOptions, Local};
-use dupr_core::crypt::{Codec, Crypto};
+use dupr_core::backend::{self, Local};
+use dupr_core::crypt::Crypto;
 use dupr_core::index::Index;
-use dupr_core::naming::Prefixes;
 use dupr_core::ops::{self, BackupKind, BackupRequest, Removal, RestoreRequest, Settings, Target};
 use dupr_core::time::Timestamp;
 use dupr_core::Error;
@@ -54,22 +53,12 @@ impl Fixture {
     fn settings(&self) -> Settings {
         let crypto = Crypto::symmetric(zeroize::Zeroizing::new(b"library test".to_vec()), true)
             .expect("a symmetric key");
-        Settings {
-            url: self.url(),
-            archive_dir: Some(self.cache.clone()),
-            name: None,
-            codec: Codec::Gpg(crypto.clone()),
-            incremental_level: None,
-            crypto: Some(crypto),
-            prefixes: Prefixes::default(),
-            tempdir: self.work.clone(),
-            check_remote: true,
-            backend: BackendOptions {
-                num_retries: 0,
-                tempdir: self.work.clone(),
-                ..BackendOptions::default()
-            },
-        }
+        let mut s = Settings::new(self.url(), Some(crypto));
+        s.archive_dir = Some(self.cache.clone());
+        s.tempdir = self.work.clone();
+        s.backend.num_retries = 0;
+        s.backend.tempdir = self.work.clone();
+        s
     }
 
     /// The target through the local backend, with `faults` (rules as in
@@ -92,43 +81,16 @@ impl Fixture {
     }
 
     fn backup(&self, t: &Target, kind: BackupKind) -> dupr_core::Result<ops::BackupOutcome> {
-        ops::backup(
-            t,
-            BackupRequest {
-                source: self.src.clone(),
-                source_arg: self.src.as_os_str().as_encoded_bytes().to_vec(),
-                volsize_mib: 1,
-                max_blocksize: None,
-                dry_run: false,
-                counters: None,
-                selection: None,
-                kind,
-                full_if_older_than: None,
-                full_if_n_inc: None,
-                allow_source_mismatch: false,
-                skip_if_no_change: false,
-                files_changed: false,
-                copy_links: false,
-                jsonstat: false,
-            },
-        )
+        let mut req = BackupRequest::new(&self.src);
+        req.volsize_mib = 1;
+        req.kind = kind;
+        ops::backup(t, req)
     }
 
     fn restore(&self, t: &Target, time: Timestamp, path: Option<&str>, dest: &Path) {
-        ops::restore(
-            t,
-            RestoreRequest {
-                time,
-                dest: dest.to_path_buf(),
-                path: path.map(|p| Index::parse(p.as_bytes()).unwrap()),
-                force: false,
-                restore_owner: false,
-                numeric_owner: false,
-                rename: Vec::new(),
-                selection: None,
-            },
-        )
-        .expect("the restore succeeds");
+        let mut req = RestoreRequest::new(time, dest);
+        req.path = path.map(|p| Index::parse(p.as_bytes()).unwrap());
+        ops::restore(t, req).expect("the restore succeeds");
     }
 }
 
@@ -303,20 +265,9 @@ fn restores_collate_the_full_and_its_incrementals() {
     assert_eq!(std::fs::read(&one).unwrap(), grown);
 
     // A path deleted in a later set is not there any more.
-    let e = ops::restore(
-        &t,
-        RestoreRequest {
-            time: t0 + 7200,
-            dest: f.work.join("gone"),
-            path: Some(Index::parse(b"gone.txt").unwrap()),
-            force: false,
-            restore_owner: false,
-            numeric_owner: false,
-            rename: Vec::new(),
-            selection: None,
-        },
-    )
-    .expect_err("a deleted path is not restored");
+    let mut req = RestoreRequest::new(t0 + 7200, f.work.join("gone"));
+    req.path = Index::parse(b"gone.txt");
+    let e = ops::restore(&t, req).expect_err("a deleted path is not restored");
     assert!(matches!(e, Error::PathNotFound(_)), "{e}");
 }
 

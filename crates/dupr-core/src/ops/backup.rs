@@ -47,6 +47,31 @@ pub struct BackupRequest {
     pub jsonstat: bool,
 }
 
+impl BackupRequest {
+    /// Back up `source` as duplicity does by default: incremental when the
+    /// target has a chain, else full; 200 MiB volumes; everything selected.
+    pub fn new(source: impl Into<PathBuf>) -> BackupRequest {
+        let source = source.into();
+        BackupRequest {
+            source_arg: source.as_os_str().as_bytes().to_vec(),
+            source,
+            volsize_mib: 200,
+            max_blocksize: None,
+            dry_run: false,
+            counters: None,
+            selection: None,
+            kind: BackupKind::Auto,
+            full_if_older_than: None,
+            full_if_n_inc: None,
+            allow_source_mismatch: false,
+            skip_if_no_change: false,
+            files_changed: false,
+            copy_links: false,
+            jsonstat: false,
+        }
+    }
+}
+
 fn hostname() -> Vec<u8> {
     nix::unistd::gethostname()
         .map(|h| h.into_encoded_bytes())

@@ -52,6 +52,32 @@ pub struct Settings {
     pub backend: backend::BackendOptions,
 }
 
+impl Settings {
+    /// Settings for `url` as duplicity defaults them: new files encrypted
+    /// with `crypto` (OpenPGP, compressed) or, without it, gzip-compressed;
+    /// duplicity's cache directory and file names; the system's temporary
+    /// directory; the default retries and timeouts.
+    pub fn new(url: impl Into<String>, crypto: Option<Arc<Crypto>>) -> Settings {
+        Settings {
+            url: url.into(),
+            archive_dir: None,
+            name: None,
+            codec: match &crypto {
+                Some(c) => Codec::Gpg(c.clone()),
+                None => Codec::GZIP,
+            },
+            incremental_level: Some(crate::crypt::INCREMENTAL_LEVEL),
+            crypto,
+            prefixes: Prefixes::default(),
+            tempdir: std::env::temp_dir(),
+            check_remote: true,
+            backend: backend::BackendOptions::default(),
+        }
+    }
+}
+
+/// An archive: where it is stored, its local cache, and the settings every
+/// command on it uses.
 pub struct Target {
     pub backend: Arc<dyn Backend>,
     pub cache: Cache,

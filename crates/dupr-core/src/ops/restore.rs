@@ -28,6 +28,25 @@ pub struct RestoreRequest {
     pub selection: Option<Arc<Selection>>,
 }
 
+impl RestoreRequest {
+    /// Restore everything as of `time` into `dest` (which must not exist or
+    /// be empty), owners and names as they are on this machine.
+    pub fn new(time: Timestamp, dest: impl Into<PathBuf>) -> RestoreRequest {
+        RestoreRequest {
+            time,
+            dest: dest.into(),
+            path: None,
+            force: false,
+            restore_owner: false,
+            numeric_owner: false,
+            rename: Vec::new(),
+            selection: None,
+        }
+    }
+}
+
+/// Write the archive's state at `req.time` (all of it, or one path) to
+/// `req.dest`; every file is checked before it reaches its place.
 pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
     let RestoreRequest {
         time,
