@@ -7,6 +7,8 @@
 //! services that need an async runtime, an HTTP client and service SDK
 //! logic, so that the engine depends on none of them.
 
+#![warn(missing_docs)]
+
 mod google;
 mod http;
 pub mod remote;

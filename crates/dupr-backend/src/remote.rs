@@ -41,6 +41,8 @@ const DROPBOX_CHUNK: u64 = 8 << 20;
 /// A download started ahead: its task, and the file it writes.
 type Prefetch = (tokio::task::JoinHandle<Result<PathBuf>>, PathBuf);
 
+/// A target on a storage service: an OpenDAL operator for the scheme's
+/// service on a small tokio runtime of its own (the engine is synchronous).
 pub struct Remote {
     url: String,
     rt: tokio::runtime::Runtime,
@@ -92,6 +94,9 @@ fn encode_segment(s: &str) -> String {
 }
 
 impl Remote {
+    /// Connect to the target of `u` (`raw` is the URL as given, shown with
+    /// its password redacted); services that log in (B2, Google Drive)
+    /// do so here.
     pub fn open(u: &Url, raw: &str, opts: &BackendOptions) -> Result<Remote> {
         let display = redact(raw);
         let bad = |reason: String| Error::BadUrl {
