@@ -22,7 +22,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::symlink;
@@ -37,75 +37,9 @@ const PASS: &str = "chain passphrase: äöü \"quoted\" 42";
 /// The multi-volume file of the base tree (`big.bin` of the tricky tree).
 const BIG: usize = 3_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    /// `--no-encryption` (gzip volumes).
-    Plain,
-    /// Symmetric OpenPGP with `PASSPHRASE`.
-    Gpg,
-}
-
-/// A test environment plus the encryption mode and a private GNUPGHOME for
-/// the reference duplicitys (and for gpg itself). gpg-agents started for that
-/// home are stopped when the context is dropped.
-struct Ctx {
-    env: Env,
-    mode: Mode,
-    gnupg: GpgHome,
-}
+use common::interop::{Ctx, Mode};
 
 impl Ctx {
-    fn new(mode: Mode) -> Ctx {
-        let env = Env::new();
-        let gnupg = GpgHome::new(env.path());
-        Ctx { env, mode, gnupg }
-    }
-
-    fn src(&self) -> PathBuf {
-        self.env.src()
-    }
-
-    fn url(&self) -> String {
-        self.env.target_url()
-    }
-
-    fn enc_flags(&self) -> Vec<&'static str> {
-        match self.mode {
-            Mode::Plain => vec!["--no-encryption"],
-            Mode::Gpg => vec![],
-        }
-    }
-
-    /// dupr with the env's cache, the mode's flags and (encrypted) PASSPHRASE.
-    fn dupr(&self) -> assert_cmd::Command {
-        let mut c = self.env.dupr();
-        c.args(self.enc_flags());
-        if self.mode == Mode::Gpg {
-            c.env("PASSPHRASE", PASS);
-        }
-        c
-    }
-
-    /// Environment for the reference duplicitys.
-    fn dup_env(&self) -> Vec<(&str, &str)> {
-        let mut e = vec![("GNUPGHOME", self.gnupg.to_str().unwrap())];
-        if self.mode == Mode::Gpg {
-            e.push(("PASSPHRASE", PASS));
-        }
-        e
-    }
-
-    /// Run duplicity `v` as `duplicity CMD <mode flags> --archive-dir A REST...`.
-    fn dup(&self, v: Dup, cmd: &str, rest: &[&OsStr]) -> Output {
-        let archive = self.env.archive_dir(v);
-        let mut args: Vec<OsString> = vec![cmd.into()];
-        args.extend(self.enc_flags().into_iter().map(OsString::from));
-        args.push("--archive-dir".into());
-        args.push(archive.into_os_string());
-        args.extend(rest.iter().map(|a| a.to_os_string()));
-        run_duplicity(v, args, &self.dup_env())
-    }
-
     /// `dupr [CMD] --volsize 1 SRC URL` (CMD None = the implicit form).
     fn dupr_backup(&self, cmd: Option<&str>) {
         let mut c = self.dupr();
@@ -512,7 +446,7 @@ fn check_collection_status(ctx: &Ctx, sets: usize, label: &str) {
 /// dupr and both duplicitys and lists the same as duplicity 3.2.1.
 fn dupr_chain(mode: Mode) {
     let label = format!("dupr chain ({mode:?})");
-    let ctx = Ctx::new(mode);
+    let ctx = Ctx::new(mode, PASS);
     let src = ctx.src();
     make_base(&src);
 
@@ -584,7 +518,7 @@ enum Maker {
 
 fn mixed_chain(mode: Mode) {
     let label = format!("mixed chain ({mode:?})");
-    let ctx = Ctx::new(mode);
+    let ctx = Ctx::new(mode, PASS);
     let src = ctx.src();
     make_base(&src);
 
@@ -666,7 +600,7 @@ fn tar_list(file: &Path) -> Vec<String> {
 
 #[test]
 fn gpg_decrypts_dupr_volumes_manifest_and_signatures() {
-    let ctx = Ctx::new(Mode::Gpg);
+    let ctx = Ctx::new(Mode::Gpg, PASS);
     let src = ctx.src();
     make_base(&src);
     ctx.dupr_backup(Some("full"));
@@ -778,7 +712,7 @@ fn gpg_decrypts_dupr_volumes_manifest_and_signatures() {
 #[test]
 fn dupr_restores_encrypted_chains_written_by_duplicity() {
     for v in Dup::ALL {
-        let ctx = Ctx::new(Mode::Gpg);
+        let ctx = Ctx::new(Mode::Gpg, PASS);
         let src = ctx.src();
         make_base(&src);
         let mut points = Vec::new();
@@ -826,7 +760,7 @@ fn dupr_restores_encrypted_chains_written_by_duplicity() {
 /// (the manifests/signatures need it first).
 #[test]
 fn wrong_passphrase_fails_and_creates_no_target() {
-    let ctx = Ctx::new(Mode::Gpg);
+    let ctx = Ctx::new(Mode::Gpg, PASS);
     let src = ctx.src();
     make_base(&src);
     ctx.dupr_backup(Some("full"));
@@ -888,7 +822,7 @@ fn wrong_passphrase_fails_and_creates_no_target() {
 #[test]
 fn encrypted_volumes_honour_volsize() {
     for mode in [Mode::Plain, Mode::Gpg] {
-        let ctx = Ctx::new(mode);
+        let ctx = Ctx::new(mode, PASS);
         let src = ctx.src();
         write(&src.join("random.bin"), &pseudo_random_bytes(4_000_000, 99));
         ctx.dupr_backup(Some("full"));

@@ -37,49 +37,9 @@ use common::*;
 
 const PASS: &str = "maintenance passphrase ÄÖ \"q\" 7";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Plain,
-    Gpg,
-}
-
-struct Ctx {
-    env: Env,
-    mode: Mode,
-    gnupg: GpgHome,
-}
+use common::interop::{Ctx, Mode};
 
 impl Ctx {
-    fn new(mode: Mode) -> Ctx {
-        let env = Env::new();
-        let gnupg = GpgHome::new(env.path());
-        Ctx { env, mode, gnupg }
-    }
-
-    fn src(&self) -> PathBuf {
-        self.env.src()
-    }
-
-    fn url(&self) -> String {
-        self.env.target_url()
-    }
-
-    fn enc_flags(&self) -> Vec<&'static str> {
-        match self.mode {
-            Mode::Plain => vec!["--no-encryption"],
-            Mode::Gpg => vec![],
-        }
-    }
-
-    fn dupr(&self) -> assert_cmd::Command {
-        let mut c = self.env.dupr();
-        c.args(self.enc_flags());
-        if self.mode == Mode::Gpg {
-            c.env("PASSPHRASE", PASS);
-        }
-        c
-    }
-
     /// Run dupr with `args`, return its output (no status check).
     fn dupr_run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let mut c = self.dupr();
@@ -103,24 +63,6 @@ impl Ctx {
             out_text(&o)
         );
         o
-    }
-
-    fn dup_env(&self) -> Vec<(&str, &str)> {
-        let mut e = vec![("GNUPGHOME", self.gnupg.to_str().unwrap())];
-        if self.mode == Mode::Gpg {
-            e.push(("PASSPHRASE", PASS));
-        }
-        e
-    }
-
-    /// `duplicity CMD <enc flags> --archive-dir A REST...` (no status check).
-    fn dup_with_archive(&self, v: Dup, archive: &Path, cmd: &str, rest: &[&OsStr]) -> Output {
-        let mut args: Vec<OsString> = vec![cmd.into()];
-        args.extend(self.enc_flags().into_iter().map(OsString::from));
-        args.push("--archive-dir".into());
-        args.push(archive.as_os_str().to_os_string());
-        args.extend(rest.iter().map(|a| a.to_os_string()));
-        try_duplicity(v, args, &self.dup_env())
     }
 
     /// As [`Ctx::dup_with_archive`] with the version's own archive dir; must succeed.
@@ -475,7 +417,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Run one deleting command (`cmd arg`) on the three chains and check
 /// everything against `keep` (indexes into the six sets).
 fn retention_case(mode: Mode, cmd: &str, arg: impl Fn(&ThreeChains) -> String, keep: &[usize]) {
-    let ctx = Ctx::new(mode);
+    let ctx = Ctx::new(mode, PASS);
     let tc = three_chains(&ctx);
     let url = ctx.url();
     let target = ctx.env.target();
@@ -611,7 +553,7 @@ fn remove_older_than_boundaries() {
     // end < T is required: T = chain 1's end time deletes nothing; T inside
     // chain 2 keeps chain 2 (newer sets depend on it); T = now never deletes
     // the primary chain.
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let tc = three_chains(&ctx);
     let url = ctx.url();
     let target = ctx.env.target();
@@ -671,7 +613,7 @@ fn remove_all_but_n_full_encrypted() {
 
 #[test]
 fn remove_all_but_n_full_more_than_chains_deletes_nothing() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let tc = three_chains(&ctx);
     let url = ctx.url();
     for n in ["3", "4"] {
@@ -710,7 +652,7 @@ fn remove_all_inc_of_but_n_full() {
 
 #[test]
 fn cleanup_removes_incomplete_and_orphaned_sets_only() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let src = ctx.src();
     fs::write(src.join("big.bin"), pseudo_random_bytes(2_500_000, 5)).unwrap();
     fs::write(src.join("f.txt"), "one\n").unwrap();
@@ -941,7 +883,7 @@ fn verify_setup(ctx: &Ctx) -> (SetId, SetId) {
 
 #[test]
 fn verify_compare_data() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let src = ctx.src();
     let (t1, t2) = verify_setup(&ctx);
     let n_entries = listing_of_tree(&src).len() as u64;
@@ -1040,7 +982,7 @@ fn verify_compare_data() {
 /// differ).
 #[test]
 fn verify_counts_match_duplicity() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let src = ctx.src();
     let (t1, _) = verify_setup(&ctx);
     let mut report = Vec::new();
@@ -1068,7 +1010,7 @@ fn verify_counts_match_duplicity() {
 /// mtime for regular files, directories and fifos).
 #[test]
 fn verify_reports_directory_mtime_change() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let src = ctx.src();
     verify_setup(&ctx);
     set_mtime(&src.join("empty-dir"), 1_600_000_000);
@@ -1162,7 +1104,7 @@ fn assert_locked_out(o: &Output, what: &str) {
 
 #[test]
 fn lock_held_by_another_process_blocks_every_command() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let src = ctx.src();
     fs::write(src.join("f.txt"), "locked content\n").unwrap();
     let url = ctx.url();
@@ -1469,7 +1411,7 @@ fn assert_duplicity_locked_out(v: Dup, o: &Output, what: &str) {
 /// set and the newest state restores.
 #[test]
 fn killed_dupr_run_excludes_others_then_leaves_no_blocking_lock() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     let src = ctx.src();
     make_big_tree(&src);
     let url = ctx.url();
@@ -1552,7 +1494,7 @@ fn killed_dupr_run_excludes_others_then_leaves_no_blocking_lock() {
 /// then completes normally.
 #[test]
 fn running_dupr_excludes_duplicity_3() {
-    let ctx = Ctx::new(Mode::Plain);
+    let ctx = Ctx::new(Mode::Plain, PASS);
     make_big_tree(&ctx.src());
     let target = ctx.env.target();
     let url = ctx.url();

@@ -9,10 +9,10 @@ mod restore;
 mod resume;
 mod status;
 
+pub use crate::check::{CheckReport, Problem};
 pub use backup::{backup, BackupKind, BackupOutcome, BackupRequest};
 pub use remove::{remove, Removal, RemovalReport};
 pub use restore::{restore, verify, RestoreRequest, VerifyReport};
-pub use crate::check::{CheckReport, Problem};
 pub use status::{
     changes_in_set, check, collection_report, collection_status, file_changed, list_current_files,
     FileChange, SetChanges,

@@ -10,6 +10,7 @@
 //!   comparison of two trees.
 #![allow(dead_code)]
 
+pub mod interop;
 pub mod servers;
 
 use std::collections::{BTreeMap, BTreeSet};
