@@ -1,11 +1,9 @@
 //! `collection-status` and `list-current-files`: answered from manifests
 //! names and the signature chain only; no volume is read.
 
-use std::fmt::Write as _;
-
 use crate::backend::Backend;
 use crate::cache::Cache;
-use crate::chain::{Chain, Collection, SigFile};
+use crate::chain::{Collection, SigFile};
 use std::sync::Arc;
 
 use crate::crypt::{self, Codec, Crypto};
@@ -15,95 +13,6 @@ use crate::index::Index;
 use crate::naming::Prefixes;
 use crate::sigtar::{SigMerge, SigtarReader};
 use crate::time::{self, Timestamp};
-
-fn chain_block(out: &mut String, ch: &Chain) {
-    let _ = writeln!(out, "Chain start time: {}", time::pretty_local(ch.start()));
-    let _ = writeln!(out, "Chain end time: {}", time::pretty_local(ch.end()));
-    let _ = writeln!(
-        out,
-        "Number of contained backup sets: {}",
-        ch.incs.len() + 1
-    );
-    let vols: usize = ch.sets().map(|s| s.volumes.len()).sum();
-    let _ = writeln!(out, "Total number of contained volumes: {vols}");
-    let _ = writeln!(
-        out,
-        "{:>20}{:>33}{:>18}",
-        " Type of backup set:", "Time:", "Num volumes:"
-    );
-    for s in ch.sets() {
-        let kind = if s.is_full() { "Full" } else { "Incremental" };
-        let _ = writeln!(
-            out,
-            "{:>20}{:>33}{:>18}",
-            kind,
-            time::pretty_local(s.end),
-            s.volumes.len()
-        );
-    }
-}
-
-/// duplicity 3.x's collection-status text.
-pub fn collection_status(c: &Collection, backend_name: &str, archive_dir: &str) -> String {
-    let mut out = String::new();
-    match c.chains.last() {
-        Some(ch) => {
-            let _ = writeln!(
-                out,
-                "Last full backup date: {}",
-                time::pretty_local(ch.start())
-            );
-        }
-        None => out.push_str("Last full backup date: none\n"),
-    }
-    out.push_str("Collection Status\n-----------------\n");
-    let _ = writeln!(out, "Connecting with backend: {backend_name}");
-    let _ = writeln!(out, "Archive dir: {archive_dir}");
-    out.push('\n');
-    let primary = c.chains.last();
-    let secondary: Vec<&Chain> = c
-        .chains
-        .iter()
-        .take(c.chains.len().saturating_sub(1))
-        .collect();
-    let _ = writeln!(out, "Found {} secondary backup chain(s).", secondary.len());
-    for (i, ch) in secondary.iter().enumerate() {
-        let _ = writeln!(out, "Secondary chain {} of {}:", i + 1, secondary.len());
-        out.push_str("-------------------------\n");
-        chain_block(&mut out, ch);
-        out.push_str("-------------------------\n");
-    }
-    out.push('\n');
-    match primary {
-        Some(ch) => {
-            if c.sig_chain_for(ch).is_some() {
-                out.push_str("Found primary backup chain with matching signature chain:\n");
-            } else {
-                out.push_str("Found primary backup chain without matching signature chain:\n");
-            }
-            out.push_str("-------------------------\n");
-            chain_block(&mut out, ch);
-            out.push_str("-------------------------\n");
-        }
-        None => out.push_str("No backup chains with active signatures found\n"),
-    }
-    if c.orphaned.is_empty() && c.incomplete.is_empty() {
-        out.push_str("No orphaned or incomplete backup sets found.\n");
-    } else {
-        if !c.orphaned.is_empty() {
-            let _ = writeln!(
-                out,
-                "Also found {} backup set(s) not part of any chain,",
-                c.orphaned.len()
-            );
-        }
-        if !c.incomplete.is_empty() {
-            let _ = writeln!(out, "and {} incomplete backup set(s).", c.incomplete.len());
-        }
-        out.push_str("These may be deleted by running duplicity with the \"cleanup\" command.\n");
-    }
-    out
-}
 
 /// Readers of signature files, from the local cache where it has them.
 pub fn sig_readers(

@@ -150,7 +150,12 @@ pub fn collection(cli: &Cli, args: &[OsString]) -> anyhow::Result<i32> {
     } else if cli.general.json {
         json::line(&serde_json::to_value(ops::collection_report(&target)?)?);
     } else {
-        print!("{}", ops::collection_status(&target)?);
+        let (c, problems) = ops::collection_status(&target)?;
+        let archive_dir = target.cache.dir().display().to_string();
+        print!(
+            "{}",
+            crate::render::collection_status(&c, "BackendWrapper", &archive_dir, &problems)
+        );
     }
     Ok(0)
 }

@@ -41,20 +41,12 @@ pub fn list_current_files(
     )
 }
 
-pub fn collection_status(t: &Target) -> Result<String> {
+/// `collection-status`: the sets on the target sorted into chains, and the
+/// problems found (which sets are incomplete, and why).
+pub fn collection_status(t: &Target) -> Result<(Collection, Vec<status::StatusProblem>)> {
     let (names, c) = t.collection()?;
-    let mut out =
-        status::collection_status(&c, "BackendWrapper", &t.cache.dir().display().to_string());
-    // dupr's addition: which sets are incomplete, and why.
-    for p in status_problems(t, &c, &names) {
-        out.push_str(&format!(
-            "Problem: {} ({}): {}\n",
-            p.file,
-            crate::time::pretty_local(p.time),
-            p.what
-        ));
-    }
-    Ok(out)
+    let problems = status_problems(t, &c, &names);
+    Ok((c, problems))
 }
 
 /// `collection-status` as data (`--json`).
