@@ -757,19 +757,18 @@ pub fn restore(
     })
 }
 
-/// Read the sets' needed volumes and hand every path under `opts.path`, in
-/// index order and rebuilt to its newest state, to `w`.
-pub fn collate(
-    backend: &dyn Backend,
-    cache: Option<&Cache>,
-    sets: &[&BackupSet],
-    prefixes: &Prefixes,
-    opts: &RestoreOptions,
-    w: &mut dyn Sink,
-) -> Result<()> {
-    let want = opts.path.clone().unwrap_or_default();
-    let mut streams = Vec::new();
-    for set in sets {
+impl<'a> SetStream<'a> {
+    /// The entries of `set` for restoring `want` (everything when empty):
+    /// its volumes that can hold `want`, in order, each with its block
+    /// index when the set has one made for that very volume.
+    fn open(
+        backend: &'a dyn Backend,
+        cache: Option<&Cache>,
+        set: &BackupSet,
+        prefixes: &Prefixes,
+        opts: &RestoreOptions,
+        want: &Index,
+    ) -> Result<Self> {
         let m = load_manifest(backend, cache, set, prefixes, opts.crypto.as_ref())?;
         // With a block index, volumes are read in blocks decoded on every
         // core, and for one path only the blocks holding it.
@@ -777,14 +776,14 @@ pub fn collate(
             let nums: std::collections::BTreeSet<u32> = m
                 .volumes
                 .iter()
-                .filter(|(_, v)| v.contains(&want))
+                .filter(|(_, v)| v.contains(want))
                 .map(|(n, _)| *n)
                 .collect();
             load_blocks(backend, cache, set, prefixes, opts.crypto.as_ref(), &nums)
         };
         let mut vols = VecDeque::new();
         for (n, v) in &m.volumes {
-            if !v.contains(&want) {
+            if !v.contains(want) {
                 continue;
             }
             let name = set
@@ -809,7 +808,7 @@ pub fn collate(
                 seek,
             });
         }
-        streams.push(SetStream {
+        Ok(SetStream {
             backend,
             tempdir: opts.tempdir.clone(),
             vols,
@@ -826,7 +825,24 @@ pub fn collate(
             last_hash: None,
             plain: opts.plain.clone(),
             copying: None,
-        });
+        })
+    }
+}
+
+/// Read the sets' needed volumes and hand every path under `opts.path`, in
+/// index order and rebuilt to its newest state, to `w`.
+pub fn collate(
+    backend: &dyn Backend,
+    cache: Option<&Cache>,
+    sets: &[&BackupSet],
+    prefixes: &Prefixes,
+    opts: &RestoreOptions,
+    w: &mut dyn Sink,
+) -> Result<()> {
+    let want = opts.path.clone().unwrap_or_default();
+    let mut streams = Vec::with_capacity(sets.len());
+    for set in sets {
+        streams.push(SetStream::open(backend, cache, set, prefixes, opts, &want)?);
     }
 
     let mut heads: Vec<Option<Head>> = Vec::new();
