@@ -344,8 +344,25 @@ pub fn entry_name(
     n
 }
 
+/// Why a tar entry's name is not one duplicity writes (the name follows,
+/// lossily decoded).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryNameError {
+    #[error("unknown tar entry {0:?}")]
+    Unknown(String),
+    #[error("absolute path in tar entry {0:?}")]
+    Absolute(String),
+    #[error("multivol entry without chunk number {0:?}")]
+    NoChunk(String),
+    #[error("bad chunk number in {0:?}")]
+    BadChunk(String),
+    /// `..` or an empty component: a path that would leave the restore root.
+    #[error("path outside the backup root in tar entry {0:?}")]
+    OutsideRoot(String),
+}
+
 /// Parse an entry name, refusing `..`, absolute paths and unknown prefixes.
-pub fn parse_entry_name(name: &[u8]) -> Result<EntryName, String> {
+pub fn parse_entry_name(name: &[u8]) -> Result<EntryName, EntryNameError> {
     let show = || String::from_utf8_lossy(name).into_owned();
     let table: [(&[u8], Role, bool); 6] = [
         (b"multivol_snapshot/", Role::Snapshot, true),
@@ -362,26 +379,26 @@ pub fn parse_entry_name(name: &[u8]) -> Result<EntryName, String> {
             b"snapshot" => Some((&b""[..], Role::Snapshot, false)),
             _ => None,
         })
-        .ok_or_else(|| format!("unknown tar entry {:?}", show()))?;
+        .ok_or_else(|| EntryNameError::Unknown(show()))?;
     if rest.starts_with(b"/") {
-        return Err(format!("absolute path in tar entry {:?}", show()));
+        return Err(EntryNameError::Absolute(show()));
     }
     let rest = rest.strip_suffix(b"/").unwrap_or(rest);
     let (path, chunk) = if multivol {
         let slash = rest
             .iter()
             .rposition(|&b| b == b'/')
-            .ok_or_else(|| format!("multivol entry without chunk number {:?}", show()))?;
+            .ok_or_else(|| EntryNameError::NoChunk(show()))?;
         let n = std::str::from_utf8(&rest[slash + 1..])
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| format!("bad chunk number in {:?}", show()))?;
+            .ok_or_else(|| EntryNameError::BadChunk(show()))?;
         (&rest[..slash], Some(n))
     } else {
         (rest, None)
     };
-    let index = crate::index::Index::parse(path)
-        .ok_or_else(|| format!("path outside the backup root in tar entry {:?}", show()))?;
+    let index =
+        crate::index::Index::parse(path).ok_or_else(|| EntryNameError::OutsideRoot(show()))?;
     Ok(EntryName { role, index, chunk })
 }
 
@@ -407,8 +424,21 @@ mod name_tests {
         );
         assert!(parse_entry_name(b"snapshot/./").unwrap().index.is_root());
         assert!(parse_entry_name(b"snapshot/").unwrap().index.is_root());
-        assert!(parse_entry_name(b"snapshot/a/../../etc/passwd").is_err());
-        assert!(parse_entry_name(b"snapshot//etc/passwd").is_err());
-        assert!(parse_entry_name(b"evil/x").is_err());
+        assert!(matches!(
+            parse_entry_name(b"snapshot/a/../../etc/passwd"),
+            Err(EntryNameError::OutsideRoot(_))
+        ));
+        assert!(matches!(
+            parse_entry_name(b"snapshot//etc/passwd"),
+            Err(EntryNameError::Absolute(_))
+        ));
+        assert!(matches!(
+            parse_entry_name(b"evil/x"),
+            Err(EntryNameError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_entry_name(b"multivol_snapshot/a/x"),
+            Err(EntryNameError::BadChunk(_))
+        ));
     }
 }

@@ -192,7 +192,7 @@ impl<R: Read> SigtarReader<R> {
         else {
             return Ok(None);
         };
-        let en = parse_entry_name(&h.name).map_err(|e| self.bad(e))?;
+        let en = parse_entry_name(&h.name).map_err(|e| self.bad(e.to_string()))?;
         let (meta, signature) = match en.role {
             Role::Deleted => (None, None),
             Role::Snapshot | Role::Signature => {
