@@ -17,6 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
 use crate::manifest::{Change, Manifest, VolumeInfo};
 use crate::naming::{self, FileType, ParsedName, Prefixes, SetType};
+use crate::ops::BackupRequest;
 use crate::signature::{block_len, SigBuilder};
 use crate::sigtar::{SigEntry, SigMerge, SigtarWriter};
 use crate::tar;
@@ -28,54 +29,66 @@ use crate::walk::Walker;
 /// Live counters a progress display can poll.
 #[derive(Default)]
 pub struct Counters {
+    /// Source entries walked so far.
     pub files: AtomicU64,
+    /// Source file bytes done so far: read (snapshots and deltas), or
+    /// passed over unchanged.
     pub bytes: AtomicU64,
 }
 
-pub struct BackupConfig {
-    pub source: PathBuf,
-    /// The source as typed, for the manifest's Localdir.
-    pub source_arg: Vec<u8>,
+/// A backup run's settings: the request, and what the target adds.
+pub(crate) struct BackupConfig {
+    /// What was asked (source, selection, dry run, ...).
+    pub req: BackupRequest,
+    /// Bytes of tar per volume.
     pub volsize: u64,
+    /// How volumes and the set's other files are written.
     pub codec: Codec,
     /// Deflate level for an incremental set's volumes (None: `codec`'s).
     pub incremental_level: Option<u32>,
-    pub max_blocksize: Option<u32>,
-    pub dry_run: bool,
+    /// This host's name, for the manifest.
     pub hostname: Vec<u8>,
+    /// File name prefixes on the target.
     pub prefixes: Prefixes,
-    pub counters: Option<Arc<Counters>>,
-    /// Record changed paths in the manifest's Filelist.
-    pub files_changed: bool,
-    /// An incremental that changes nothing is discarded, not written.
-    pub skip_if_no_change: bool,
-    /// Store the statistics with the set (duplicity 3's `--jsonstat`).
-    pub jsonstat: bool,
     /// Volumes uploaded at once.
     pub concurrency: usize,
 }
 
+/// What a backup did, as duplicity's statistics block reports it.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stats {
     /// The incremental found no change and was not kept (--skip-if-no-change).
     pub skipped: bool,
+    /// The set's time (its name's end time).
     pub start_time: Timestamp,
+    /// When the last file of the set was stored.
     pub end_time: Timestamp,
+    /// Entries the walk selected (files, directories, links, ...).
     pub source_files: u64,
+    /// Their sizes, summed.
     pub source_file_size: u64,
+    /// Entries the previous backup did not have (all of them in a full).
     pub new_files: u64,
+    /// Their sizes, summed.
     pub new_file_size: u64,
+    /// Entries the previous backup had and the source no longer has.
     pub deleted_files: u64,
+    /// Entries whose content or metadata changed since the previous backup.
     pub changed_files: u64,
+    /// Their sizes, summed.
     pub changed_file_size: u64,
+    /// Entries written to the volumes (snapshots, deltas, deletions).
     pub delta_entries: u64,
+    /// Bytes of snapshot and delta data written, before compression.
     pub raw_delta_size: u64,
+    /// Volumes this run stored (those of an interrupted run not counted).
     pub volumes: u32,
     /// Volume bytes written: duplicity's TotalDestinationSizeChange.
     pub dest_size: u64,
     /// Everything written to the target: volumes, signatures, manifest,
     /// block index.
     pub stored_total: u64,
+    /// Source entries that could not be read and were left out.
     pub errors: u64,
 }
 
@@ -108,27 +121,42 @@ impl Stats {
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct JsonStat {
+    /// [`Stats::start_time`].
     pub start_time: Timestamp,
+    /// [`Stats::end_time`].
     pub end_time: Timestamp,
     /// Seconds, to the hundredth.
     pub elapsed_time: f64,
+    /// [`Stats::source_files`].
     pub source_files: u64,
+    /// [`Stats::source_file_size`].
     pub source_file_size: u64,
+    /// [`Stats::new_files`].
     pub new_files: u64,
+    /// [`Stats::new_file_size`].
     pub new_file_size: u64,
+    /// [`Stats::deleted_files`].
     pub deleted_files: u64,
+    /// [`Stats::changed_files`].
     pub changed_files: u64,
+    /// [`Stats::changed_file_size`].
     pub changed_file_size: u64,
+    /// [`Stats::delta_entries`].
     pub delta_entries: u64,
+    /// [`Stats::raw_delta_size`].
     pub raw_delta_size: u64,
+    /// [`Stats::volumes`].
     pub volumes: u32,
+    /// [`Stats::dest_size`].
     pub total_destination_size_change: u64,
+    /// [`Stats::errors`].
     pub errors: u64,
+    /// [`Stats::skipped`].
     pub skipped: bool,
 }
 
 /// Drop `.` components and repeated/trailing slashes (Localdir as duplicity writes it).
-pub fn canonical_localdir(arg: &[u8]) -> Vec<u8> {
+pub(crate) fn canonical_localdir(arg: &[u8]) -> Vec<u8> {
     let abs = arg.starts_with(b"/");
     let parts: Vec<&[u8]> = arg
         .split(|&b| b == b'/')
@@ -160,7 +188,7 @@ const CHUNK: usize = 65536;
 /// The PAX record holding a regular file's content hash (SHA-256, hex) on
 /// the last tar entry of its snapshot or delta: restore and verify check the
 /// rebuilt bytes against it. duplicity ignores unknown PAX records.
-pub const CONTENT_HASH: &str = "DUPR.sha256";
+pub(crate) const CONTENT_HASH: &str = "DUPR.sha256";
 
 /// A reader that hashes what it reads.
 struct HashReader<'r, R>(&'r mut R, sha2::Sha256);
@@ -175,11 +203,14 @@ impl<R: Read> Read for HashReader<'_, R> {
 /// Bytes of a changed file diffed at a time.
 const DIFF_WINDOW: usize = 8 << 20;
 
+/// A stored volume's number and record.
+type Stored = (u32, VolumeInfo);
+
 /// What the volume writer reports: volume count, their bytes, their records.
-type Written = (u32, u64, Vec<(u32, VolumeInfo)>);
+type Written = (u32, u64, Vec<Stored>);
 
 /// What kind of set to write.
-pub enum Plan {
+pub(crate) enum Plan {
     Full,
     /// An incremental on top of the chain ending at `start`, whose merged
     /// signature state is `old`.
@@ -212,8 +243,55 @@ impl Emitter<'_> {
             .map_err(|_| Error::Usage("volume writer stopped".into()))
     }
 
+    /// Merge the walk with the old signature state (none for a full), in
+    /// index order: each path is new, changed, unchanged or, when only the
+    /// old state has it, deleted.
+    fn produce(
+        &mut self,
+        mut walker: Walker<'_>,
+        mut old: Option<&mut SigMerge<Box<dyn Read + Send>>>,
+        incremental: bool,
+    ) -> Result<()> {
+        let next_old = |old: &mut Option<&mut SigMerge<_>>| match old {
+            Some(o) => o.next_present(),
+            None => Ok(None),
+        };
+        let mut old_head = next_old(&mut old)?;
+        for e in walker.by_ref() {
+            self.stats.source_files += 1;
+            if let Some(c) = &self.cfg.req.counters {
+                c.files.fetch_add(1, Ordering::Relaxed);
+            }
+            // Paths the old state has and the walk passed: deleted.
+            while let Some(o) = old_head.take_if(|o| o.index < e.index) {
+                self.deleted(&o)?;
+                old_head = next_old(&mut old)?;
+            }
+            let prev = match old_head.take_if(|o| o.index == e.index) {
+                Some(o) => {
+                    old_head = next_old(&mut old)?;
+                    Some(o)
+                }
+                None => None,
+            };
+            self.entry(&e, prev, incremental)?;
+        }
+        while let Some(o) = old_head.take() {
+            self.deleted(&o)?;
+            old_head = next_old(&mut old)?;
+        }
+        // Read the old signatures to their checksums: a corrupt chain
+        // fails the run (and its volumes are discarded).
+        if let Some(o) = old {
+            o.drain()?;
+        }
+        self.errors += walker.errors;
+        self.filelist.flush().ctx(&self.filelist_path)?;
+        Ok(())
+    }
+
     fn note(&mut self, change: Change, index: &Index) -> Result<()> {
-        if !self.cfg.files_changed {
+        if !self.cfg.req.files_changed {
             return Ok(());
         }
         self.filelist
@@ -224,7 +302,7 @@ impl Emitter<'_> {
     }
 
     fn count(&self, bytes: u64) {
-        if let Some(c) = &self.cfg.counters {
+        if let Some(c) = &self.cfg.req.counters {
             c.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
@@ -327,7 +405,7 @@ impl Emitter<'_> {
                 return Ok(false);
             }
         };
-        let mut sig = SigBuilder::new(block_len(e.meta.size, self.cfg.max_blocksize));
+        let mut sig = SigBuilder::new(block_len(e.meta.size, self.cfg.req.max_blocksize));
         let total = self.chunks(e, Role::Snapshot, &mut f, Some(&mut sig), None)?;
         self.sigtar
             .add_signature(&e.index, &e.meta, &sig.finish())?;
@@ -358,7 +436,7 @@ impl Emitter<'_> {
             }
         };
         let len = f.metadata().ctx(&e.path)?.len();
-        let mut newsig = SigBuilder::new(block_len(len, self.cfg.max_blocksize));
+        let mut newsig = SigBuilder::new(block_len(len, self.cfg.req.max_blocksize));
         self.delta_tmp.set_len(0).ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
         let mut content = HashReader(&mut f, <sha2::Sha256 as sha2::Digest>::new());
@@ -429,6 +507,8 @@ impl Emitter<'_> {
                 if !changed {
                     if is_file {
                         self.stats.source_file_size += e.meta.size;
+                        // Done without reading: progress counts it too.
+                        self.count(e.meta.size);
                     }
                     return Ok(());
                 }
@@ -454,7 +534,7 @@ impl Emitter<'_> {
 /// becomes a short literal; each window's delta is spliced in without its
 /// magic and END). Feeds `newsig` with the same bytes. Returns the bytes
 /// read, or None if `fast_rsync` refuses the old signature.
-pub fn write_delta(
+pub(crate) fn write_delta(
     old: &fast_rsync::Signature,
     new: &mut impl Read,
     out: &mut impl Write,
@@ -543,7 +623,7 @@ fn size_mismatch(size: u64, sig: Option<&[u8]>) -> bool {
 }
 
 /// An interrupted set to continue: its name and the volumes it stored.
-pub struct Resume {
+pub(crate) struct Resume {
     pub set: ParsedName,
     /// Volumes 1..=k, as the partial manifest records them.
     pub volumes: Vec<(u32, VolumeInfo)>,
@@ -555,7 +635,7 @@ pub struct Resume {
 }
 
 /// The cache file journalling a set's entries while it is written.
-pub fn journal_name(set: &ParsedName, prefixes: &Prefixes) -> String {
+pub(crate) fn journal_name(set: &ParsedName, prefixes: &Prefixes) -> String {
     let man = naming::name(
         &ParsedName {
             kind: FileType::Manifest,
@@ -569,9 +649,9 @@ pub fn journal_name(set: &ParsedName, prefixes: &Prefixes) -> String {
     format!(".dupr-journal.{man}")
 }
 
-/// Run a backup of `cfg.source` to `backend`: a full set, or an incremental
+/// Run a backup of `cfg.req.source` to `backend`: a full set, or an incremental
 /// on top of the given signature state; or the rest of an interrupted one.
-pub fn run_backup(
+pub(crate) fn run_backup(
     cfg: &BackupConfig,
     backend: &Arc<dyn Backend>,
     cache: &Cache,
@@ -584,7 +664,7 @@ pub fn run_backup(
     let mut r = write_set(cfg, backend, cache, walker, plan, resume, &mut started);
     if let Ok(stats) = &mut r {
         let unchanged = stats.new_files + stats.changed_files + stats.deleted_files == 0;
-        if cfg.skip_if_no_change && incremental && unchanged && !cfg.dry_run {
+        if cfg.req.skip_if_no_change && incremental && unchanged && !cfg.req.dry_run {
             tracing::warn!("Skipped the incremental: nothing has changed");
             if let Some(set) = started.take() {
                 discard_set(backend.as_ref(), cache, &set, &cfg.prefixes);
@@ -616,7 +696,12 @@ pub fn run_backup(
 }
 
 /// Delete every remote and cached file of `set` (best effort).
-pub fn discard_set(backend: &dyn Backend, cache: &Cache, set: &ParsedName, prefixes: &Prefixes) {
+pub(crate) fn discard_set(
+    backend: &dyn Backend,
+    cache: &Cache,
+    set: &ParsedName,
+    prefixes: &Prefixes,
+) {
     let journal = cache.path(&journal_name(set, prefixes));
     let _ = std::fs::remove_file(&journal);
     let _ = std::fs::remove_file(journal.with_extension("new"));
@@ -645,7 +730,8 @@ fn write_set(
     resume: Option<Resume>,
     started: &mut Option<ParsedName>,
 ) -> Result<Stats> {
-    std::fs::symlink_metadata(&cfg.source).map_err(|_| Error::SourceMissing(cfg.source.clone()))?;
+    std::fs::symlink_metadata(&cfg.req.source)
+        .map_err(|_| Error::SourceMissing(cfg.req.source.clone()))?;
     let (set_type, start, mut old) = match plan {
         Plan::Full => (SetType::Full, None, None),
         Plan::Incremental { start, old } => (SetType::Inc, Some(start), Some(old)),
@@ -665,14 +751,8 @@ fn write_set(
         gzipped: false,
         partial: false,
     };
-    if cfg.dry_run {
-        let mut walker = walker;
-        for e in walker.by_ref() {
-            stats.source_files += 1;
-            stats.source_file_size += e.meta.size;
-        }
-        stats.errors = walker.errors;
-        stats.end_time = time::now();
+    if cfg.req.dry_run {
+        count_source(walker, &mut stats);
         return Ok(stats);
     }
 
@@ -681,15 +761,6 @@ fn write_set(
         .staging_dir()
         .unwrap_or_else(|| cache.dir().to_path_buf());
     let files = SetFiles::new(cfg, cache, &staging, set);
-    let SetFiles {
-        sig_local_part,
-        man_part,
-        filelist_path,
-        blocks_path,
-        journal,
-        remote_sig_tmp,
-        ..
-    } = &files;
     // Incremental sets are small and go out often: their bytes matter more
     // than their CPU (unless a level was given, which applies to all).
     let (vol_codec, side_codec) = match cfg.incremental_level {
@@ -700,82 +771,33 @@ fn write_set(
         _ => (cfg.codec.clone(), cfg.codec.clone()),
     };
     let mut sigtar = SigtarWriter::create(
-        sig_local_part,
+        &files.sig_local_part,
         (!matches!(cfg.codec, Codec::Gzip(_)))
-            .then_some((remote_sig_tmp.as_path(), side_codec.clone())),
+            .then_some((files.remote_sig_tmp.as_path(), side_codec.clone())),
     )?;
     let mut manifest = Manifest {
         hostname: cfg.hostname.clone(),
-        localdir: canonical_localdir(&cfg.source_arg),
+        localdir: canonical_localdir(&cfg.req.source_arg),
         ..Default::default()
     };
-    let mut man_head = manifest.header_bytes();
-    let mut resumed_vols = Vec::new();
-    let mut resume_point = None;
-    if let Some(r) = resume {
-        for (n, v) in &r.volumes {
-            man_head.extend_from_slice(&Manifest::volume_bytes(*n, v));
-        }
-        if let Some((n, v)) = r.volumes.last() {
-            tracing::warn!(
-                "Resuming the interrupted backup after volume {n} ({} volume(s) already stored)",
-                r.volumes.len()
-            );
-            resume_point = Some(ResumePoint {
-                count: *n,
-                stored: r.stored,
-                until: (v.end.clone(), v.end_block),
-                journal: journal.clone(),
-                checked: r.checked,
-            });
-        }
-        resumed_vols = r.volumes;
-    }
-    std::fs::write(man_part, &man_head).ctx(man_part)?;
+    let (resumed_vols, resume_point) = start_manifest(&manifest, &files, resume)?;
+    let filelist_path = &files.filelist_path;
     let filelist = BufWriter::new(File::create(filelist_path).ctx(filelist_path)?);
     let delta_tmp = tempfile::tempfile_in(cache.dir()).ctx(cache.dir())?;
 
     let (tx, rx) = crossbeam_channel::bounded::<Block>(16);
     let mut filelist_count = 0;
     let result = std::thread::scope(|s| -> Result<Written> {
-        let writer = s.spawn(|| -> Result<Written> {
-            // Owned here, so a writer that stops drops the receiver and the
-            // producer's next send fails instead of blocking forever.
-            let rx = rx;
-            let vw = VolumeWriter::new(
-                backend,
-                cfg.concurrency,
-                staging.clone(),
-                vol_codec,
-                set,
-                cfg.prefixes.clone(),
-                cfg.volsize,
-            );
-            let vw = vw.with_blocks(blocks_path.clone())?;
-            let mut vw = match resume_point {
-                Some(p) => vw.with_journal(journal.with_extension("new"))?.resume(p)?,
-                None => vw.with_journal(journal.clone())?,
-            };
-            let mut vols = Vec::new();
-            let mut record = |n: u32, v: VolumeInfo| -> Result<()> {
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(man_part)
-                    .ctx(man_part)?;
-                f.write_all(&Manifest::volume_bytes(n, &v)).ctx(man_part)?;
-                vols.push((n, v));
-                Ok(())
-            };
-            for b in rx.iter() {
-                if let Err(e) = vw.add(b, &mut record) {
-                    vw.abort();
-                    return Err(e);
-                }
-            }
-            let (n, bytes) = vw.finish(&mut record)?;
-            Ok((n, bytes, vols))
-        });
-
+        let volumes = VolumeWriter::new(
+            backend,
+            cfg.concurrency,
+            staging.clone(),
+            vol_codec,
+            set,
+            cfg.prefixes.clone(),
+            cfg.volsize,
+        );
+        let writer = s.spawn(|| write_volumes(volumes, rx, &files, resume_point));
         let mut em = Emitter {
             tx,
             sigtar: &mut sigtar,
@@ -788,44 +810,7 @@ fn write_set(
             delta_tmp,
             errors: 0,
         };
-        let produced = (|| -> Result<()> {
-            let mut walker = walker;
-            let mut old_head = match old.as_mut() {
-                Some(o) => o.next_present()?,
-                None => None,
-            };
-            for e in walker.by_ref() {
-                em.stats.source_files += 1;
-                if let Some(c) = &cfg.counters {
-                    c.files.fetch_add(1, Ordering::Relaxed);
-                }
-                // Paths the old state has and the walk passed: deleted.
-                while let Some(o) = old_head.take_if(|o| o.index < e.index) {
-                    em.deleted(&o)?;
-                    old_head = old.as_mut().expect("old state").next_present()?;
-                }
-                let prev = match old_head.take_if(|o| o.index == e.index) {
-                    Some(o) => {
-                        old_head = old.as_mut().expect("old state").next_present()?;
-                        Some(o)
-                    }
-                    None => None,
-                };
-                em.entry(&e, prev, incremental)?;
-            }
-            while let Some(o) = old_head.take() {
-                em.deleted(&o)?;
-                old_head = old.as_mut().expect("old state").next_present()?;
-            }
-            // Read the old signatures to their checksums: a corrupt chain
-            // fails the run (and its volumes are discarded).
-            if let Some(o) = old.as_mut() {
-                o.drain()?;
-            }
-            em.errors += walker.errors;
-            em.filelist.flush().ctx(&em.filelist_path)?;
-            Ok(())
-        })();
+        let produced = em.produce(walker, old.as_mut(), incremental);
         filelist_count = em.filelist_count;
         let errors = em.errors;
         drop(em);
@@ -840,7 +825,7 @@ fn write_set(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(filelist_path);
-            let _ = std::fs::remove_file(blocks_path);
+            let _ = std::fs::remove_file(&files.blocks_path);
             return Err(e);
         }
     };
@@ -862,6 +847,87 @@ fn write_set(
         &mut stats,
     )?;
     Ok(stats)
+}
+
+/// A dry run: count what the walk selects, write nothing.
+fn count_source(mut walker: Walker<'_>, stats: &mut Stats) {
+    for e in walker.by_ref() {
+        stats.source_files += 1;
+        stats.source_file_size += e.meta.size;
+    }
+    stats.errors = walker.errors;
+    stats.end_time = time::now();
+}
+
+/// Write the partial manifest's head (with the volumes an interrupted run
+/// stored, when resuming): the volume writer appends each volume to it as
+/// it is stored. Returns those volumes and where the writer picks up.
+fn start_manifest(
+    manifest: &Manifest,
+    files: &SetFiles,
+    resume: Option<Resume>,
+) -> Result<(Vec<Stored>, Option<ResumePoint>)> {
+    let mut head = manifest.header_bytes();
+    let mut resumed = (Vec::new(), None);
+    if let Some(r) = resume {
+        for (n, v) in &r.volumes {
+            head.extend_from_slice(&Manifest::volume_bytes(*n, v));
+        }
+        if let Some((n, v)) = r.volumes.last() {
+            tracing::warn!(
+                "Resuming the interrupted backup after volume {n} ({} volume(s) already stored)",
+                r.volumes.len()
+            );
+            resumed.1 = Some(ResumePoint {
+                count: *n,
+                stored: r.stored,
+                until: (v.end.clone(), v.end_block),
+                journal: files.journal.clone(),
+                checked: r.checked,
+            });
+        }
+        resumed.0 = r.volumes;
+    }
+    std::fs::write(&files.man_part, &head).ctx(&files.man_part)?;
+    Ok(resumed)
+}
+
+/// The volume writer's thread: cut the producer's blocks into volumes,
+/// store them, and record each stored volume in the partial manifest.
+fn write_volumes(
+    volumes: VolumeWriter,
+    // Owned here, so a writer that stops drops the receiver and the
+    // producer's next send fails instead of blocking forever.
+    rx: crossbeam_channel::Receiver<Block>,
+    files: &SetFiles,
+    resume_point: Option<ResumePoint>,
+) -> Result<Written> {
+    let man_part = &files.man_part;
+    let vw = volumes.with_blocks(files.blocks_path.clone())?;
+    let mut vw = match resume_point {
+        Some(p) => vw
+            .with_journal(files.journal.with_extension("new"))?
+            .resume(p)?,
+        None => vw.with_journal(files.journal.clone())?,
+    };
+    let mut vols = Vec::new();
+    let mut record = |n: u32, v: VolumeInfo| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(man_part)
+            .ctx(man_part)?;
+        f.write_all(&Manifest::volume_bytes(n, &v)).ctx(man_part)?;
+        vols.push((n, v));
+        Ok(())
+    };
+    for b in rx.iter() {
+        if let Err(e) = vw.add(b, &mut record) {
+            vw.abort();
+            return Err(e);
+        }
+    }
+    let (n, bytes) = vw.finish(&mut record)?;
+    Ok((n, bytes, vols))
 }
 
 /// Where one set's files go: names on the target, paths in the cache
@@ -1026,7 +1092,7 @@ fn finish_set(
     let _ = std::fs::remove_file(&f.filelist_path);
     std::fs::rename(&f.man_part, &f.man_local).ctx(&f.man_local)?;
     stats.end_time = time::now();
-    if cfg.jsonstat {
+    if cfg.req.jsonstat {
         // After the manifest: the statistics never make a set look complete.
         let json = serde_json::to_string(&stats.jsonstat(0.0))
             .map_err(std::io::Error::from)

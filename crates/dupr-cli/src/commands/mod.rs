@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use dupr_core::crypt::SymmetricKeyAlgorithm;
-use dupr_core::crypt::{Codec, Crypto, PublicKeyOptions, Tuning};
+use dupr_core::crypt::{Crypto, PublicKeyOptions, Tuning};
 use dupr_core::index::Index;
 use dupr_core::lock::RunLock;
 use dupr_core::ops::{Settings, Target};
@@ -257,50 +257,20 @@ fn settings(cli: &Cli, url: &OsString, access: Access) -> anyhow::Result<Setting
         p.map(|p| Crypto::symmetric(p, !cli.crypt.no_compression))
             .transpose()?
     };
-    let crypto = crypto.map(|c| Crypto::tuned(c, &tuning));
-    let codec = if cli.crypt.no_encryption {
-        if cli.crypt.no_compression {
-            Codec::Plain
-        } else {
-            Codec::Gzip(tuning.level)
-        }
-    } else {
-        match &crypto {
-            Some(c) => Codec::Gpg(c.clone()),
-            None if writing => {
-                return Err(anyhow!(Exit(
-                31,
-                "no passphrase: set PASSPHRASE, or pass --no-encryption for an unencrypted backup"
-                    .into()
-            )))
-            }
-            None => Codec::GZIP,
-        }
-    };
-    // Reading with neither passphrase nor key: files encrypted to a key of
-    // the GnuPG home still open, and others say what they need.
-    let crypto = match crypto {
-        None if !writing && !cli.crypt.no_encryption => Some(Crypto::keyring_only()),
-        c => c,
-    };
     let tempdir = cli
         .general
         .tempdir
         .clone()
         .unwrap_or_else(std::env::temp_dir);
     let backend = cli::backend_options(cli, &tempdir)?;
-    Ok(Settings {
-        url,
-        archive_dir: cli.general.archive_dir.clone(),
-        name: cli.general.name.clone(),
-        codec,
-        incremental_level: (!tuning.level_given).then_some(dupr_core::crypt::INCREMENTAL_LEVEL),
-        crypto,
-        prefixes: cli::prefixes(cli),
-        tempdir,
-        check_remote: !cli.general.no_check_remote,
-        backend,
-    })
+    let mut settings = Settings::new(url, crypto);
+    settings.archive_dir = cli.general.archive_dir.clone();
+    settings.name = cli.general.name.clone();
+    settings.prefixes = cli::prefixes(cli);
+    settings.tempdir = tempdir;
+    settings.check_remote = !cli.general.no_check_remote;
+    settings.backend = backend;
+    Ok(settings.with_encoding(!cli.crypt.no_encryption, &tuning, writing)?)
 }
 
 fn want_args(args: &[OsString], n: usize, what: &str) -> anyhow::Result<()> {

@@ -22,20 +22,29 @@ use std::os::unix::ffi::OsStrExt;
 use super::resume::{find_resume, has_partial};
 use super::{remove_stale_temps, remove_target_temps, selected_walker, Target};
 
+/// What to back up, and how: duplicity's backup options.
 pub struct BackupRequest {
+    /// The directory (or file) to back up.
     pub source: PathBuf,
+    /// The source as typed, for the manifest's Localdir.
     pub source_arg: Vec<u8>,
+    /// Volume size in MiB (`--volsize`).
     pub volsize_mib: u64,
+    /// Largest rsync block for signatures and deltas (`--max-blocksize`).
     pub max_blocksize: Option<u32>,
+    /// Walk and count what would be backed up; write nothing (`--dry-run`).
     pub dry_run: bool,
+    /// Live counters for a progress display.
     pub counters: Option<Arc<Counters>>,
     /// Compiled selection options; None backs up everything.
     pub selection: Option<Arc<Selection>>,
+    /// Full, incremental, or whichever the target's state calls for.
     pub kind: BackupKind,
     /// A full backup instead when the chain's full is older than this.
     pub full_if_older_than: Option<Timestamp>,
     /// A full backup instead when the chain has this many incrementals.
     pub full_if_n_inc: Option<usize>,
+    /// Build on a chain made from another host or source directory.
     pub allow_source_mismatch: bool,
     /// Write nothing when an incremental finds no change.
     pub skip_if_no_change: bool,
@@ -78,16 +87,23 @@ fn hostname() -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Which kind of set a backup writes (`full`, `incremental`, or neither
+/// word on the command line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackupKind {
+    /// A full set, starting a new chain.
     Full,
+    /// An incremental on the latest chain; an error when there is none.
     Incremental,
     /// Incremental when a usable chain exists, else full.
     Auto,
 }
 
+/// What [`backup()`] did.
 pub struct BackupOutcome {
+    /// The run's statistics.
     pub stats: Stats,
+    /// Whether the set written (or skipped) was an incremental.
     pub incremental: bool,
 }
 
@@ -95,21 +111,15 @@ pub struct BackupOutcome {
 pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
     let kind = req.kind;
     let cfg = BackupConfig {
-        source: req.source.clone(),
-        source_arg: req.source_arg.clone(),
         volsize: req.volsize_mib.max(1) * 1024 * 1024,
         codec: t.settings.codec.clone(),
         incremental_level: t.settings.incremental_level,
-        max_blocksize: req.max_blocksize,
-        dry_run: req.dry_run,
         hostname: hostname(),
         prefixes: t.settings.prefixes.clone(),
-        counters: req.counters.clone(),
-        files_changed: req.files_changed,
-        skip_if_no_change: req.skip_if_no_change,
-        jsonstat: req.jsonstat,
         concurrency: t.settings.backend.concurrency,
+        req,
     };
+    let req = &cfg.req;
     // Backups must not include their own target or cache (matched by
     // device and inode, without resolving every path).
     let excluded: Vec<(u64, u64)> = [t.backend.local_path(""), Some(t.cache.dir().to_path_buf())]
@@ -135,27 +145,29 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
                 }
             },
         );
-        Ok(selected_walker(&cfg.source, select, req.selection.clone())?
-            .with_follow_links(req.copy_links))
+        Ok(
+            selected_walker(&cfg.req.source, select, req.selection.clone())?
+                .with_follow_links(req.copy_links),
+        )
     };
     let plan = |t: &Target| -> Result<Plan> {
         if kind == BackupKind::Full {
             return Ok(Plan::Full);
         }
-        Ok(incremental_plan(t, &cfg, &req)?.unwrap_or(Plan::Full))
+        Ok(incremental_plan(t, &cfg)?.unwrap_or(Plan::Full))
     };
 
     remove_stale_temps(t);
     // Read-only checks first (a refused incremental writes nothing, not
     // even the target lock); an interrupted set is looked at under the lock.
-    let partial = !cfg.dry_run && has_partial(t);
+    let partial = !cfg.req.dry_run && has_partial(t);
     let early_plan = if partial { None } else { Some(plan(t)?) };
-    let _target_lock = if cfg.dry_run {
+    let _target_lock = if cfg.req.dry_run {
         None
     } else {
         Some(t.lock_target()?)
     };
-    if !cfg.dry_run {
+    if !cfg.req.dry_run {
         remove_target_temps(t);
         crate::interrupt::check()?;
     }
@@ -192,7 +204,7 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
         }
         r => r,
     };
-    if stats.is_err() && !cfg.dry_run {
+    if stats.is_err() && !cfg.req.dry_run {
         // Whatever stopped the run (an error, SIGINT/SIGTERM), its staged
         // volumes and uploads go; we still hold the target lock.
         remove_target_temps(t);
@@ -203,7 +215,8 @@ pub fn backup(t: &Target, req: BackupRequest) -> Result<BackupOutcome> {
 }
 
 /// The incremental plan, or None when a full backup must be made instead.
-fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Result<Option<Plan>> {
+fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
+    let req = &cfg.req;
     let kind = req.kind;
     let allow_source_mismatch = req.allow_source_mismatch;
     let (names, c) = t.collection()?;
@@ -293,7 +306,7 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig, req: &BackupRequest) -> Resu
                 current: String::from_utf8_lossy(&host).into_owned(),
             });
         }
-        let here = backup::canonical_localdir(&cfg.source_arg);
+        let here = backup::canonical_localdir(&cfg.req.source_arg);
         if !m.localdir.is_empty() && m.localdir != here {
             return Err(Error::SourceMismatch {
                 recorded: String::from_utf8_lossy(&m.localdir).into_owned(),

@@ -35,8 +35,11 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Settings shared by every command.
 pub struct Settings {
+    /// The target URL, as given.
     pub url: String,
+    /// Where caches live (`--archive-dir`; duplicity's default without it).
     pub archive_dir: Option<PathBuf>,
+    /// The cache's name under it (`--name`; a hash of the URL without it).
     pub name: Option<String>,
     /// How new files are written.
     pub codec: Codec,
@@ -44,7 +47,9 @@ pub struct Settings {
     pub incremental_level: Option<u32>,
     /// Keys for reading encrypted files (and writing, when `codec` is Gpg).
     pub crypto: Option<Arc<Crypto>>,
+    /// File name prefixes on the target (`--file-prefix` and friends).
     pub prefixes: Prefixes,
+    /// Where temporary files go (`--tempdir`).
     pub tempdir: PathBuf,
     /// Compare the target's manifests with the cache's before building on
     /// them (`--no-check-remote` turns it off).
@@ -77,11 +82,52 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Choose how new files are written, as duplicity's options do:
+    /// OpenPGP with `self.crypto`, tuned by `tuning` (`--compress-level`,
+    /// `--no-compression`, gpg's compression options); or, when `encrypt` is
+    /// false (`--no-encryption`), gzip at the tuning's level, or plain files
+    /// when compression is off too. An explicit level applies to every set;
+    /// without one, incrementals' volumes get a higher one.
+    ///
+    /// With encryption on and no passphrase or key, a command that writes
+    /// fails; one that only reads still opens files encrypted to a secret key
+    /// of the GnuPG home, and the others say what they need.
+    pub fn with_encoding(
+        mut self,
+        encrypt: bool,
+        tuning: &crate::crypt::Tuning,
+        writing: bool,
+    ) -> Result<Settings> {
+        self.crypto = self.crypto.map(|c| Crypto::tuned(c, tuning));
+        self.codec = match &self.crypto {
+            _ if !encrypt && tuning.compress => Codec::Gzip(tuning.level),
+            _ if !encrypt => Codec::Plain,
+            Some(c) => Codec::Gpg(c.clone()),
+            None if writing => {
+                return Err(Error::NoPassphrase {
+                    subject: "no passphrase or key to encrypt the backup with".into(),
+                    hint: ", or pass --no-encryption for an unencrypted backup",
+                })
+            }
+            None => {
+                self.crypto = Some(Crypto::keyring_only());
+                Codec::GZIP
+            }
+        };
+        self.incremental_level = (!tuning.level_given).then_some(crate::crypt::INCREMENTAL_LEVEL);
+        Ok(self)
+    }
+}
+
 /// An archive: where it is stored, its local cache, and the settings every
 /// command on it uses.
 pub struct Target {
+    /// The storage, with retries.
     pub backend: Arc<dyn Backend>,
+    /// The local cache of manifests and signatures.
     pub cache: Cache,
+    /// The settings it was opened with.
     pub settings: Settings,
 }
 
@@ -107,6 +153,7 @@ impl Target {
         crate::lock::TargetLock::acquire(self.backend.clone(), self.cache.dir())
     }
 
+    /// The target's file names, and the backup sets and chains they make.
     pub fn collection(&self) -> Result<(Vec<String>, Collection)> {
         let names = self.backend.list()?;
         let c = Collection::from_names(&names, &self.settings.prefixes);

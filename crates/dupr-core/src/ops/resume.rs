@@ -22,6 +22,75 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
+/// The newest set the cache holds a partial manifest of; older ones are
+/// discarded (only the newest can be continued).
+fn newest_partial(t: &Target) -> Result<Option<crate::naming::ParsedName>> {
+    let prefixes = &t.settings.prefixes;
+    let mut partials: Vec<crate::naming::ParsedName> = t
+        .cache
+        .list()?
+        .iter()
+        .filter_map(|n| crate::naming::parse(n, prefixes))
+        .filter(|p| p.partial && p.kind == FileType::Manifest)
+        .collect();
+    partials.sort_by_key(|p| p.end);
+    let newest = partials.pop();
+    for old in partials {
+        backup::discard_set(t.backend.as_ref(), &t.cache, &old, prefixes);
+    }
+    Ok(newest)
+}
+
+/// The SHA-1 (hex) of the stored file `name`.
+fn stored_sha1(t: &Target, name: &str) -> Result<String> {
+    let mut h = <sha1::Sha1 as sha1::Digest>::new();
+    let mut r = t.backend.open(name)?;
+    std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| Error::io(name, e))?;
+    Ok(hex::encode(sha1::Digest::finalize(h)))
+}
+
+/// Prove the passphrase (and the codec) on volume 1, as duplicity does:
+/// read it whole, so the integrity check at its end (MDC, gzip CRC) rules
+/// out a wrong key that happens to decrypt to plausible bytes.
+///
+/// An intact volume (its SHA-1 is `want`) that does not decrypt means a
+/// wrong passphrase: an error, and the set is kept. A damaged one cannot be
+/// continued: `Ok(Err(why))`.
+fn prove_passphrase(
+    t: &Target,
+    first: &str,
+    codec: &Codec,
+    want: Option<String>,
+) -> Result<std::result::Result<(), Error>> {
+    let proof = crate::crypt::decoder(t.backend.open(first)?, codec).and_then(|mut r| {
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map(|_| ())
+            .map_err(|e| match crate::crypt::signature_failure(&e) {
+                Some(sig) => sig,
+                None if e.to_string().to_lowercase().contains("passphrase") => {
+                    Error::WrongPassphrase
+                }
+                None => Error::io(first, e),
+            })
+    });
+    let Err(e) = proof else {
+        return Ok(Ok(()));
+    };
+    // Symmetric OpenPGP cannot tell a wrong passphrase from damage
+    // otherwise: the stored hash decides.
+    let intact = want.is_some_and(|want| stored_sha1(t, first).is_ok_and(|got| got == want));
+    if intact && matches!(e, Error::SecretKey(_)) {
+        // Public keys without the secret one here (duplicity skips this
+        // proof for them too): an intact volume 1 is enough.
+        tracing::info!("volume 1 of the interrupted backup not decrypted: {e}");
+        Ok(Ok(()))
+    } else if intact || matches!(e, Error::WrongPassphrase) {
+        Err(Error::WrongPassphrase)
+    } else {
+        Ok(Err(e))
+    }
+}
+
 /// Whether the cache holds a partial manifest (an interrupted set).
 pub(super) fn has_partial(t: &Target) -> bool {
     t.cache.list().is_ok_and(|names| {
@@ -37,19 +106,7 @@ pub(super) fn has_partial(t: &Target) -> bool {
 pub(super) fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backup::Resume>> {
     let prefixes = &t.settings.prefixes;
     let remote = t.backend.list()?;
-    let mut partials: Vec<crate::naming::ParsedName> = t
-        .cache
-        .list()?
-        .iter()
-        .filter_map(|n| crate::naming::parse(n, prefixes))
-        .filter(|p| p.partial && p.kind == FileType::Manifest)
-        .collect();
-    partials.sort_by_key(|p| p.end);
-    let newest = partials.pop();
-    for old in partials {
-        backup::discard_set(t.backend.as_ref(), &t.cache, &old, prefixes);
-    }
-    let Some(set) = newest else {
+    let Some(set) = newest_partial(t)? else {
         return Ok(None);
     };
     let same_set = |n: &crate::naming::ParsedName| {
@@ -128,49 +185,11 @@ pub(super) fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backu
             volumes.truncate(keep);
         }
     }
-    // Prove the passphrase (and the codec) on volume 1, as duplicity does:
-    // read it whole, so the integrity check at its end (MDC, gzip CRC)
-    // rules out a wrong key that happens to decrypt to plausible bytes.
     let first = vol_name(1);
     let codec = Codec::for_name(enc, gz, t.settings.crypto.as_ref(), &first)?;
-    let proof = crate::crypt::decoder(t.backend.open(&first)?, &codec).and_then(|mut r| {
-        std::io::copy(&mut r, &mut std::io::sink())
-            .map(|_| ())
-            .map_err(|e| match crate::crypt::signature_failure(&e) {
-                Some(sig) => sig,
-                None if e.to_string().to_lowercase().contains("passphrase") => {
-                    Error::WrongPassphrase
-                }
-                None => Error::io(&first, e),
-            })
-    });
-    match proof {
-        Ok(_) => {}
-        Err(e) => {
-            // Intact but undecryptable: the passphrase is wrong (symmetric
-            // OpenPGP cannot tell otherwise); refuse and keep the set.
-            // Damaged: it cannot be continued.
-            let intact = volumes
-                .first()
-                .and_then(|(_, v)| v.hash.clone())
-                .is_some_and(|(_, want)| {
-                    let mut h = <sha1::Sha1 as sha1::Digest>::new();
-                    let read = t.backend.open(&first).and_then(|mut r| {
-                        std::io::copy(&mut r, &mut HashWriter(&mut h))
-                            .map_err(|e| Error::io(&first, e))
-                    });
-                    read.is_ok() && hex::encode(sha1::Digest::finalize(h)) == want
-                });
-            // Public keys without the secret one here (duplicity skips
-            // this proof for them too): an intact volume 1 is enough.
-            if intact && matches!(e, Error::SecretKey(_)) {
-                tracing::info!("volume 1 of the interrupted backup not decrypted: {e}");
-            } else if intact || matches!(e, Error::WrongPassphrase) {
-                return Err(Error::WrongPassphrase);
-            } else {
-                return give_up(&format!("volume 1 is damaged: {e}"));
-            }
-        }
+    let first_hash = volumes.first().and_then(|(_, v)| v.hash.clone());
+    if let Err(damage) = prove_passphrase(t, &first, &codec, first_hash.map(|(_, h)| h))? {
+        return give_up(&format!("volume 1 is damaged: {damage}"));
     }
     if let Some(why) = start_over {
         return give_up(why);
@@ -189,11 +208,7 @@ pub(super) fn find_resume(t: &Target, cfg: &BackupConfig) -> Result<Option<backu
         // A partial manifest may lack a volume's hash: take it from the
         // stored volume, so the finished manifest records every one.
         for (n, v) in volumes.iter_mut().filter(|(_, v)| v.hash.is_none()) {
-            let name = vol_name(*n);
-            let mut h = <sha1::Sha1 as sha1::Digest>::new();
-            let mut r = t.backend.open(&name)?;
-            std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| Error::io(&name, e))?;
-            v.hash = Some(("SHA1".into(), hex::encode(sha1::Digest::finalize(h))));
+            v.hash = Some(("SHA1".into(), stored_sha1(t, &vol_name(*n))?));
         }
         tracing::warn!(
             "Resuming a backup set interrupted without a dupr journal (written by duplicity?) \
