@@ -13,6 +13,7 @@
 use base64::Engine;
 use opendal::{Buffer, HttpTransporter};
 
+use crate::http::SetupError;
 use dupr_core::backend::env_var;
 use dupr_core::backend::url::Url;
 
@@ -37,7 +38,7 @@ const TOKEN_LIFE: i64 = 3600 - 300;
 
 impl TokenSource {
     /// The bearer token to send now.
-    pub async fn bearer(&self) -> Result<String, String> {
+    pub(crate) async fn bearer(&self) -> Result<String, SetupError> {
         let now = dupr_core::time::now();
         {
             let cur = self.current.lock().expect("token lock");
@@ -56,7 +57,7 @@ impl TokenSource {
 pub async fn drive_auth(
     u: &Url,
     tp: &HttpTransporter,
-) -> Result<(Kv, Option<std::sync::Arc<TokenSource>>), String> {
+) -> Result<(Kv, Option<std::sync::Arc<TokenSource>>), SetupError> {
     let (kv, sa) = drive_credentials_inner(u, tp).await?;
     let src = sa.map(|(email, pem, token_uri)| {
         let token = kv
@@ -77,7 +78,7 @@ pub async fn drive_auth(
 
 type Sa = Option<(String, String, String)>;
 
-async fn drive_credentials_inner(u: &Url, tp: &HttpTransporter) -> Result<(Kv, Sa), String> {
+async fn drive_credentials_inner(u: &Url, tp: &HttpTransporter) -> Result<(Kv, Sa), SetupError> {
     if let Some(id) = u.query("myDriveFolderID").filter(|v| *v != "root") {
         tracing::warn!("myDriveFolderID={id} is ignored: dupr uses the path from My Drive's root");
     }
@@ -118,10 +119,10 @@ async fn from_json_file(
     var: &str,
     client_secret_file: Option<&str>,
     tp: &HttpTransporter,
-) -> Result<(Kv, Sa), String> {
-    let read = |p: &str, var: &str| -> Result<serde_json::Value, String> {
+) -> Result<(Kv, Sa), SetupError> {
+    let read = |p: &str, var: &str| -> Result<serde_json::Value, SetupError> {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{var} {p}: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("{var} {p}: not JSON: {e}"))
+        serde_json::from_str(&text).map_err(|e| format!("{var} {p}: not JSON: {e}").into())
     };
     let v = read(path, var)?;
     let s = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_string);
@@ -171,7 +172,7 @@ async fn service_account_token(
     pem: &str,
     token_uri: &str,
     tp: &HttpTransporter,
-) -> Result<String, String> {
+) -> Result<String, SetupError> {
     let jwt = sign_jwt(email, pem, token_uri, dupr_core::time::now())?;
     let body =
         format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}");
@@ -183,10 +184,13 @@ async fn service_account_token(
     v["access_token"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| "Google service account log-in: no access_token in the reply".into())
+        .ok_or_else(|| SetupError::Service {
+            reason: "Google service account log-in: no access_token in the reply".into(),
+            transient: false,
+        })
 }
 
-fn sign_jwt(email: &str, pem: &str, aud: &str, now: i64) -> Result<String, String> {
+fn sign_jwt(email: &str, pem: &str, aud: &str, now: i64) -> Result<String, SetupError> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::DecodePrivateKey;
     use rsa::signature::{SignatureEncoding, Signer};

@@ -31,7 +31,7 @@ impl HttpTransport for Transport {
         if let Some(g) = &self.google {
             if u.starts_with("https://www.googleapis.com/") {
                 let t = g.bearer().await.map_err(|e| {
-                    opendal::Error::new(ErrorKind::PermissionDenied, e).set_temporary()
+                    opendal::Error::new(ErrorKind::PermissionDenied, e.to_string()).set_temporary()
                 })?;
                 if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}")) {
                     req.headers_mut().insert(http::header::AUTHORIZATION, v);
@@ -118,24 +118,74 @@ pub(crate) fn transport(
     ))
 }
 
+/// Why a service could not be set up from its URL and environment.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    /// The URL or the environment lacks what the service needs, or holds a
+    /// value it cannot use: the URL (or its settings) is at fault.
+    #[error("{0}")]
+    Config(String),
+    /// A log-in or lookup made while setting up failed: the service is at
+    /// fault (unreachable, refused, an HTTP error), not the URL.
+    #[error("{reason}")]
+    Service {
+        /// What failed, and how.
+        reason: String,
+        /// Whether trying again later may succeed (network errors, 5xx, 429).
+        transient: bool,
+    },
+}
+
+impl From<&str> for SetupError {
+    fn from(reason: &str) -> Self {
+        SetupError::Config(reason.to_string())
+    }
+}
+
+impl From<String> for SetupError {
+    fn from(reason: String) -> Self {
+        SetupError::Config(reason)
+    }
+}
+
+impl SetupError {
+    /// The engine's error for the target `url` (shown redacted): a bad URL
+    /// (exit 23) or a backend error (exit 50).
+    pub(crate) fn at(self, url: &str) -> Error {
+        match self {
+            SetupError::Config(reason) => Error::BadUrl {
+                url: url.to_string(),
+                reason,
+            },
+            SetupError::Service { reason, transient } => Error::backend(url, reason, transient),
+        }
+    }
+}
+
 pub(crate) async fn json_reply(
     tp: &HttpTransporter,
     req: http::Request<Buffer>,
     what: &str,
-) -> std::result::Result<serde_json::Value, String> {
-    let resp = tp
-        .send(req)
-        .await
-        .map_err(|e| format!("{what}: {}", one_line(&e.to_string())))?;
+) -> std::result::Result<serde_json::Value, SetupError> {
+    let resp = tp.send(req).await.map_err(|e| SetupError::Service {
+        reason: format!("{what}: {}", one_line(&e.to_string())),
+        transient: true,
+    })?;
     let body = resp.body().to_bytes();
-    if !resp.status().is_success() {
-        return Err(format!(
-            "{what}: HTTP {}: {}",
-            resp.status(),
-            one_line(&String::from_utf8_lossy(&body))
-        ));
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(SetupError::Service {
+            reason: format!(
+                "{what}: HTTP {status}: {}",
+                one_line(&String::from_utf8_lossy(&body))
+            ),
+            transient: status.is_server_error() || status.as_u16() == 429,
+        });
     }
-    serde_json::from_slice(&body).map_err(|e| format!("{what}: reply is not JSON: {e}"))
+    serde_json::from_slice(&body).map_err(|e| SetupError::Service {
+        reason: format!("{what}: reply is not JSON: {e}"),
+        transient: false,
+    })
 }
 
 /// A download error; a missing object is a missing volume (exit 53).

@@ -1,6 +1,6 @@
 //! Remote targets through Apache OpenDAL: the operator for a scheme's
-//! service ([`crate::services`]), uploads and downloads (the HTTP
-//! transport and errors are in [`crate::http`]).
+//! service (`services.rs`), uploads and downloads (the HTTP
+//! transport and errors are in `http.rs`).
 //!
 //! The engine is synchronous; each remote backend owns a small tokio runtime
 //! and blocks on it. Uploads stream from the staged volume file (multipart
@@ -18,7 +18,7 @@ use opendal::layers::TimeoutLayer;
 use opendal::{services, Buffer, ErrorKind, HttpTransporter, Operator};
 
 use crate::http::{
-    backend_error, download_error, one_line, request_error, stream_error, transport,
+    backend_error, download_error, one_line, request_error, stream_error, transport, SetupError,
 };
 use crate::services::{
     azure_spec, b2_config, gs_spec, kv, onedrive_spec, s3_spec, sftp_spec, spec, swift_spec,
@@ -99,10 +99,7 @@ impl Remote {
     /// do so here.
     pub fn open(u: &Url, raw: &str, opts: &BackendOptions) -> Result<Remote> {
         let display = redact(raw);
-        let bad = |reason: String| Error::BadUrl {
-            url: display.clone(),
-            reason,
-        };
+        let bad = |e: SetupError| e.at(&display);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dupr-io")
@@ -149,7 +146,8 @@ impl Remote {
             other => {
                 return Err(bad(format!(
                     "scheme {other:?} is not supported by dupr (supported: {SCHEMES})"
-                )))
+                )
+                .into()))
             }
         };
         let dav = (s.kind == Kind::Webdav).then(|| {
@@ -183,7 +181,7 @@ impl Remote {
         let make = |extra: &Kv| -> Result<Operator> {
             let mut c = s.config.clone();
             c.extend(extra.iter().cloned());
-            let op = (s.build)(c).map_err(|e| bad(one_line(&e.to_string())))?;
+            let op = (s.build)(c).map_err(|e| bad(one_line(&e.to_string()).into()))?;
             let ctx = op.context().with_http_transport(tp.clone());
             // Idle connections are reqwest's read timeout (--timeout); this
             // is the backstop for a call that hangs anyway. An I/O call may

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use opendal::{services, Buffer, HttpTransporter, Operator};
 
-use crate::http::{json_reply, one_line};
+use crate::http::{json_reply, one_line, SetupError};
 use dupr_core::backend::url::Url;
 use dupr_core::backend::{env_var, password, BackendOptions, SseMode};
 
@@ -64,7 +64,7 @@ fn looks_like_s3_host(h: &str) -> bool {
         || h.contains(".s3.")
 }
 
-pub(crate) fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
+pub(crate) fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, SetupError> {
     let mut parts: Vec<String> = u
         .host_and_segments()
         .iter()
@@ -168,7 +168,7 @@ pub(crate) fn s3_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spe
     Ok(s)
 }
 
-pub(crate) fn gs_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn gs_spec(u: &Url) -> std::result::Result<Spec, SetupError> {
     let parts = u.host_and_segments();
     let Some((bucket, rest)) = parts.split_first() else {
         return Err("gs:// requires a bucket name (gs://BUCKET/PREFIX)".into());
@@ -233,7 +233,7 @@ pub fn ssh_options(opts: &BackendOptions) -> Vec<(String, String)> {
     out
 }
 
-pub(crate) fn sftp_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
+pub(crate) fn sftp_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, SetupError> {
     if u.host.is_empty() {
         return Err("no host (sftp://[user@]host[:port]/path)".into());
     }
@@ -290,7 +290,7 @@ fn sftp_home(
     user: Option<&str>,
     port: Option<u16>,
     opts: &BackendOptions,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, SetupError> {
     let mut cmd = std::process::Command::new("sftp");
     cmd.arg("-q").arg("-b").arg("-");
     if let Some(p) = port {
@@ -325,15 +325,18 @@ fn sftp_home(
             return Ok(d.trim().to_string());
         }
     }
-    Err(format!(
-        "cannot log in over SSH: {}",
-        one_line(&String::from_utf8_lossy(&out.stderr))
-    ))
+    Err(SetupError::Service {
+        reason: format!(
+            "cannot log in over SSH: {}",
+            one_line(&String::from_utf8_lossy(&out.stderr))
+        ),
+        transient: false,
+    })
 }
 
 // --------------------------------------------------------------- WebDAV
 
-pub(crate) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, String> {
+pub(crate) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result<Spec, SetupError> {
     if u.host.is_empty() {
         return Err("no host (webdav://[user@]host[:port]/path)".into());
     }
@@ -359,7 +362,7 @@ pub(crate) fn webdav_spec(u: &Url, opts: &BackendOptions) -> std::result::Result
 
 // ------------------------------------------------------------- OneDrive
 
-pub(crate) fn onedrive_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn onedrive_spec(u: &Url) -> std::result::Result<Spec, SetupError> {
     let root = format!("/{}", u.host_and_segments().join("/"));
     let mut c = kv(&[("root", &root)]);
     let token_file = env_var("DUPLICITY_ONEDRIVE_TOKEN").ok_or(
@@ -379,7 +382,8 @@ pub(crate) fn onedrive_spec(u: &Url) -> std::result::Result<Spec, String> {
     } else {
         return Err(format!(
             "DUPLICITY_ONEDRIVE_TOKEN {token_file}: no access_token or refresh_token"
-        ));
+        )
+        .into());
     }
     Ok(spec::<services::Onedrive>(Kind::Other, c))
 }
@@ -388,7 +392,10 @@ pub(crate) fn onedrive_spec(u: &Url) -> std::result::Result<Spec, String> {
 
 /// `b2://KEY_ID[:KEY]@BUCKET/DIR`: OpenDAL wants the bucket's id, which the
 /// B2 API gives for its name.
-pub(super) async fn b2_config(u: &Url, tp: &HttpTransporter) -> std::result::Result<Kv, String> {
+pub(super) async fn b2_config(
+    u: &Url,
+    tp: &HttpTransporter,
+) -> std::result::Result<Kv, SetupError> {
     let id = u
         .user
         .clone()
@@ -440,7 +447,7 @@ pub(super) async fn b2_config(u: &Url, tp: &HttpTransporter) -> std::result::Res
 
 // ---------------------------------------------------------------- Azure
 
-pub(crate) fn azure_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn azure_spec(u: &Url) -> std::result::Result<Spec, SetupError> {
     let parts = u.host_and_segments();
     let Some((container, rest)) = parts.split_first() else {
         return Err("azure:// needs a container: azure://CONTAINER[/PREFIX]".into());
@@ -493,7 +500,7 @@ pub(crate) fn azure_spec(u: &Url) -> std::result::Result<Spec, String> {
 
 // ---------------------------------------------------------------- Swift
 
-pub(crate) fn swift_spec(u: &Url) -> std::result::Result<Spec, String> {
+pub(crate) fn swift_spec(u: &Url) -> std::result::Result<Spec, SetupError> {
     let parts = u.host_and_segments();
     let Some((container, rest)) = parts.split_first() else {
         return Err("swift:// needs a container: swift://CONTAINER[/PREFIX]".into());

@@ -25,34 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// What a key is named for on the command line (duplicity's exit codes
-/// 80/81/82 tell them apart).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyRole {
-    Sign,
-    Encrypt,
-    HiddenEncrypt,
-}
-
-impl KeyRole {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            KeyRole::Sign => 80,
-            KeyRole::Encrypt => 81,
-            KeyRole::HiddenEncrypt => 82,
-        }
-    }
-}
-
-impl fmt::Display for KeyRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyRole::Sign => "sign",
-            KeyRole::Encrypt => "encrypt",
-            KeyRole::HiddenEncrypt => "hidden encrypt",
-        })
-    }
-}
+pub use crate::error::KeyRole;
 
 /// How a key is named: key id (8 or 16 hex digits, optionally `0x`),
 /// fingerprint (40 hex digits), or a user id (substring, case-insensitive;
@@ -61,12 +34,17 @@ impl fmt::Display for KeyRole {
 pub enum KeySpec {
     /// The low-order bytes of a key id (4 or 8 bytes).
     KeyId(Vec<u8>),
+    /// A full fingerprint (20 bytes, or 32 for a v6 key).
     Fingerprint(Vec<u8>),
+    /// A user id substring, lower-cased for a case-insensitive match.
     UserId(String),
+    /// A user id that must match exactly (given with a `=` prefix).
     ExactUserId(String),
 }
 
 impl KeySpec {
+    /// How gpg would read `s`: a key id or fingerprint when it is one (`0x`,
+    /// a trailing `!` and spaces allowed), else a user id.
     pub fn parse(s: &str) -> KeySpec {
         let t = s.trim();
         let h = t.strip_suffix('!').unwrap_or(t);
@@ -89,6 +67,7 @@ impl KeySpec {
         }
     }
 
+    /// True when the key (its primary key or any subkey) is the one named.
     pub fn matches(&self, key: &SignedPublicKey) -> bool {
         let ids = std::iter::once((
             key.primary_key.legacy_key_id(),
@@ -301,6 +280,7 @@ impl fmt::Debug for Keyring {
 }
 
 impl Keyring {
+    /// An empty keyring.
     pub fn new() -> Keyring {
         Keyring::default()
     }
@@ -617,8 +597,11 @@ fn gpg_secret_fingerprints(home: &Path) -> Vec<String> {
 
 /// Whether [`unlock`] opened a key.
 pub enum Unlocked {
+    /// The key is usable: nothing was locked, or some part unlocked.
     Yes,
+    /// The key is locked and no passphrase was given.
     NoPassphrase,
+    /// The passphrase given unlocks no part of the key.
     Wrong,
 }
 
@@ -715,11 +698,14 @@ fn primary_flags(key: &SignedPublicKey) -> Option<KeyFlags> {
 /// A public key to encrypt session keys to.
 #[derive(Clone, Debug)]
 pub enum EncryptionKey {
+    /// The primary key encrypts.
     Primary(PublicKey),
+    /// An encryption subkey encrypts.
     Subkey(PublicSubkey),
 }
 
 impl EncryptionKey {
+    /// The legacy (8-byte) key id of the key that encrypts.
     pub fn key_id(&self) -> KeyId {
         match self {
             EncryptionKey::Primary(k) => k.legacy_key_id(),
@@ -767,11 +753,14 @@ fn can_sign(key: &SignedPublicKey) -> bool {
 /// A secret key to sign with.
 #[derive(Clone, Debug)]
 pub enum SignKey {
+    /// The primary key signs.
     Primary(SecretKey),
+    /// A signing subkey signs.
     Subkey(SecretSubkey),
 }
 
 impl SignKey {
+    /// The key as rPGP's signer.
     pub fn as_signer(&self) -> &dyn SigningKey {
         match self {
             SignKey::Primary(k) => k,
@@ -779,6 +768,7 @@ impl SignKey {
         }
     }
 
+    /// The public-key algorithm of the key that signs.
     pub fn algorithm(&self) -> PublicKeyAlgorithm {
         match self {
             SignKey::Primary(k) => k.algorithm(),

@@ -5,11 +5,18 @@ use std::collections::BTreeMap;
 
 use crate::index::Index;
 
+/// One volume's record: the range of paths it holds, and its hash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VolumeInfo {
+    /// The first path with data in the volume.
     pub start: Index,
+    /// The 64 KiB block of `start` the volume begins at, when it begins
+    /// inside a file that an earlier volume started.
     pub start_block: Option<u64>,
+    /// The last path with data in the volume.
     pub end: Index,
+    /// The block of `end` the volume stops after, when the file goes on in
+    /// the next volume.
     pub end_block: Option<u64>,
     /// (algorithm, lowercase hex), e.g. ("SHA1", "7217…").
     pub hash: Option<(String, String)>,
@@ -23,14 +30,19 @@ impl VolumeInfo {
     }
 }
 
+/// How a path changed in a set, as the manifest's Filelist records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
+    /// The path is new since the previous set (every path of a full).
     New,
+    /// Its content or metadata changed.
     Changed,
+    /// The previous set had it; this one records its deletion.
     Deleted,
 }
 
 impl Change {
+    /// The Filelist's word for the change.
     pub fn word(&self) -> &'static str {
         match self {
             Change::New => "new",
@@ -40,11 +52,16 @@ impl Change {
     }
 }
 
+/// A backup set's manifest (reference section 4).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
+    /// The host the set was made on.
     pub hostname: Vec<u8>,
+    /// The source directory, as given, without `.` parts and extra slashes.
     pub localdir: Vec<u8>,
+    /// The volumes, by number from 1.
     pub volumes: BTreeMap<u32, VolumeInfo>,
+    /// The changed paths (written with `--files-changed`, or by duplicity 3).
     pub filelist: Vec<(Change, Index)>,
     /// SHA-256 (hex) of the set's signature tar (its plain tar bytes): a
     /// dupr line duplicity ignores, so a signature file swapped for another
@@ -79,6 +96,7 @@ pub fn quote(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Undo [`quote`]: a path in `"` with `\xNN` escapes, or a raw one.
 pub fn unquote(b: &[u8]) -> Vec<u8> {
     if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
         return b.to_vec();
@@ -135,6 +153,7 @@ impl Manifest {
         out
     }
 
+    /// The record of volume `num` as the manifest writes it.
     pub fn volume_bytes(num: u32, v: &VolumeInfo) -> Vec<u8> {
         let mut out = format!("Volume {num}:\n").into_bytes();
         out.extend_from_slice(b"    StartingPath   ");
@@ -147,6 +166,7 @@ impl Manifest {
         out
     }
 
+    /// One Filelist line: the change and the quoted path.
     pub fn filelist_line(c: &Change, ix: &Index) -> Vec<u8> {
         let mut out = format!("    {:<7}  ", c.word()).into_bytes();
         out.extend_from_slice(&quote(ix.display_bytes()));
@@ -154,6 +174,7 @@ impl Manifest {
         out
     }
 
+    /// The Filelist section: its count line, then one line per path.
     pub fn filelist_bytes(&self) -> Vec<u8> {
         let mut out = format!("Filelist {}\n", self.filelist.len()).into_bytes();
         for (c, ix) in &self.filelist {
@@ -162,6 +183,7 @@ impl Manifest {
         out
     }
 
+    /// The whole manifest text: header, volumes, Filelist.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.header_bytes();
         for (n, v) in &self.volumes {
@@ -173,7 +195,7 @@ impl Manifest {
 
     /// Parse manifest text as duplicity does (4.3): later duplicate volume
     /// records replace earlier ones; the Filelist may come anywhere.
-    pub fn parse(text: &[u8]) -> Result<Manifest, String> {
+    pub fn parse(text: &[u8]) -> Result<Manifest, ManifestError> {
         let mut m = Manifest::default();
         let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
         let field = |line: &[u8], name: &str| -> Option<Vec<u8>> {
@@ -205,10 +227,7 @@ impl Manifest {
                     // dupr writes 64 hex digits; anything else is damage,
                     // and a hash that cannot match must not pass as one.
                     if v.len() != 64 || !v.iter().all(u8::is_ascii_hexdigit) {
-                        return Err(format!(
-                            "bad {SIGTAR_FIELD} line {:?}",
-                            String::from_utf8_lossy(line)
-                        ));
+                        return Err(ManifestError::BadSigtarHash(lossy(line)));
                     }
                     m.sigtar_sha256 = Some(String::from_utf8_lossy(&v).to_ascii_lowercase());
                 }
@@ -224,9 +243,7 @@ impl Manifest {
                         .strip_suffix(b":")
                         .and_then(|d| std::str::from_utf8(d).ok())
                         .and_then(|d| d.parse().ok())
-                        .ok_or_else(|| {
-                            format!("bad volume line {:?}", String::from_utf8_lossy(line))
-                        })?;
+                        .ok_or_else(|| ManifestError::BadVolumeLine(lossy(line)))?;
                     i += 1;
                     let mut v = VolumeInfo::default();
                     let (mut have_start, mut have_end) = (false, false);
@@ -246,11 +263,9 @@ impl Manifest {
                         let key = first.to_ascii_lowercase();
                         match key.as_slice() {
                             b"startingpath" | b"endingpath" => {
-                                let p = words
-                                    .get(1)
-                                    .ok_or_else(|| format!("volume {num}: path missing"))?;
+                                let p = words.get(1).ok_or(ManifestError::PathMissing(num))?;
                                 let ix = Index::parse(&unquote(p))
-                                    .ok_or_else(|| format!("volume {num}: path with '..'"))?;
+                                    .ok_or(ManifestError::PathEscapes(num))?;
                                 let block = words
                                     .get(2)
                                     .and_then(|b| std::str::from_utf8(b).ok())
@@ -277,7 +292,7 @@ impl Manifest {
                         }
                     }
                     if !have_start || !have_end {
-                        return Err(format!("volume {num}: StartingPath or EndingPath missing"));
+                        return Err(ManifestError::RangeMissing(num));
                     }
                     // A restarted backup re-records volumes: drop records
                     // numbered above this one, then replace.
@@ -291,6 +306,31 @@ impl Manifest {
         m.filelist = parse_filelist(&lines);
         Ok(m)
     }
+}
+
+/// Why manifest text does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// dupr's signature-tar hash line holds something other than 64 hex
+    /// digits (the line, as read).
+    #[error("bad {SIGTAR_FIELD} line {0:?}")]
+    BadSigtarHash(String),
+    /// A `Volume` line without a volume number and colon (the line, as read).
+    #[error("bad volume line {0:?}")]
+    BadVolumeLine(String),
+    /// A volume's StartingPath or EndingPath line names no path.
+    #[error("volume {0}: path missing")]
+    PathMissing(u32),
+    /// A volume's path climbs out of the backup with `..`.
+    #[error("volume {0}: path with '..'")]
+    PathEscapes(u32),
+    /// A volume record without its StartingPath or EndingPath.
+    #[error("volume {0}: StartingPath or EndingPath missing")]
+    RangeMissing(u32),
+}
+
+fn lossy(line: &[u8]) -> String {
+    String::from_utf8_lossy(line).into_owned()
 }
 
 fn parse_filelist(lines: &[&[u8]]) -> Vec<(Change, Index)> {
@@ -418,7 +458,11 @@ mod tests {
             format!("DuprSigtarSHA256 {}g", &h[1..]),
         ] {
             let e = Manifest::parse(bad.as_bytes()).unwrap_err();
-            assert!(e.contains("bad DuprSigtarSHA256 line"), "{e}");
+            assert!(matches!(e, ManifestError::BadSigtarHash(_)), "{e}");
+            assert!(
+                e.to_string().starts_with("bad DuprSigtarSHA256 line"),
+                "{e}"
+            );
         }
     }
 }

@@ -841,12 +841,16 @@ fn storage_errors_name_the_url_and_the_cause() {
     let sftp = format!("sftp://nobody@127.0.0.1:{port}//tmp/x");
     let mut a: Vec<String> = vec!["full".into(), src.clone(), sftp.clone()];
     a.extend(fast.map(String::from));
-    let (_, line, _) = fails(&env, &[], &a.iter().map(String::as_str).collect::<Vec<_>>());
+    // The server, not the URL, is at fault: a backend error (duplicity's
+    // 50), not a bad URL (23).
+    let (code, line, _) = fails(&env, &[], &a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(line.contains(&sftp), "{line}");
+    assert_eq!(code, 50, "{line}");
     let dav = format!("webdav://u:hunter2@127.0.0.1:{port}/x");
     let mut a: Vec<String> = vec!["full".into(), src.clone(), dav];
     a.extend(fast.map(String::from));
-    let (_, line, _) = fails(&env, &[], &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, line, _) = fails(&env, &[], &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 50, "{line}");
     assert!(
         line.contains("webdav://u:***@127.0.0.1") && !line.contains("hunter2"),
         "{line}"

@@ -67,6 +67,8 @@ struct Effect {
     exit_after: bool,
 }
 
+/// A backend that fails, mangles or delays the calls its rules name (the
+/// test suite's fault injection), passing the rest to the backend it wraps.
 pub struct Faulty {
     inner: Box<dyn Backend>,
     rules: Vec<Rule>,
@@ -90,7 +92,7 @@ impl Faulty {
             Some(spec) => parse(&spec).map_err(|e| Error::Usage(format!("DUPR_FAULTS: {e}")))?,
             None => Vec::new(),
         };
-        rules.extend(parse(extra).map_err(Error::Usage)?);
+        rules.extend(parse(extra).map_err(|e| Error::Usage(e.to_string()))?);
         if rules.is_empty() {
             return Ok(Err(inner));
         }
@@ -245,13 +247,15 @@ fn random_below(n: u64) -> u64 {
 ///   OTHER of the same backup to be stored;
 /// * `DUP_FAIL_DELAY_FIX_MS=N`, `DUP_FAIL_DELAY_RANDOM_MS=N`: every operation
 ///   waits N ms, or up to N ms at random.
-pub fn duplicity_test_rules() -> std::result::Result<String, String> {
+pub fn duplicity_test_rules() -> std::result::Result<String, FaultSpecError> {
     let var = super::env_var;
-    let text = |k: &str| -> std::result::Result<Option<String>, String> {
+    let text = |k: &'static str| -> std::result::Result<Option<String>, FaultSpecError> {
         match var(k) {
-            Some(t) if t.contains([',', ':']) => {
-                Err(format!("{k}={t:?}: ',' and ':' are not supported in it"))
-            }
+            Some(t) if t.contains([',', ':']) => Err(FaultSpecError::Variable {
+                var: k,
+                value: t,
+                want: "',' and ':' are not supported in it",
+            }),
             t => Ok(t),
         }
     };
@@ -271,7 +275,11 @@ pub fn duplicity_test_rules() -> std::result::Result<String, String> {
     }
     if let Some(v) = var("DUP_FAIL_WAIT_FOR_VOLUME") {
         // A JSON list of two strings.
-        let bad = || format!("DUP_FAIL_WAIT_FOR_VOLUME={v:?}: want [\"FILE\", \"WAIT_FOR\"]");
+        let bad = || FaultSpecError::Variable {
+            var: "DUP_FAIL_WAIT_FOR_VOLUME",
+            value: v.clone(),
+            want: "want [\"FILE\", \"WAIT_FOR\"]",
+        };
         let inner = v
             .trim()
             .strip_prefix('[')
@@ -299,7 +307,11 @@ pub fn duplicity_test_rules() -> std::result::Result<String, String> {
                 .parse()
                 .ok()
                 .filter(|m: &f64| m.is_finite() && *m >= 0.0)
-                .ok_or_else(|| format!("{k}={v:?}: want milliseconds"))?;
+                .ok_or_else(|| FaultSpecError::Variable {
+                    var: k,
+                    value: v.clone(),
+                    want: "want milliseconds",
+                })?;
             for op in ops {
                 rules.push(format!("{op}:1+:{action}={}", ms as u64));
             }
@@ -308,27 +320,33 @@ pub fn duplicity_test_rules() -> std::result::Result<String, String> {
     Ok(rules.join(","))
 }
 
-fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
+fn parse(spec: &str) -> std::result::Result<Vec<Rule>, FaultSpecError> {
     let mut rules = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let f: Vec<&str> = part.split(':').collect();
+        let rule = || part.to_string();
         let [op, calls, action] = f[..] else {
-            return Err(format!("{part:?}: want OP:CALLS:ACTION"));
+            return Err(FaultSpecError::Shape { rule: rule() });
         };
         if ![
             "list", "put", "get", "open", "size", "delete", "lock", "any",
         ]
         .contains(&op)
         {
-            return Err(format!("{part:?}: unknown operation {op:?}"));
+            return Err(FaultSpecError::Operation {
+                rule: rule(),
+                op: op.to_string(),
+            });
         }
         let num = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("{part:?}: bad count {s:?}"))
+            s.parse::<u64>().map_err(|_| FaultSpecError::Count {
+                rule: rule(),
+                count: s.to_string(),
+            })
         };
         let calls = if let Some(t) = calls.strip_prefix('~') {
             if t.is_empty() {
-                return Err(format!("{part:?}: empty name text after ~"));
+                return Err(FaultSpecError::EmptyName { rule: rule() });
             }
             Calls::Name(t.to_string())
         } else if let Some(n) = calls.strip_suffix('+') {
@@ -340,8 +358,10 @@ fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
             Calls::Range(n, n)
         };
         let ms = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{part:?}: bad milliseconds {v:?}"))
+            v.parse::<u64>().map_err(|_| FaultSpecError::Millis {
+                rule: rule(),
+                value: v.to_string(),
+            })
         };
         let action = match action.split_once('=') {
             None => match action {
@@ -353,12 +373,22 @@ fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
                 "lastbyte" => Action::LastByte,
                 "skip" => Action::Skip,
                 "exit" => Action::Exit,
-                a => return Err(format!("{part:?}: unknown action {a:?}")),
+                a => {
+                    return Err(FaultSpecError::Action {
+                        rule: rule(),
+                        action: a.to_string(),
+                    })
+                }
             },
             Some(("delay", v)) => Action::Delay(ms(v)?),
             Some(("jitter", v)) => Action::Jitter(ms(v)?),
             Some(("after", t)) if !t.is_empty() => Action::After(t.to_string()),
-            Some(_) => return Err(format!("{part:?}: unknown action {action:?}")),
+            Some(_) => {
+                return Err(FaultSpecError::Action {
+                    rule: rule(),
+                    action: action.to_string(),
+                })
+            }
         };
         rules.push(Rule {
             op: op.to_string(),
@@ -367,6 +397,65 @@ fn parse(spec: &str) -> std::result::Result<Vec<Rule>, String> {
         });
     }
     Ok(rules)
+}
+
+/// A fault rule, or one of duplicity's test variables, that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultSpecError {
+    /// A rule that is not three `:`-separated fields.
+    #[error("{rule:?}: want OP:CALLS:ACTION")]
+    Shape {
+        /// The rule as written.
+        rule: String,
+    },
+    /// A rule for an operation the backend does not have.
+    #[error("{rule:?}: unknown operation {op:?}")]
+    Operation {
+        /// The rule as written.
+        rule: String,
+        /// Its operation field.
+        op: String,
+    },
+    /// A call number or range that is not a number.
+    #[error("{rule:?}: bad count {count:?}")]
+    Count {
+        /// The rule as written.
+        rule: String,
+        /// The part that is not a number.
+        count: String,
+    },
+    /// `~` with no name text after it.
+    #[error("{rule:?}: empty name text after ~")]
+    EmptyName {
+        /// The rule as written.
+        rule: String,
+    },
+    /// A `delay=`/`jitter=` value that is not whole milliseconds.
+    #[error("{rule:?}: bad milliseconds {value:?}")]
+    Millis {
+        /// The rule as written.
+        rule: String,
+        /// The value given.
+        value: String,
+    },
+    /// An action the fault wrapper does not know.
+    #[error("{rule:?}: unknown action {action:?}")]
+    Action {
+        /// The rule as written.
+        rule: String,
+        /// The action field.
+        action: String,
+    },
+    /// A `DUP_FAIL_*` variable with a value this emulation cannot use.
+    #[error("{var}={value:?}: {want}")]
+    Variable {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should hold.
+        want: &'static str,
+    },
 }
 
 fn truncate_half(p: &Path) -> Result<()> {

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 
+/// A storage target: one flat directory of backup files, by name. Methods
+/// block; implementations are shared between threads.
 pub trait Backend: Send + Sync {
     /// The URL for messages (secrets redacted).
     fn display_url(&self) -> String;
@@ -80,6 +82,7 @@ pub trait Backend: Send + Sync {
     /// A local path to `name` when the backend is a local directory, so
     /// reads need no copy.
     fn local_path(&self, name: &str) -> Option<PathBuf>;
+    /// Remove `name`; one that is already gone is not an error.
     fn delete(&self, name: &str) -> Result<()>;
     /// Where to write files that `put` can then move without copying.
     fn staging_dir(&self) -> Option<PathBuf>;
@@ -88,14 +91,21 @@ pub trait Backend: Send + Sync {
 /// S3 options (duplicity's `--s3-*`).
 #[derive(Clone, Debug, Default)]
 pub struct S3Options {
+    /// `--s3-endpoint-url`: the service's address, for S3-compatible stores.
     pub endpoint_url: Option<String>,
+    /// `--s3-region-name`; without it the endpoint's region, else
+    /// `AWS_REGION` or `AWS_DEFAULT_REGION`, else us-east-1.
     pub region_name: Option<String>,
+    /// `--s3-unencrypted-connection`: plain HTTP to the endpoint.
     pub unencrypted_connection: bool,
+    /// `--s3-use-new-style`: virtual-host-style bucket addressing.
     pub use_new_style: bool,
+    /// `--s3-european-buckets`: region eu-west-1 when nothing else names one.
     pub european_buckets: bool,
     /// STANDARD_IA, GLACIER, ... (manifests and signatures stay STANDARD
     /// for the archive classes, as duplicity does).
     pub storage_class: Option<String>,
+    /// Server-side encryption of stored objects; None for the bucket's default.
     pub sse: Option<SseMode>,
 }
 
@@ -103,7 +113,9 @@ pub struct S3Options {
 /// `--s3-use-server-side-kms-encryption` with its key id).
 #[derive(Clone, Debug)]
 pub enum SseMode {
+    /// SSE-S3: AES-256 with keys the service manages.
     Aes256,
+    /// SSE-KMS with this KMS key id.
     Kms(String),
 }
 
@@ -121,13 +133,23 @@ pub struct BackendOptions {
     pub concurrency: usize,
     /// Where downloads are staged.
     pub tempdir: PathBuf,
+    /// The S3 options.
     pub s3: S3Options,
+    /// `--s3-multipart-chunk-size`: bytes per part of an S3 upload (at least
+    /// 5 MiB).
     pub s3_multipart_chunk_size: u64,
+    /// `--s3-multipart-max-procs`: parts of one S3 upload sent at once.
     pub s3_multipart_max_procs: usize,
+    /// `--ssh-options` as given, for sftp targets (each may hold several
+    /// `-oKey=value` words).
     pub ssh_options: Vec<String>,
+    /// `--ssl-cacert-file`: CA certificates (PEM) to trust for HTTPS.
     pub ssl_cacert_file: Option<PathBuf>,
+    /// `--ssl-cacert-path`: a directory of CA certificates to trust for HTTPS.
     pub ssl_cacert_path: Option<PathBuf>,
+    /// `--ssl-no-check-certificate`: accept any server certificate.
     pub ssl_no_check_certificate: bool,
+    /// `--webdav-headers`: extra headers (name, value) on WebDAV requests.
     pub webdav_headers: Vec<(String, String)>,
 }
 
@@ -184,7 +206,8 @@ pub fn open_local(url: &str, opts: &BackendOptions) -> Result<Option<Arc<dyn Bac
     let (faults, rest) = match url.split_once("://") {
         Some(("file", rest)) => (String::new(), rest),
         Some(("fortestsonly", rest)) => {
-            (fault::duplicity_test_rules().map_err(Error::Usage)?, rest)
+            let rules = fault::duplicity_test_rules().map_err(|e| Error::Usage(e.to_string()))?;
+            (rules, rest)
         }
         _ => return Ok(None),
     };
@@ -223,12 +246,14 @@ pub fn redact(url: &str) -> String {
     url.to_string()
 }
 
+/// A `file://` target: a local directory.
 pub struct Local {
     dir: PathBuf,
     url: String,
 }
 
 impl Local {
+    /// The directory `dir`, shown as `url` (its password redacted).
     pub fn new(dir: PathBuf, url: &str) -> Self {
         Local {
             dir,

@@ -5,21 +5,30 @@
 
 use crate::error::{Error, Result};
 
+/// A target URL, split and percent-decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
     /// Lowercased, e.g. `s3+http`, `pexpect+sftp`.
     pub scheme: String,
+    /// The user name before `@`, if any (never empty).
     pub user: Option<String>,
+    /// The password after `user:`, if any.
     pub password: Option<String>,
+    /// The host (a bucket or container for object stores); `[v6]` keeps
+    /// its brackets.
     pub host: String,
+    /// The port after `host:`, if any.
     pub port: Option<u16>,
     /// Everything after the slash that ends the host, percent-decoded: starts
     /// with `/` for duplicity's `//absolute` form.
     pub path: String,
+    /// The `?key=value&...` pairs, decoded, in order.
     pub query: Vec<(String, String)>,
 }
 
 impl Url {
+    /// Split `raw`; a URL that is not `scheme://...` or has a bad port is
+    /// [`Error::BadUrl`] (shown with its password redacted).
     pub fn parse(raw: &str) -> Result<Url> {
         let bad = |reason: &str| Error::BadUrl {
             url: super::redact(raw),
@@ -54,7 +63,7 @@ impl Url {
                 None => (Some(decode(u)), None),
             },
         };
-        let (host, port) = split_port(hostport).map_err(|r| bad(&r))?;
+        let (host, port) = split_port(hostport, bad)?;
         let query = query
             .split('&')
             .filter(|kv| !kv.is_empty())
@@ -74,6 +83,7 @@ impl Url {
         })
     }
 
+    /// The value of the first query pair named `key`.
     pub fn query(&self, key: &str) -> Option<&str> {
         self.query
             .iter()
@@ -98,22 +108,26 @@ impl Url {
     }
 }
 
-fn split_port(hostport: &str) -> std::result::Result<(&str, Option<u16>), String> {
+/// Host and port of `host[:port]` or `[v6]:port`; `bad` names the URL.
+fn split_port(hostport: &str, bad: impl Fn(&str) -> Error) -> Result<(&str, Option<u16>)> {
     // IPv6 literal: [::1]:22
     if let Some(rest) = hostport.strip_prefix('[') {
-        let end = rest.find(']').ok_or("unterminated [ in host")?;
+        let end = rest
+            .find(']')
+            .ok_or_else(|| bad("unterminated [ in host"))?;
         let after = &rest[end + 1..];
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().map_err(|_| format!("bad port {p:?}"))?),
+            Some(p) => Some(p.parse().map_err(|_| bad(&format!("bad port {p:?}")))?),
             None if after.is_empty() => None,
-            None => return Err(format!("junk after host: {after:?}")),
+            None => return Err(bad(&format!("junk after host: {after:?}"))),
         };
         return Ok((&hostport[..end + 2], port));
     }
     match hostport.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() => {
-            Ok((h, Some(p.parse().map_err(|_| format!("bad port {p:?}"))?)))
-        }
+        Some((h, p)) if !p.is_empty() => Ok((
+            h,
+            Some(p.parse().map_err(|_| bad(&format!("bad port {p:?}")))?),
+        )),
         Some((h, _)) => Ok((h, None)),
         None => Ok((hostport, None)),
     }
