@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 
+/// The cache directory's run lock, held until dropped.
 pub struct RunLock {
     _file: File,
     path: PathBuf,
@@ -34,11 +35,15 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Whether a lock record names a process that is gone (same host only;
-/// a record from another host is trusted for a day).
+/// a record from another host is trusted for a day). A record that does not
+/// parse is stale only once it is a minute old: where records cannot be
+/// linked into place whole (or an older dupr wrote it), the run that
+/// created it may not have written it yet, and taking its lock then would
+/// let both run.
 fn record_is_stale(text: &str, age: std::time::Duration) -> bool {
     let mut it = text.split_whitespace();
     let (Some(host), Some(pid), Some(ticks)) = (it.next(), it.next(), it.next()) else {
-        return true;
+        return age.as_secs() >= 60;
     };
     let ours = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -104,39 +109,73 @@ impl RunLock {
         })
     }
 
-    /// The fallback lock: `lockfile.pid`, created exclusively, holding our
-    /// host, pid and start time; a record whose process is gone is removed.
+    /// The fallback lock: `lockfile.pid`, holding our host, pid and start
+    /// time; a record whose process is gone is removed. The record is
+    /// written whole under a name of our own and then hard-linked into
+    /// place (which fails if one exists), so another run never reads a
+    /// half-written record and takes it for a dead one's.
     fn by_record(file: File, path: PathBuf) -> Result<RunLock> {
         use std::io::Write;
         let rec = path.with_extension("pid");
+        let mine = path.with_extension(format!("pid.{}", std::process::id()));
+        let written = (|| {
+            let mut f = File::create(&mine)?;
+            f.write_all(own_record().as_bytes())?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&mine);
+            return Err(Error::io(&mine, e));
+        }
+        let taken = Self::link_record(&mine, &rec);
+        let _ = std::fs::remove_file(&mine);
+        taken?;
+        Ok(RunLock {
+            _file: file,
+            path,
+            record: Some(rec),
+        })
+    }
+
+    /// Link the complete record `mine` to `rec`, removing a stale `rec`
+    /// once. File systems without hard links get `rec` created exclusively
+    /// and written (a record caught half-written is then live for a minute:
+    /// see [`record_is_stale`]).
+    fn link_record(mine: &Path, rec: &Path) -> Result<()> {
+        use std::io::Write;
         for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&rec) {
-                Ok(mut f) => {
-                    f.write_all(own_record().as_bytes()).ctx(&rec)?;
-                    f.sync_all().ctx(&rec)?;
-                    return Ok(RunLock {
-                        _file: file,
-                        path,
-                        record: Some(rec),
-                    });
+            let linked = match std::fs::hard_link(mine, rec) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(rec)
+                        .and_then(|mut f| {
+                            f.write_all(own_record().as_bytes())?;
+                            f.sync_all()
+                        })
                 }
+                r => r,
+            };
+            match linked {
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&rec).unwrap_or_default();
-                    let age = std::fs::metadata(&rec)
+                    let text = std::fs::read_to_string(rec).unwrap_or_default();
+                    let age = std::fs::metadata(rec)
                         .and_then(|m| m.modified())
                         .ok()
                         .and_then(|m| m.elapsed().ok())
                         .unwrap_or_default();
                     if !record_is_stale(&text, age) {
-                        return Err(Error::Locked(rec));
+                        return Err(Error::Locked(rec.to_path_buf()));
                     }
                     tracing::warn!("Removing stale lock {} ({})", rec.display(), text.trim());
-                    let _ = std::fs::remove_file(&rec);
+                    let _ = std::fs::remove_file(rec);
                 }
-                Err(e) => return Err(Error::io(&rec, e)),
+                Err(e) => return Err(Error::io(rec, e)),
             }
         }
-        Err(Error::Locked(rec))
+        Err(Error::Locked(rec.to_path_buf()))
     }
 }
 
@@ -183,6 +222,7 @@ pub struct TargetLock {
     beat: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The target lock's object name, at the top of the target.
 pub const TARGET_LOCK: &str = ".dupr-lock";
 const HEARTBEAT_SECS: u64 = 300;
 const STALE_SECS: i64 = 1800;
@@ -529,6 +569,58 @@ mod tests {
             .status()
             .unwrap();
         assert_eq!(status.code(), Some(7));
+    }
+
+    #[test]
+    fn record_lock_refuses_a_half_written_record_and_takes_a_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockfile");
+        let rec = dir.path().join("lockfile.pid");
+        let open = || File::create(&path).unwrap();
+        // Created by another run that has not written it yet: refused.
+        File::create(&rec).unwrap();
+        assert!(matches!(
+            RunLock::by_record(open(), path.clone()),
+            Err(Error::Locked(_))
+        ));
+        // A whole record of a process that is gone: taken over, and ours
+        // is complete the moment it exists.
+        let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        std::fs::write(&rec, format!("{host} 999999999 1\n")).unwrap();
+        let lock = RunLock::by_record(open(), path.clone()).unwrap();
+        assert_eq!(std::fs::read_to_string(&rec).unwrap(), own_record());
+        // Only the record is left beside the lock file: no private copy.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lockfile", "lockfile.pid"]);
+        // Live: a second taker is refused.
+        assert!(matches!(
+            RunLock::by_record(open(), path.clone()),
+            Err(Error::Locked(_))
+        ));
+        drop(lock);
+        assert!(!rec.exists());
+    }
+
+    #[test]
+    fn a_fresh_record_not_yet_written_is_live() {
+        use std::time::Duration;
+        // Created, not yet written: its creator holds the lock.
+        assert!(!record_is_stale("", Duration::from_secs(0)));
+        assert!(!record_is_stale("host 12", Duration::from_secs(5)));
+        // Left empty by a run killed in between: taken over after a minute.
+        assert!(record_is_stale("", Duration::from_secs(61)));
+        // A complete record of a process that is gone: stale at once.
+        let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        assert!(record_is_stale(
+            &format!("{host} 999999999 1\n"),
+            Duration::ZERO
+        ));
+        // Ours: live.
+        assert!(!record_is_stale(&own_record(), Duration::ZERO));
     }
 
     #[test]
