@@ -510,18 +510,7 @@ pub fn multivol_restore(data: &[u8]) -> (Vec<(Index, u64)>, Option<String>) {
     let c = Collection::from_names(&names, &prefixes);
     let chain = c.last_chain().expect("the set is found");
     let sets: Vec<_> = chain.sets().collect();
-    let opts = RestoreOptions {
-        dest: dir.path().join("restored"),
-        path: None,
-        force: false,
-        restore_owner: false,
-        numeric_owner: false,
-        rename: Vec::new(),
-        selection: None,
-        tempdir: dir.path().to_path_buf(),
-        crypto: None,
-        plain: None,
-    };
+    let opts = RestoreOptions::new(dir.path().join("restored"), dir.path().to_path_buf(), None);
 
     struct Record<'a> {
         dir: &'a std::path::Path,

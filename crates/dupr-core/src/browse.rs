@@ -22,7 +22,9 @@ use crate::time::{self, Timestamp};
 /// One backup time: the state `restore -t` rebuilds for it.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The backup time: a full's time or an incremental's end.
     pub time: Timestamp,
+    /// True when a full set was made at this time.
     pub full: bool,
     /// `2026-12-05T12:27:09Z`: the directory name a mount shows.
     pub name: String,
@@ -33,30 +35,42 @@ pub struct Snapshot {
 pub struct Node {
     /// Last path component (empty for the root).
     pub name: Vec<u8>,
+    /// The parent directory's node id (0, itself, for the root).
     pub parent: u32,
     /// In name order (signature files are in index order).
     pub children: Vec<u32>,
+    /// The file's type.
     pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky.
     pub perms: u32,
+    /// The owner's user id.
     pub uid: u32,
+    /// The owner's group id.
     pub gid: u32,
+    /// Modification time, in seconds since the epoch.
     pub mtime: i64,
     /// Regular files: the size dupr's signature files record, or for
     /// duplicity's an upper bound from the signature's block count.
     pub size: u64,
+    /// False when `size` is only the bound a duplicity signature gives.
     pub size_exact: bool,
+    /// The symlink's target; empty for other kinds.
     pub link: Vec<u8>,
+    /// Major device number (character and block devices).
     pub devmajor: u32,
+    /// Minor device number (character and block devices).
     pub devminor: u32,
 }
 
 /// A snapshot's paths; node 0 is the backup root.
 #[derive(Debug)]
 pub struct Tree {
+    /// The nodes, indexed by node id.
     pub nodes: Vec<Node>,
 }
 
 impl Tree {
+    /// Node `id`, if there is one.
     pub fn node(&self, id: u32) -> Option<&Node> {
         self.nodes.get(id as usize)
     }
@@ -297,10 +311,12 @@ impl Browser {
         })
     }
 
+    /// The backup times, oldest first; a snapshot's number is its position.
     pub fn snapshots(&self) -> &[Snapshot] {
         &self.snapshots
     }
 
+    /// The target's URL for messages (secrets redacted).
     pub fn display_url(&self) -> String {
         self.target.backend.display_url()
     }
@@ -400,17 +416,15 @@ impl Browser {
         let sets = ch.sets_at(s.time);
         let t = &self.target;
         let opts = RestoreOptions {
-            dest: dir.to_path_buf(),
             path: Some(path.clone()),
             force: true,
-            restore_owner: false,
-            numeric_owner: false,
-            rename: Vec::new(),
-            selection: None,
-            tempdir: dir.to_path_buf(),
-            crypto: t.settings.crypto.clone(),
             // Archives without a block index: each volume is decoded once.
             plain: Some(Arc::new(PlainCopies(self.files.clone()))),
+            ..RestoreOptions::new(
+                dir.to_path_buf(),
+                dir.to_path_buf(),
+                t.settings.crypto.clone(),
+            )
         };
         let mut sink = OneFile {
             want: path,

@@ -21,8 +21,10 @@ use std::sync::Arc;
 /// One damaged or missing file and what it takes with it.
 #[derive(serde::Serialize)]
 pub struct Problem {
-    /// The file at fault (a volume or a manifest).
+    /// The file at fault (a volume, manifest or signature file; "volume N"
+    /// when the set does not list that volume).
     pub file: String,
+    /// What is wrong with it.
     pub what: String,
     /// The set it belongs to, e.g. "full set of Tue Nov 24 ...".
     pub set: String,
@@ -35,17 +37,25 @@ pub struct Problem {
     pub per_path: bool,
 }
 
+/// What `verify URL` without a source found.
 #[derive(Default, serde::Serialize)]
 pub struct CheckReport {
+    /// Sets of the target's chains checked.
     pub sets: usize,
+    /// Volumes their manifests list.
     pub volumes_total: usize,
+    /// Volumes read (all of them, or the day's sample).
     pub volumes_read: usize,
+    /// Stored bytes of the volumes read.
     pub bytes_read: u64,
+    /// Everything found wrong; empty for a sound target.
     pub problems: Vec<Problem>,
 }
 
-/// Whether volume `name` is in today's `percent` sample: a stable hash of
-/// the name and the day, so daily runs cover different volumes.
+/// Whether volume `name` is in today's `percent` sample: a hash of the name
+/// and the day, so daily runs cover different volumes. (std's
+/// `DefaultHasher` may change with a Rust release; that only moves the
+/// sample.)
 fn sampled(name: &str, percent: f64, day: i64) -> bool {
     if percent >= 100.0 {
         return true;
@@ -190,16 +200,12 @@ pub fn check(
         for chain in &c.chains {
             let sets: Vec<&BackupSet> = chain.sets().collect();
             let ropts = crate::restore::RestoreOptions {
-                dest: opts.tempdir.clone(),
-                path: None,
                 force: true,
-                restore_owner: false,
-                numeric_owner: false,
-                rename: Vec::new(),
-                selection: None,
-                tempdir: opts.tempdir.clone(),
-                crypto: opts.crypto.cloned(),
-                plain: None,
+                ..crate::restore::RestoreOptions::new(
+                    opts.tempdir.clone(),
+                    opts.tempdir.clone(),
+                    opts.crypto.cloned(),
+                )
             };
             let mut sink = Discard {
                 dir: opts.tempdir.clone(),

@@ -53,6 +53,8 @@ fn manifest_head(r: Box<dyn Read + Send>) -> io::Result<Vec<u8>> {
     }
 }
 
+/// A set's manifest without its Filelist (all a restore needs), read from
+/// the cache when it has a copy, else from the target.
 pub fn load_manifest(
     backend: &dyn Backend,
     cache: Option<&Cache>,
@@ -229,7 +231,7 @@ fn read_manifest_inner(
     } else {
         manifest_head(reader).map_err(read_err)?
     };
-    let m = Manifest::parse(&text).map_err(bad)?;
+    let m = Manifest::parse(&text).map_err(|e| bad(e.to_string()))?;
     // duplicity (0.6 on) and dupr write "Hash SHA1 <40 hex>" for every
     // volume; without it the volume's check would be skipped silently.
     for (n, v) in &m.volumes {
@@ -675,11 +677,17 @@ pub trait PlainVolumes: Send + Sync {
     fn keep(&self, name: &str, sha1: &str, copy: tempfile::NamedTempFile);
 }
 
+/// What a restore does and where it writes.
 pub struct RestoreOptions {
+    /// The restore target: a directory for a tree, or the file itself for a
+    /// single file.
     pub dest: PathBuf,
     /// Restore only this path (relative to the backup root).
     pub path: Option<Index>,
+    /// `--force`: write into an existing non-empty target, replacing what the
+    /// archive holds there.
     pub force: bool,
+    /// Set owners as recorded (has effect only when running as root).
     pub restore_owner: bool,
     /// Owners by uid/gid only, ignoring the recorded names.
     pub numeric_owner: bool,
@@ -687,16 +695,47 @@ pub struct RestoreOptions {
     pub rename: Vec<(Index, Index)>,
     /// Restore-time `--include`/`--exclude` (archive-relative).
     pub selection: Option<Arc<crate::select::Selection>>,
+    /// Where downloaded volumes are kept while they are read.
     pub tempdir: PathBuf,
+    /// The keys to decrypt with; None when the archive is not encrypted.
     pub crypto: Option<Arc<Crypto>>,
     /// A cache of plain volumes to read from and fill (None: none).
     pub plain: Option<Arc<dyn PlainVolumes>>,
+    /// Live counters (entries placed, file bytes written) a progress
+    /// display can poll.
+    pub counters: Option<Arc<crate::backup::Counters>>,
 }
 
+impl RestoreOptions {
+    /// Restore everything into `dest` (which must not exist or be empty),
+    /// downloads kept in `tempdir`, decrypting with `crypto`; owners as
+    /// this machine names them, no renames, no selection.
+    pub fn new(dest: PathBuf, tempdir: PathBuf, crypto: Option<Arc<Crypto>>) -> RestoreOptions {
+        RestoreOptions {
+            dest,
+            path: None,
+            force: false,
+            restore_owner: false,
+            numeric_owner: false,
+            rename: Vec::new(),
+            selection: None,
+            tempdir,
+            crypto,
+            plain: None,
+            counters: None,
+        }
+    }
+}
+
+/// What a restore did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreStats {
+    /// Non-directory entries placed (files, symlinks, FIFOs, devices).
     pub files: u64,
+    /// Bytes of regular file data written.
     pub bytes: u64,
+    /// Non-fatal errors (each logged): deltas that did not apply, paths not
+    /// replaced.
     pub errors: u64,
 }
 
@@ -712,6 +751,8 @@ pub trait Sink {
         meta: &Meta,
         data: Option<tempfile::NamedTempFile>,
     ) -> Result<()>;
+    /// Called once after the last entry (the restore target sets the
+    /// directories' metadata here).
     fn finish(&mut self) -> Result<()>;
     /// Count a non-fatal error (a delta that did not apply, ...).
     fn error(&mut self);
@@ -1311,6 +1352,8 @@ struct TreeWriter {
     files: u64,
     bytes: u64,
     errors: u64,
+    /// The caller's live counters, fed as `files` and `bytes` grow.
+    counters: Option<Arc<crate::backup::Counters>>,
 }
 
 struct OpenDir {
@@ -1429,6 +1472,7 @@ impl TreeWriter {
             files: 0,
             bytes: 0,
             errors: 0,
+            counters: opts.counters.clone(),
         }
     }
 
@@ -1606,7 +1650,11 @@ impl TreeWriter {
             Kind::Dir => return self.open_dir(index, rel, path, meta),
             Kind::File => {
                 let t = data.expect("regular files come with data");
-                self.bytes += t.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+                let len = t.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+                self.bytes += len;
+                if let Some(c) = &self.counters {
+                    c.bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                }
                 let p = t
                     .into_temp_path()
                     .keep()
@@ -1636,6 +1684,9 @@ impl TreeWriter {
             return Ok(());
         }
         self.files += 1;
+        if let Some(c) = &self.counters {
+            c.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.set_meta(&path, meta)
     }
 

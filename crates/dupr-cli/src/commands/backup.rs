@@ -56,7 +56,7 @@ pub fn run(cli: &Cli, cmd: Command, args: &[OsString], spec: &Spec) -> anyhow::R
     let status_lines = counters
         .as_ref()
         .filter(|_| json)
-        .map(|c| json::StatusLines::start(c.clone()));
+        .map(|c| json::StatusLines::start(c.clone(), Some(source.clone())));
     let started = Instant::now();
     let outcome = ops::backup(
         &target,

@@ -4,7 +4,8 @@
 //! stderr. The schema is in the README.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,25 +40,50 @@ pub fn error(code: i32, msg: &str) -> Value {
     json!({"message_type": "error", "code": code, "message": msg})
 }
 
-/// `status` lines every second while a backup runs, from its counters.
+/// `status` lines every second while a backup or restore runs, from its
+/// counters.
 pub struct StatusLines {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl StatusLines {
-    pub fn start(counters: Arc<Counters>) -> StatusLines {
+    /// Start printing. With `source` (a backup's), a stat-only walk of it
+    /// runs beside the backup, as `--progress` does, and once it is done
+    /// the lines carry `total_bytes` and `seconds_remaining`.
+    pub fn start(counters: Arc<Counters>, source: Option<PathBuf>) -> StatusLines {
         let (stop, rx) = mpsc::channel::<()>();
         let started = Instant::now();
+        // 0 until the walk is done.
+        let total = Arc::new(AtomicU64::new(0));
+        if let Some(source) = source {
+            let total = total.clone();
+            std::thread::spawn(move || {
+                let t = dupr_core::walk::total_size(&source);
+                total.store(t.max(1), Ordering::Relaxed);
+            });
+        }
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(1))
             {
-                line(&json!({
+                let elapsed = started.elapsed().as_secs_f64();
+                let done = counters.bytes.load(Ordering::Relaxed);
+                let mut m = json!({
                     "message_type": "status",
-                    "seconds_elapsed": started.elapsed().as_secs(),
+                    "seconds_elapsed": elapsed as u64,
                     "files_done": counters.files.load(Ordering::Relaxed),
-                    "bytes_done": counters.bytes.load(Ordering::Relaxed),
-                }));
+                    "bytes_done": done,
+                });
+                let total = total.load(Ordering::Relaxed);
+                if total > 0 {
+                    m["total_bytes"] = total.into();
+                    if done > 0 {
+                        let left = total.saturating_sub(done) as f64;
+                        m["seconds_remaining"] =
+                            ((elapsed * left / done as f64).round() as u64).into();
+                    }
+                }
+                line(&m);
             }
         });
         StatusLines { stop, thread }

@@ -40,6 +40,11 @@ pub fn run(cli: &Cli, args: &[OsString], spec: &Spec) -> anyhow::Result<i32> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (target, _lock) = open(cli, &args[0], Access::Decrypt)?;
+    let counters = cli
+        .general
+        .json
+        .then(|| Arc::new(dupr_core::backup::Counters::default()));
+    let status_lines = counters.clone().map(|c| json::StatusLines::start(c, None));
     let stats = ops::restore(
         &target,
         ops::RestoreRequest {
@@ -51,8 +56,13 @@ pub fn run(cli: &Cli, args: &[OsString], spec: &Spec) -> anyhow::Result<i32> {
             numeric_owner: cli.restore.numeric_owner,
             rename,
             selection,
+            counters,
         },
-    )?;
+    );
+    if let Some(s) = status_lines {
+        s.finish();
+    }
+    let stats = stats?;
     let exit = if stats.errors > 0 { 1 } else { 0 };
     if cli.general.json {
         json::line(&json::message(

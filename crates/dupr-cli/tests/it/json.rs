@@ -167,6 +167,78 @@ fn backup_restore_list_status_verify_remove_as_json() {
     assert_eq!(d["files"].as_array().unwrap().len(), 0);
 }
 
+/// A backup and a restore slower than a second (each upload or download
+/// held back) print `status` lines whose counts grow, then a summary with
+/// the totals.
+#[test]
+fn slow_runs_print_status_lines_that_count_up() {
+    let env = Env::new();
+    let src = env.src();
+    for i in 0..3u64 {
+        fs::write(
+            src.join(format!("f{i}.bin")),
+            pseudo_random_bytes(1_500_000, i),
+        )
+        .unwrap();
+    }
+    let url = env.target_url();
+    // A backup slowed the same way: its status lines carry the source's
+    // total (from the stat-only walk) and an ETA once bytes are done.
+    let o = env
+        .dupr()
+        .env("PASSPHRASE", "json-test")
+        .env("DUPR_FAULTS", "put:1+:delay=1200")
+        .args(["--json", "full", "--volsize", "1", "src", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(full_volumes(&env.target()).len() >= 3);
+    let l = lines(&o);
+    let with_eta: Vec<&Value> = l
+        .iter()
+        .filter(|m| m["message_type"] == "status" && m["bytes_done"].as_u64() > Some(0))
+        .collect();
+    assert!(!with_eta.is_empty(), "{}", out_text(&o));
+    for m in with_eta {
+        assert_eq!(m["total_bytes"], 4_500_000, "{m}");
+        assert!(m["seconds_remaining"].is_u64(), "{m}");
+    }
+
+    let dest = env.restore_dir("slow");
+    let o = env
+        .dupr()
+        .env("PASSPHRASE", "json-test")
+        .env("DUPR_FAULTS", "open:1+:delay=1200,get:1+:delay=1200")
+        .args(["--json", "restore", &url, dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let l = lines(&o);
+    let (summary, status) = l.split_last().unwrap();
+    assert_eq!(summary["message_type"], "summary");
+    assert_eq!(summary["files"], 3);
+    assert_eq!(summary["bytes"], 4_500_000);
+    assert!(!status.is_empty(), "no status line: {}", out_text(&o));
+    let mut last = (0, 0);
+    for m in status {
+        assert_eq!(m["message_type"], "status", "{m}");
+        let now = (
+            m["files_done"].as_u64().unwrap(),
+            m["bytes_done"].as_u64().unwrap(),
+        );
+        assert!(now.0 >= last.0 && now.1 >= last.1, "counts went down: {m}");
+        assert!(now.0 <= 3 && now.1 <= 4_500_000, "{m}");
+        last = now;
+    }
+    // Files were counted while the restore was still waiting on volumes.
+    assert!(
+        status.iter().any(|m| m["files_done"].as_u64() > Some(0)),
+        "{}",
+        out_text(&o)
+    );
+    assert_same_tree(&src, &dest);
+}
+
 #[test]
 fn errors_are_one_json_object_with_the_exit_code() {
     let env = Env::new();

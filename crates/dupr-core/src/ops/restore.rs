@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::backup::Counters;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::restore::{self, RestoreOptions, RestoreStats};
@@ -16,16 +17,28 @@ use super::{refuse_incomplete, selected_walker, Target};
 
 /// What to restore, and how.
 pub struct RestoreRequest {
+    /// The time whose state is restored: that of the newest backup at or
+    /// before it (the oldest full when all are later).
     pub time: Timestamp,
+    /// The restore target: a directory for a tree, or the file itself for a
+    /// single file.
     pub dest: PathBuf,
     /// Only this archive path (`--path-to-restore`).
     pub path: Option<Index>,
+    /// `--force`: write into an existing non-empty target, replacing what the
+    /// archive holds there.
     pub force: bool,
+    /// Set owners as recorded (has effect only when running as root).
     pub restore_owner: bool,
+    /// `--numeric-owner`: owners by uid/gid only, ignoring the recorded names.
     pub numeric_owner: bool,
+    /// `--rename FROM TO`: archive path prefixes placed elsewhere.
     pub rename: Vec<(Index, Index)>,
     /// Restore-time selection (archive-relative patterns).
     pub selection: Option<Arc<Selection>>,
+    /// Live counters (entries placed, file bytes written) a progress
+    /// display can poll.
+    pub counters: Option<Arc<Counters>>,
 }
 
 impl RestoreRequest {
@@ -41,6 +54,7 @@ impl RestoreRequest {
             numeric_owner: false,
             rename: Vec::new(),
             selection: None,
+            counters: None,
         }
     }
 }
@@ -57,6 +71,7 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
         numeric_owner,
         rename,
         selection,
+        counters,
     } = req;
     let (names, c) = t.collection()?;
     let ch = c
@@ -65,16 +80,14 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
     refuse_incomplete(t, &c, &names, ch, time)?;
     let sets = ch.sets_at(time);
     let opts = RestoreOptions {
-        dest,
         path,
         force,
         restore_owner,
         numeric_owner,
         rename,
         selection,
-        tempdir: t.settings.tempdir.clone(),
-        crypto: t.settings.crypto.clone(),
-        plain: None,
+        counters,
+        ..RestoreOptions::new(dest, t.settings.tempdir.clone(), t.settings.crypto.clone())
     };
     restore::restore(
         t.backend.as_ref(),
@@ -85,10 +98,15 @@ pub fn restore(t: &Target, req: RestoreRequest) -> Result<RestoreStats> {
     )
 }
 
+/// What `verify` found.
 #[derive(serde::Serialize)]
 pub struct VerifyReport {
+    /// Paths compared, counting those of either side.
     pub compared: u64,
+    /// One line per difference ("Difference found: PATH: what"); only with
+    /// `compare_data`.
     pub differences: Vec<String>,
+    /// Non-fatal errors (deltas that did not apply, ...).
     pub errors: u64,
 }
 
@@ -127,16 +145,13 @@ pub fn verify(
         t.settings.tempdir.clone(),
     )?;
     let opts = RestoreOptions {
-        dest: PathBuf::new(),
         path,
         force: true,
-        restore_owner: false,
-        numeric_owner: false,
-        rename: Vec::new(),
-        selection: None,
-        tempdir: t.settings.tempdir.clone(),
-        crypto: t.settings.crypto.clone(),
-        plain: None,
+        ..RestoreOptions::new(
+            PathBuf::new(),
+            t.settings.tempdir.clone(),
+            t.settings.crypto.clone(),
+        )
     };
     restore::collate(
         t.backend.as_ref(),
