@@ -142,102 +142,13 @@ pub fn export_keys(l: &Loaded, out: &Path, export_file: Option<&Path>) -> Result
         }
     };
 
-    // The files the profile reads.
     let top = format!("dupr-{name}");
     let mut t = TarOut::new();
     t.dir(&top);
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
-    let mut report = Vec::new();
-    let mut stored_names = Vec::new();
-    for key in FILE_KEYS {
-        for orig in strings(raw.get(*key)) {
-            if files.contains_key(&orig) {
-                continue;
-            }
-            let path = locate(&orig, &l.path).ok_or_else(|| {
-                anyhow!(
-                    "profile {name}: {key} {orig:?} does not exist (relative paths are read from the current directory or the profile's)"
-                )
-            })?;
-            let data = std::fs::read(&path)
-                .with_context(|| format!("reading {key} {}", path.display()))?;
-            let base = path
-                .file_name()
-                .map(|b| b.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "file".into());
-            let mut stored = format!("files/{base}");
-            let mut n = 2;
-            while stored_names.contains(&stored) {
-                stored = format!("files/{n}-{base}");
-                n += 1;
-            }
-            stored_names.push(stored.clone());
-            if stored_names.len() == 1 {
-                t.dir(&format!("{top}/files"));
-            }
-            t.file(&format!("{top}/{stored}"), &data);
-            report.push(format!("  {key} {orig} -> {top}/{stored}"));
-            files.insert(orig, stored);
-        }
-    }
-
-    // The keys it names.
-    let mut ids: Vec<(String, bool)> = Vec::new();
-    for (key, signs) in KEY_KEYS {
-        for id in strings(p.options.get(*key)) {
-            ids.push((id, *signs));
-        }
-    }
-    let mut ring = Keyring::new();
-    if !ids.is_empty() {
-        ring.add_gnupg_home(&keys::gnupg_home())?;
-    }
-    let mut done: Vec<String> = Vec::new();
-    let mut key_lines = Vec::new();
-    for (id, signs) in &ids {
-        let k = ring.find(&KeySpec::parse(id)).ok_or_else(|| {
-            anyhow!(
-                "profile {name}: key {id:?} is not in {} (GNUPGHOME)",
-                ring.searched()
-            )
-        })?;
-        let fpr = keys::fingerprint_hex(k);
-        if done.contains(&fpr) {
-            continue;
-        }
-        if done.is_empty() {
-            t.dir(&format!("{top}/keys"));
-        }
-        done.push(fpr.clone());
-        let uid = k
-            .details
-            .users
-            .first()
-            .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
-            .unwrap_or_default();
-        let public = gpg_export_public(&fpr)?;
-        t.file(&format!("{top}/keys/{fpr}.public.asc"), &public);
-        // The sign key's passphrase is SIGN_PASSPHRASE, falling back to
-        // PASSPHRASE (duplicity's rule); encryption keys the other way.
-        let mut tries: Vec<&Secret> = Vec::new();
-        let main = backup_pass.as_ref();
-        let (first, second) = if *signs {
-            (sign_pass.as_ref(), main)
-        } else {
-            (main, sign_pass.as_ref())
-        };
-        tries.extend(first);
-        tries.extend(second.filter(|s| Some(*s) != first));
-        let secret = gpg_export_secret(&fpr, &tries)?;
-        let what = match &secret {
-            Some(s) => {
-                t.file(&format!("{top}/keys/{fpr}.secret.asc"), s);
-                "public + secret key"
-            }
-            None => "public key only: no secret key in GNUPGHOME",
-        };
-        key_lines.push(format!("  {fpr} {uid} ({id}): {what}"));
-    }
+    let (files, report) = add_files(&mut t, &top, l, &raw)?;
+    let ids = key_ids(p);
+    let passes = (backup_pass.as_ref(), sign_pass.as_ref());
+    let key_lines = add_keys(&mut t, &top, name, &ids, passes)?;
 
     let mut index = String::from(
         "# Files the profile reads: original path = file in this directory.\n[files]\n",
@@ -279,6 +190,127 @@ pub fn export_keys(l: &Loaded, out: &Path, export_file: Option<&Path>) -> Result
         out.display()
     );
     Ok(0)
+}
+
+/// Add the files the profile reads (key files, filelists, ...) under
+/// `top/files/`; their original paths map to the stored names, and a line
+/// per file for the report.
+fn add_files(
+    t: &mut TarOut,
+    top: &str,
+    l: &Loaded,
+    raw: &toml::Table,
+) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+    let name = &l.name;
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut report = Vec::new();
+    let mut stored_names = Vec::new();
+    for key in FILE_KEYS {
+        for orig in strings(raw.get(*key)) {
+            if files.contains_key(&orig) {
+                continue;
+            }
+            let path = locate(&orig, &l.path).ok_or_else(|| {
+                anyhow!(
+                    "profile {name}: {key} {orig:?} does not exist (relative paths are read from the current directory or the profile's)"
+                )
+            })?;
+            let data = std::fs::read(&path)
+                .with_context(|| format!("reading {key} {}", path.display()))?;
+            let base = path
+                .file_name()
+                .map(|b| b.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let mut stored = format!("files/{base}");
+            let mut n = 2;
+            while stored_names.contains(&stored) {
+                stored = format!("files/{n}-{base}");
+                n += 1;
+            }
+            stored_names.push(stored.clone());
+            if stored_names.len() == 1 {
+                t.dir(&format!("{top}/files"));
+            }
+            t.file(&format!("{top}/{stored}"), &data);
+            report.push(format!("  {key} {orig} -> {top}/{stored}"));
+            files.insert(orig, stored);
+        }
+    }
+    Ok((files, report))
+}
+
+/// The key ids the profile names, and whether each signs.
+fn key_ids(p: &profile::Profile) -> Vec<(String, bool)> {
+    let mut ids: Vec<(String, bool)> = Vec::new();
+    for (key, signs) in KEY_KEYS {
+        for id in strings(p.options.get(*key)) {
+            ids.push((id, *signs));
+        }
+    }
+    ids
+}
+
+/// Add the keys `ids` under `top/keys/`: each public key, and its secret
+/// key when GNUPGHOME has it (exported with the backup or sign
+/// passphrase). Returns a line per key for the report.
+fn add_keys(
+    t: &mut TarOut,
+    top: &str,
+    name: &str,
+    ids: &[(String, bool)],
+    (backup_pass, sign_pass): (Option<&Secret>, Option<&Secret>),
+) -> Result<Vec<String>> {
+    let mut ring = Keyring::new();
+    if !ids.is_empty() {
+        ring.add_gnupg_home(&keys::gnupg_home())?;
+    }
+    let mut done: Vec<String> = Vec::new();
+    let mut key_lines = Vec::new();
+    for (id, signs) in ids {
+        let k = ring.find(&KeySpec::parse(id)).ok_or_else(|| {
+            anyhow!(
+                "profile {name}: key {id:?} is not in {} (GNUPGHOME)",
+                ring.searched()
+            )
+        })?;
+        let fpr = keys::fingerprint_hex(k);
+        if done.contains(&fpr) {
+            continue;
+        }
+        if done.is_empty() {
+            t.dir(&format!("{top}/keys"));
+        }
+        done.push(fpr.clone());
+        let uid = k
+            .details
+            .users
+            .first()
+            .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
+            .unwrap_or_default();
+        let public = gpg_export_public(&fpr)?;
+        t.file(&format!("{top}/keys/{fpr}.public.asc"), &public);
+        // The sign key's passphrase is SIGN_PASSPHRASE, falling back to
+        // PASSPHRASE (duplicity's rule); encryption keys the other way.
+        let mut tries: Vec<&Secret> = Vec::new();
+        let main = backup_pass;
+        let (first, second) = if *signs {
+            (sign_pass, main)
+        } else {
+            (main, sign_pass)
+        };
+        tries.extend(first);
+        tries.extend(second.filter(|s| Some(*s) != first));
+        let secret = gpg_export_secret(&fpr, &tries)?;
+        let what = match &secret {
+            Some(s) => {
+                t.file(&format!("{top}/keys/{fpr}.secret.asc"), s);
+                "public + secret key"
+            }
+            None => "public key only: no secret key in GNUPGHOME",
+        };
+        key_lines.push(format!("  {fpr} {uid} ({id}): {what}"));
+    }
+    Ok(key_lines)
 }
 
 /// A string or an array of strings of a profile key.

@@ -207,7 +207,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile> {
 }
 
 /// Refuse a secret-bearing file others can read.
-fn private(path: &Path, what: &str) -> Result<()> {
+pub(crate) fn private(path: &Path, what: &str) -> Result<()> {
     let mode = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .permissions()
@@ -489,7 +489,7 @@ fn prompt(confirm: bool) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-fn expand(p: &str) -> PathBuf {
+pub(crate) fn expand(p: &str) -> PathBuf {
     match p.strip_prefix("~/") {
         Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
         None => PathBuf::from(p),
@@ -1334,115 +1334,6 @@ fn chain_summary(l: &Loaded, st: &mut ProfileStatus) {
             .sum(),
     );
     st.target_files = Some(names.len());
-}
-
-/// `dupr profile list|show|create|edit-check NAME`.
-pub fn manage(words: &[OsString]) -> Result<i32> {
-    let w: Vec<String> = words
-        .iter()
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect();
-    match w.first().map(String::as_str) {
-        Some("list") => {
-            let mut names: Vec<String> = std::fs::read_dir(config_dir())
-                .map(|rd| {
-                    rd.flatten()
-                        .filter_map(|e| {
-                            e.file_name()
-                                .to_str()
-                                .and_then(|n| n.strip_suffix(".toml"))
-                                .map(str::to_string)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
-            for n in names {
-                let last = records(&n).last().map(|r| {
-                    format!("last {} {} {}", r.action, r.result, dupr_core::time::pretty_local(r.end))
-                });
-                println!("{n}\t{}", last.unwrap_or_else(|| "never run".into()));
-            }
-            Ok(0)
-        }
-        Some("show") => {
-            let name = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile show NAME"))?;
-            let l = load(name, &path_of(name))?;
-            let mut shown = l.profile.clone();
-            if shown.passphrase.is_some() {
-                shown.passphrase = Some("(hidden)".into());
-            }
-            if shown.sign_passphrase.is_some() {
-                shown.sign_passphrase = Some("(hidden)".into());
-            }
-            println!("# {}", l.path.display());
-            print!("{}", toml::to_string(&shown)?);
-            Ok(0)
-        }
-        Some("create") => {
-            let name = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile create NAME [SOURCE TARGET]"))?;
-            let path = path_of(name);
-            if path.exists() {
-                bail!("profile {} exists already", path.display());
-            }
-            let p = Profile {
-                source: Some(w.get(2).cloned().unwrap_or_else(|| "/home/me".into())),
-                target: Some(w.get(3).cloned().unwrap_or_else(|| "file:///mnt/backup".into())),
-                passphrase_file: Some(format!("~/.config/dupr/{name}.passphrase")),
-                cleanup: Some(true),
-                retention: Retention {
-                    remove_older_than: Some("60D".into()),
-                    ..Default::default()
-                },
-                options: [("full-if-older-than".to_string(), toml::Value::String("14D".into()))]
-                    .into_iter()
-                    .collect(),
-                ..Default::default()
-            };
-            write_private(&path, &toml::to_string(&p)?)?;
-            println!("created {}", path.display());
-            Ok(0)
-        }
-        Some("edit-check") => {
-            let name = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile edit-check NAME"))?;
-            let l = load(name, &path_of(name))?;
-            let steps = plan(&l, "backup", &[], &[])?;
-            // The assembled command lines must parse.
-            for s in &steps {
-                let mut argv = vec![OsString::from("dupr")];
-                argv.extend(s.args.iter().cloned());
-                crate::cli::command()
-                    .try_get_matches_from(&argv)
-                    .map_err(|e| anyhow!("profile {name}: {}", e.kind()))?;
-            }
-            if let Some(f) = &l.profile.passphrase_file {
-                private(&expand(f), "holds the passphrase")?;
-            }
-            println!("profile {name} is valid ({} step(s) in a backup run)", steps.len());
-            Ok(0)
-        }
-        Some("import") => {
-            let from = w.get(1).ok_or_else(|| anyhow!("usage: dupr profile import FILE|DIR [NAME]"))?;
-            let (text, notes) = crate::import::import(Path::new(from))?;
-            let name = w.get(2).cloned().unwrap_or_else(|| {
-                Path::new(from)
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "imported".into())
-            });
-            let path = path_of(&name);
-            if path.exists() {
-                bail!("profile {} exists already", path.display());
-            }
-            write_private(&path, &text)?;
-            println!("imported {from} as profile {name} ({})", path.display());
-            for n in &notes {
-                println!("not converted: {n}");
-            }
-            Ok(0)
-        }
-        _ => bail!("usage: dupr profile list|show NAME|create NAME [SOURCE TARGET]|edit-check NAME|import FILE|DIR [NAME]"),
-    }
 }
 
 /// Write a file readable by its owner only.

@@ -14,7 +14,19 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
     env.insert("PROFILE".into(), profile.clone());
     let mut c = Conv::new(Shell::parse(text, env));
 
-    // Source and target.
+    source_and_target(&mut c);
+    cache(&mut c, &profile);
+    encryption(&mut c, dir);
+    options(&mut c);
+    retention(&mut c);
+    exclude_file(&mut c, dir)?;
+    hooks(&mut c, dir);
+    Ok(c.leftovers("duply"))
+}
+
+/// SOURCE and TARGET (with TARGET_USER/TARGET_PASS, which duply folded
+/// into the URL or the environment).
+fn source_and_target(c: &mut Conv) {
     c.o.p.source = c.nonempty("SOURCE");
     if c.o.p.source.as_deref() == Some("/path/of/source") {
         c.o.note("SOURCE is still duply's template value");
@@ -58,15 +70,17 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
     if c.o.p.source.is_none() || c.o.p.target.is_none() {
         c.o.note("SOURCE or TARGET is not set: give the profile a source and a target");
     }
+}
 
-    // The cache: --name duply_PROFILE, or --archive-dir ARCH_DIR --name PROFILE.
+/// The cache: `--name duply_PROFILE`, or `--archive-dir ARCH_DIR --name PROFILE`.
+fn cache(c: &mut Conv, profile: &str) {
     match c.nonempty("ARCH_DIR") {
         Some(arch) => {
             let old = format!("duply_{profile}");
             let name = if Path::new(&arch).join(&old).is_dir() {
                 old
             } else {
-                profile.clone()
+                profile.to_string()
             };
             c.put("archive-dir", &arch, "ARCH_DIR");
             c.put("name", &name, "ARCH_DIR");
@@ -83,8 +97,11 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
             }
         }
     }
+}
 
-    // Encryption.
+/// Encryption and signing keys, passphrases, gpg options; the key files
+/// duply exported beside the conf.
+fn encryption(c: &mut Conv, dir: &Path) {
     let gpg_key = c.var("GPG_KEY").unwrap_or_default();
     let keys_enc = c.var("GPG_KEYS_ENC").unwrap_or_default();
     let key_sign = c.var("GPG_KEY_SIGN");
@@ -173,9 +190,11 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
             keyfiles.join(", ")
         ));
     }
+}
 
-    // Options, then DUPL_PARAMS, which override them (duply passed only
-    // DUPL_PARAMS; its template puts MAX_FULLBKP_AGE and VOLSIZE there).
+/// Options, then DUPL_PARAMS, which override them (duply passed only
+/// DUPL_PARAMS; its template puts MAX_FULLBKP_AGE and VOLSIZE there).
+fn options(c: &mut Conv) {
     if let Some(v) = c.nonempty("VERBOSITY") {
         c.put("verbosity", &v, "VERBOSITY");
     }
@@ -203,8 +222,11 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
         }
     }
     c.o.words(&params_words, "DUPL_PARAMS");
+}
 
-    // Retention.
+/// Retention (MAX_AGE, MAX_FULL_BACKUPS, MAX_FULLS_WITH_INCRS) and the
+/// variables dupr has no use for.
+fn retention(c: &mut Conv) {
     let mut retention = Vec::new();
     if let Some(a) = c.nonempty("MAX_AGE") {
         c.o.p.retention.remove_older_than = Some(a);
@@ -242,9 +264,11 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
     if c.discard(&["PYTHON"]).len() == 1 {
         c.o.note("PYTHON: dupr needs no interpreter");
     }
+}
 
-    // The exclude file: duply passes it as --exclude-filelist, after
-    // DUPL_PARAMS; its rules go into select in that place.
+/// The exclude file: duply passes it as `--exclude-filelist`, after
+/// DUPL_PARAMS; its rules go into select in that place.
+fn exclude_file(c: &mut Conv, dir: &Path) -> Result<()> {
     let exclude = dir.join("exclude");
     if exclude.is_file() {
         let t = std::fs::read_to_string(&exclude)
@@ -253,8 +277,11 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
             c.o.sel.push(Sel::Line(l));
         }
     }
+    Ok(())
+}
 
-    // pre and post scripts.
+/// The `pre` and `post` scripts, as the profile's hooks.
+fn hooks(c: &mut Conv, dir: &Path) {
     for which in ["pre", "post"] {
         let script = dir.join(which);
         let Ok(meta) = std::fs::metadata(&script) else {
@@ -299,7 +326,6 @@ pub(super) fn duply(dir: &Path, text: &str) -> Result<Out> {
             c.o.p.hooks.post = Some(cmd);
         }
     }
-    Ok(c.leftovers("duply"))
 }
 
 /// duply's key list: comma-separated, `\,` for a comma inside a key.

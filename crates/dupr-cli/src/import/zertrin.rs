@@ -25,7 +25,17 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
     }
     c.words(&static_options, "STATIC_OPTIONS");
 
-    // Encryption (ENCRYPT).
+    encryption(&mut c);
+    selection(&mut c);
+    retention(&mut c);
+    logs_and_notifications(&mut c);
+    reuse_cache(&mut c, dest.as_deref());
+    Ok(c.leftovers("duplicity-backup.sh"))
+}
+
+/// Encryption (ENCRYPT): keys, passphrase, gpg options; key ids the
+/// wrapper set but did not use are said, never dropped silently.
+fn encryption(c: &mut Conv) {
     let encryption = c.var("ENCRYPTION").unwrap_or_default();
     let enc_key = c.nonempty("GPG_ENC_KEY");
     let sign_key = c.nonempty("GPG_SIGN_KEY");
@@ -110,9 +120,11 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
         }
         _ => {}
     }
+}
 
-    // Selection: EXCLUDE (device files, EXCLIST), INCLUDE (INCLIST,
-    // INCEXCFILE), then --exclude=** when anything was included.
+/// Selection: EXCLUDE (device files, EXCLIST), INCLUDE (INCLIST,
+/// INCEXCFILE), then `--exclude=**` when anything was included.
+fn selection(c: &mut Conv) {
     if c.var("EXDEVICEFILES")
         .and_then(|v| v.trim().parse::<i64>().ok())
         .is_some_and(|n| n != 0)
@@ -146,8 +158,10 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
         }
         c.o.put("exclude", Some("**"), "INCLIST");
     }
+}
 
-    // Retention (duplicity_cleanup, after each backup as in dupr).
+/// Retention (duplicity_cleanup, after each backup as in dupr).
+fn retention(c: &mut Conv) {
     let cleanup = c.var("CLEAN_UP_TYPE").unwrap_or_default();
     let count = c.var("CLEAN_UP_VARIABLE").unwrap_or_default();
     let number = |what: &str, v: &str, c: &mut Conv| -> Option<u32> {
@@ -161,10 +175,10 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
         match cleanup.as_str() {
             "remove-older-than" => c.o.p.retention.remove_older_than = Some(count.clone()),
             "remove-all-but-n-full" => {
-                c.o.p.retention.keep_full = number("CLEAN_UP_VARIABLE", &count, &mut c);
+                c.o.p.retention.keep_full = number("CLEAN_UP_VARIABLE", &count, c);
             }
             "remove-all-inc-of-but-n-full" => {
-                c.o.p.retention.keep_incrementals_of = number("CLEAN_UP_VARIABLE", &count, &mut c);
+                c.o.p.retention.keep_incrementals_of = number("CLEAN_UP_VARIABLE", &count, c);
             }
             "none" | "" => {}
             other => c.o.note(format!(
@@ -187,8 +201,10 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
             ));
         }
     }
+}
 
-    // Logs, temporary files, mail, notifications.
+/// Logs, temporary files, mail, notifications.
+fn logs_and_notifications(c: &mut Conv) {
     c.o.p.log_dir = c.nonempty("LOGDIR");
     if let Some(v) = c.nonempty("REMOVE_LOGS_OLDER_THAN") {
         match v.trim().parse::<u64>() {
@@ -278,9 +294,11 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
     if c.discard(&["ECHO"]).len() == 1 {
         c.o.note("ECHO: the wrapper's dry run; use `dupr -p NAME --preview backup` instead");
     }
+}
 
-    // Reuse the wrapper's duplicity cache, if there is one for DEST.
-    if let (Some(d), Some(root)) = (&dest, duplicity_cache_root()) {
+/// Reuse the wrapper's duplicity cache, if there is one for DEST.
+fn reuse_cache(c: &mut Conv, dest: Option<&str>) {
+    if let (Some(d), Some(root)) = (dest, duplicity_cache_root()) {
         let name = dupr_core::cache::name_for_url(d);
         let opts = &c.o.p.options;
         if root.join(&name).is_dir()
@@ -295,5 +313,4 @@ pub(super) fn zertrin(text: &str) -> Result<Out> {
             ));
         }
     }
-    Ok(c.leftovers("duplicity-backup.sh"))
 }
