@@ -46,10 +46,16 @@ pub enum Framing {
     /// SEIPD v1 packet holding a compressed (ZIP) packet holding a literal
     /// packet, each with partial lengths of the sizes above.
     Pgp {
+        /// Bytes of the session-key packets in front of the SEIPD packet.
         prefix: u64,
+        /// The session key's symmetric algorithm (OpenPGP algorithm id).
         cipher: u8,
+        /// Body bytes of the literal packet (its own header included).
         literal_len: u64,
+        /// Body bytes of the compressed packet.
         compressed_len: u64,
+        /// Body bytes of the SEIPD packet (version byte, random prefix and
+        /// MDC included).
         seipd_len: u64,
     },
 }
@@ -59,24 +65,31 @@ pub enum Framing {
 pub struct BlockInfo {
     /// Where its deflated bytes start in the deflate stream, and how many.
     pub out_off: u64,
+    /// Length of its deflated bytes.
     pub out_len: u64,
     /// Its plaintext (for OpenPGP: the framed literal packet) length and hash.
     pub in_len: u64,
+    /// SHA-256 of its plaintext, checked before any byte of it is used.
     pub sha256: [u8; 32],
 }
 
 /// The first entry whose tar header starts in a block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirstEntry {
+    /// The block it starts in, from 0.
     pub block: u32,
+    /// Where its header starts in the volume's tar stream.
     pub tar_offset: u64,
+    /// Its path in the archive.
     pub index: Index,
 }
 
 /// The layout of one stored volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
+    /// How the blocks are wrapped.
     pub framing: Framing,
+    /// The blocks, in stream order.
     pub blocks: Vec<BlockInfo>,
 }
 
@@ -177,6 +190,7 @@ fn deframe_in_place(
 
 /// A stored file that can be read at any offset.
 pub trait RangeRead {
+    /// `len` bytes from `offset`; fewer bytes than that is an error.
     fn read_range(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>>;
 
     /// [`RangeRead::read_range`] into `buf` (its old contents dropped), so
@@ -509,10 +523,13 @@ mod tests {
 /// The index of one volume, as stored in a set's `.dupr-blocks` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeIndex {
+    /// The volume number, from 1.
     pub num: u32,
     /// The volume's SHA-1 (as in the manifest): binds the index to it.
     pub sha1: String,
+    /// Where the volume's blocks are.
     pub layout: Layout,
+    /// The first entry starting in each block that has one, in block order.
     pub firsts: Vec<FirstEntry>,
 }
 
@@ -526,7 +543,8 @@ pub const MAGIC_LEN: u64 = MAGIC.len() as u64;
 const MAX_BLOCKS: u32 = 1 << 22;
 const MAX_PATH: u32 = 1 << 16;
 
-/// The first tar block number for tar offset `t` in a volume of `framing`.
+/// The first tar block number for tar offset `t`, in a volume written as
+/// OpenPGP (`framing_is_pgp`) or as gzip.
 pub fn block_of(framing_is_pgp: bool, t: u64) -> u32 {
     let b = if framing_is_pgp {
         t + LITERAL_HEADER
@@ -765,6 +783,8 @@ fn decode_job(v: &VolumeIndex, k: usize, mut raw: Vec<u8>, key: &[u8], pool: &Po
 }
 
 impl<'a> BlockStream<'a> {
+    /// A stream of `v`'s tar bytes from `tar_offset`, which lies in block
+    /// `block`; `key` is the session key (empty for gzip volumes).
     pub fn new(
         file: Box<dyn RangeRead + Send + 'a>,
         key: zeroize::Zeroizing<Vec<u8>>,

@@ -14,6 +14,8 @@ use crate::crypt::{self, Codec, Crypto, Encoder};
 use crate::error::{Error, IoContext, Result};
 use crate::naming::{self, FileType, Prefixes};
 
+/// The cache directory of one target (duplicity's archive directory for
+/// a `--name`): plain manifests and gzipped signature files.
 pub struct Cache {
     dir: PathBuf,
 }
@@ -35,6 +37,8 @@ pub fn name_for_url(url: &str) -> String {
 }
 
 impl Cache {
+    /// The cache of `url` under `archive_dir` (default [`default_root`]), in the
+    /// subdirectory `name` (default [`name_for_url`]); created when missing.
     pub fn open(archive_dir: Option<&Path>, name: Option<&str>, url: &str) -> Result<Cache> {
         let root = archive_dir.map_or_else(default_root, Path::to_path_buf);
         let dir = root.join(name.map_or_else(|| name_for_url(url), str::to_string));
@@ -42,14 +46,17 @@ impl Cache {
         Ok(Cache { dir })
     }
 
+    /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The path of cache file `name`.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
+    /// The names of the files in the cache, sorted.
     pub fn list(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for de in std::fs::read_dir(&self.dir).ctx(&self.dir)? {

@@ -6,27 +6,36 @@ use std::collections::BTreeMap;
 use crate::naming::{self, FileType, ParsedName, Prefixes, SetType};
 use crate::time::Timestamp;
 
+/// One backup set on the target: a full or an incremental, with its volumes,
+/// manifest and side files, as its file names describe it.
 #[derive(Clone, Debug)]
 pub struct BackupSet {
+    /// Full or incremental.
     pub set_type: SetType,
     /// Start time of an incremental (None for a full).
     pub start: Option<Timestamp>,
     /// Time of a full, end time of an incremental.
     pub end: Timestamp,
+    /// Volume file names by volume number, from 1.
     pub volumes: BTreeMap<u32, String>,
+    /// The manifest's file name; None while the set is incomplete.
     pub manifest: Option<String>,
     /// The `--jsonstat` statistics file, when the run wrote one.
     pub jsonstat: Option<String>,
     /// dupr's block index of the volumes, when the run wrote one.
     pub blocks: Option<String>,
+    /// Whether the set's files are encrypted (`.gpg`).
     pub encrypted: bool,
 }
 
 impl BackupSet {
+    /// True when the manifest is present: duplicity writes it last, so a set
+    /// without one was interrupted or damaged.
     pub fn is_complete(&self) -> bool {
         self.manifest.is_some()
     }
 
+    /// True for a full backup set.
     pub fn is_full(&self) -> bool {
         self.set_type == SetType::Full
     }
@@ -60,21 +69,28 @@ impl BackupSet {
     }
 }
 
+/// A backup chain: a full set and the incrementals that build on it, each
+/// starting where the one before ends.
 #[derive(Clone, Debug)]
 pub struct Chain {
+    /// The full set the chain starts with.
     pub full: BackupSet,
+    /// The incrementals, oldest first.
     pub incs: Vec<BackupSet>,
 }
 
 impl Chain {
+    /// The chain's start: its full set's time.
     pub fn start(&self) -> Timestamp {
         self.full.end
     }
 
+    /// The chain's end: the newest set's end time.
     pub fn end(&self) -> Timestamp {
         self.incs.last().map_or(self.full.end, |s| s.end)
     }
 
+    /// The full set, then the incrementals, oldest first.
     pub fn sets(&self) -> impl Iterator<Item = &BackupSet> {
         std::iter::once(&self.full).chain(self.incs.iter())
     }
@@ -85,25 +101,36 @@ impl Chain {
     }
 }
 
+/// One signature file (sigtar) on the target.
 #[derive(Clone, Debug)]
 pub struct SigFile {
+    /// The file name.
     pub name: String,
+    /// Start time of an incremental's signatures (None for a full's).
     pub start: Option<Timestamp>,
+    /// Time of a full, end time of an incremental.
     pub end: Timestamp,
+    /// The name, parsed.
     pub parsed: ParsedName,
 }
 
+/// A signature chain: a full signature file and the incremental ones that
+/// follow it, each starting where the one before ends.
 #[derive(Clone, Debug)]
 pub struct SigChain {
+    /// The full signature file.
     pub full: SigFile,
+    /// The incremental signature files, oldest first.
     pub incs: Vec<SigFile>,
 }
 
 impl SigChain {
+    /// The chain's end: the newest signature file's end time.
     pub fn end(&self) -> Timestamp {
         self.incs.last().map_or(self.full.end, |s| s.end)
     }
 
+    /// The full signature file, then the incremental ones, oldest first.
     pub fn files(&self) -> impl Iterator<Item = &SigFile> {
         std::iter::once(&self.full).chain(self.incs.iter())
     }
@@ -116,6 +143,7 @@ impl SigChain {
     }
 }
 
+/// All backup and signature chains of a target, and the files that fit none.
 #[derive(Debug, Default)]
 pub struct Collection {
     /// Complete chains sorted by end time.
@@ -124,7 +152,9 @@ pub struct Collection {
     pub orphaned: Vec<BackupSet>,
     /// Sets without a manifest.
     pub incomplete: Vec<BackupSet>,
+    /// Signature chains sorted by end time.
     pub sig_chains: Vec<SigChain>,
+    /// Incremental signature files that extend no signature chain.
     pub orphaned_sigs: Vec<SigFile>,
     /// Block indexes whose set is gone (duplicity's own retention leaves
     /// them); never a reason to call a set incomplete.
@@ -132,6 +162,8 @@ pub struct Collection {
 }
 
 impl Collection {
+    /// The collection a target listing makes. Names that do not parse (other
+    /// files, other prefixes) and partial files are left out.
     pub fn from_names<S: AsRef<str>>(names: &[S], prefixes: &Prefixes) -> Self {
         let mut sets: BTreeMap<(u8, Option<Timestamp>, Timestamp), BackupSet> = BTreeMap::new();
         let mut sigs: Vec<SigFile> = Vec::new();

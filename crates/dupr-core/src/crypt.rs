@@ -53,10 +53,14 @@ pub const INCREMENTAL_SIDE_LEVEL: u32 = 9;
 /// OpenPGP messages.
 #[derive(Clone, Debug)]
 pub struct Tuning {
+    /// Deflate level, 0 to 9, of written files.
     pub level: u32,
     /// The level was chosen (`--compress-level`, `-z`), not dupr's default.
     pub level_given: bool,
+    /// Compress written data (off with `--no-compression` or
+    /// `--compress-algo none`); unencrypted backups then store plain tars.
     pub compress: bool,
+    /// The symmetric cipher of written messages (`--cipher-algo`).
     pub cipher: SymmetricKeyAlgorithm,
 }
 
@@ -96,6 +100,7 @@ pub struct PublicKeyOptions {
     /// New encrypted files will be written (a backup): the sign key's secret
     /// is needed now. Otherwise the recipients' secret keys are.
     pub writing: bool,
+    /// Compress the data of written messages (off with `--no-compression`).
     pub compress: bool,
 }
 
@@ -634,9 +639,11 @@ pub fn signature_failure(e: &io::Error) -> Option<Error> {
 /// How a stored file is encoded.
 #[derive(Clone, Debug)]
 pub enum Codec {
+    /// Neither compressed nor encrypted: the bytes as they are.
     Plain,
     /// gzip; the level applies to files written.
     Gzip(u32),
+    /// An OpenPGP message, with the run's keys and settings.
     Gpg(Arc<Crypto>),
 }
 
@@ -819,7 +826,9 @@ pub struct Encoder {
 
 /// What an encoder leaves behind.
 pub struct Written {
+    /// Bytes written to the file.
     pub size: u64,
+    /// SHA-1 of the file, in hex (the hash a volume's manifest entry records).
     pub sha1_hex: String,
     /// Where its independently compressed blocks are (dupr's fast writer).
     pub layout: Option<crate::blocks::Layout>,
@@ -961,6 +970,7 @@ impl Encoder {
         }
     }
 
+    /// Flush and close the file: what was written, its hash and block layout.
     pub fn finish(self) -> io::Result<Written> {
         let (file, sha1_hex, layout) = match self.layer {
             Layer::Gpg(g) => {

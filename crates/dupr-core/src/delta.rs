@@ -1,9 +1,10 @@
 //! Applying librsync deltas (magic `rs\x026`) streaming: the basis is
-//! random-access (a mapped file), the delta and the output are streams, so
+//! random-access (positioned reads of a file), the delta and the output are streams, so
 //! memory does not grow with the file.
 
 use std::io::{self, Read, Write};
 
+/// The magic number a librsync delta starts with (`rs\x026`, big-endian).
 pub const DELTA_MAGIC: u32 = 0x7273_0236;
 
 fn bad(msg: &str) -> io::Error {
@@ -18,7 +19,9 @@ fn read_be<R: Read>(r: &mut R, width: usize) -> io::Result<u64> {
 
 /// Random access to the basis file of a delta.
 pub trait Basis {
+    /// The basis file's length in bytes.
     fn len(&self) -> u64;
+    /// True when the basis file is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -43,6 +46,7 @@ pub struct FileBasis {
 }
 
 impl FileBasis {
+    /// A basis reading `file`, whose length is taken now.
     pub fn new(file: std::fs::File) -> io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(FileBasis { file, len })

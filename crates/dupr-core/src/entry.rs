@@ -8,14 +8,22 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crate::tar::{self, Header};
 
+/// The type of a file, as lstat reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A named pipe.
     Fifo,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A Unix socket: the walk skips these and a restore ignores them.
     Socket,
 }
 
@@ -34,20 +42,32 @@ impl Kind {
     }
 }
 
+/// One file's metadata: from lstat during a backup, or from a tar header
+/// of a difftar or sigtar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
+    /// The file's type.
     pub kind: Kind,
     /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`).
     pub perms: u32,
+    /// The owner's user id.
     pub uid: u32,
+    /// The owner's group id.
     pub gid: u32,
+    /// The owner's user name; empty when the id has no name.
     pub uname: Vec<u8>,
+    /// The owner's group name; empty when the id has no name.
     pub gname: Vec<u8>,
+    /// Modification time, in whole seconds since the epoch (never negative
+    /// from lstat).
     pub mtime: i64,
     /// Regular file size from lstat (not stored in archives).
     pub size: u64,
+    /// The symlink's target; empty for other kinds.
     pub link: Vec<u8>,
+    /// Major device number (character and block devices).
     pub devmajor: u32,
+    /// Minor device number (character and block devices).
     pub devminor: u32,
     /// What dupr's own signature files add (PAX `DUPR.size`,
     /// `DUPR.mtime_nsec`) so a change within the same second, or of size
@@ -55,16 +75,23 @@ pub struct Meta {
     pub exact: Option<Exact>,
     /// Device and inode (from lstat; 0 for archived entries).
     pub dev: u64,
+    /// Inode number; see `dev`.
     pub ino: u64,
 }
 
+/// A regular file's exact size and sub-second mtime, beyond what tar headers
+/// hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exact {
+    /// Size in bytes.
     pub size: u64,
+    /// Nanoseconds past `Meta::mtime`'s second.
     pub mtime_nsec: u32,
 }
 
 impl Meta {
+    /// The metadata lstat gave, with `link` the symlink target (empty for
+    /// other kinds); `names` resolves the owner's names.
     pub fn from_fs(md: &Metadata, link: Vec<u8>, names: &mut Names) -> Self {
         let ft = md.file_type();
         let kind = if ft.is_file() {
@@ -104,6 +131,8 @@ impl Meta {
         }
     }
 
+    /// The metadata a tar header records; None for an entry type without a
+    /// [`Kind`] (a hard link, say).
     pub fn from_header(h: &Header) -> Option<Self> {
         let kind = match h.typeflag {
             tar::REGTYPE | b'7' => Kind::File,
@@ -233,6 +262,7 @@ pub struct Names {
 }
 
 impl Names {
+    /// The user name of `uid`, empty if it has none.
     pub fn user(&mut self, uid: u32) -> Vec<u8> {
         self.users
             .entry(uid)
@@ -246,6 +276,7 @@ impl Names {
             .clone()
     }
 
+    /// The group name of `gid`, empty if it has none.
     pub fn group(&mut self, gid: u32) -> Vec<u8> {
         self.groups
             .entry(gid)
@@ -273,6 +304,7 @@ impl Names {
         found.unwrap_or(fallback)
     }
 
+    /// The local gid for a recorded group name, falling back to the number.
     pub fn gid_for(&mut self, name: &[u8], fallback: u32) -> u32 {
         if name.is_empty() {
             return fallback;
@@ -290,13 +322,20 @@ impl Names {
 /// The role of a tar entry in difftars and sigtars (reference 2.2, 3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// The whole file (`snapshot/`, `multivol_snapshot/`); in a sigtar, a
+    /// file without a signature (not a regular file), by its header alone.
     Snapshot,
+    /// An rdiff delta against the previous backup (`diff/`, `multivol_diff/`).
     Diff,
+    /// A file gone since the previous backup (`deleted/`).
     Deleted,
+    /// A file's rsync signature, in a sigtar (`signature/`).
     Signature,
 }
 
 impl Role {
+    /// The entry name prefix for this role; `multivol` picks the chunked form
+    /// of snapshots and diffs, which the others do not have.
     pub fn prefix(self, multivol: bool) -> &'static str {
         match (self, multivol) {
             (Role::Snapshot, false) => "snapshot/",
@@ -312,8 +351,11 @@ impl Role {
 /// A parsed entry name: role, index and multivol chunk number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryName {
+    /// What the entry holds for the file.
     pub role: Role,
+    /// The file's path in the archive.
     pub index: crate::index::Index,
+    /// The chunk number, from 1, of a `multivol_` entry; None for others.
     pub chunk: Option<u64>,
 }
 
@@ -348,15 +390,19 @@ pub fn entry_name(
 /// lossily decoded).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EntryNameError {
+    /// The name starts with none of the known prefixes.
     #[error("unknown tar entry {0:?}")]
     Unknown(String),
+    /// The path after the prefix starts with `/`.
     #[error("absolute path in tar entry {0:?}")]
     Absolute(String),
+    /// A `multivol_` name without a `/N` chunk suffix.
     #[error("multivol entry without chunk number {0:?}")]
     NoChunk(String),
+    /// A `multivol_` name whose chunk suffix is not a number.
     #[error("bad chunk number in {0:?}")]
     BadChunk(String),
-    /// `..` or an empty component: a path that would leave the restore root.
+    /// A `..` component: a path that would leave the restore root.
     #[error("path outside the backup root in tar entry {0:?}")]
     OutsideRoot(String),
 }

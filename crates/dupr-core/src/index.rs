@@ -20,6 +20,7 @@ impl serde::Serialize for Index {
 }
 
 impl Index {
+    /// The backup root itself.
     pub fn root() -> Self {
         Index(Vec::new())
     }
@@ -47,27 +48,33 @@ impl Index {
         Some(Index(out))
     }
 
+    /// True for the backup root.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The path bytes, components joined by `/` (empty for the root).
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// The path's components, none for the root.
     pub fn components(&self) -> impl Iterator<Item = &[u8]> {
         let empty = self.0.is_empty();
         self.0.split(|&b| b == b'/').filter(move |_| !empty)
     }
 
+    /// The number of components (0 for the root).
     pub fn len(&self) -> usize {
         self.components().count()
     }
 
+    /// True for the root, which has no components.
     pub fn is_empty(&self) -> bool {
         self.is_root()
     }
 
+    /// The path of `name` (one component) inside this directory.
     pub fn join(&self, name: &[u8]) -> Index {
         let mut v = Vec::with_capacity(self.0.len() + 1 + name.len());
         v.extend_from_slice(&self.0);
@@ -78,6 +85,7 @@ impl Index {
         Index(v)
     }
 
+    /// The directory holding this path; None for the root.
     pub fn parent(&self) -> Option<Index> {
         if self.is_root() {
             return None;

@@ -51,6 +51,7 @@
 // Every unsafe block in shipped code says why it is sound (tests are
 // exempt: their unsafe is libc calls on fixtures).
 #![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod backup;

@@ -6,7 +6,9 @@ use crate::time::{self, Timestamp};
 /// Full backup set or incremental set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SetType {
+    /// A full backup set (`duplicity-full.*`).
     Full,
+    /// An incremental set (`duplicity-inc.*`, `duplicity-new-signatures.*`).
     Inc,
 }
 
@@ -14,9 +16,13 @@ pub enum SetType {
 /// of an `Inc` set `duplicity-new-signatures`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileType {
+    /// A difftar volume, by number from 1.
     Volume(u32),
+    /// The set's manifest.
     Manifest,
+    /// The set's signature file (sigtar).
     Signature,
+    /// The `--jsonstat` statistics file.
     JsonStat,
     /// dupr's block index of the set's volumes (see `blocks`); duplicity's
     /// patterns do not match it, so duplicity ignores it.
@@ -26,24 +32,37 @@ pub enum FileType {
 /// `--file-prefix` (`file`) and the per-type prefixes written after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prefixes {
+    /// `--file-prefix`: in front of every name.
     pub file: String,
+    /// `--file-prefix-archive`: after `file`, in front of volume names.
     pub archive: String,
+    /// `--file-prefix-manifest`: after `file`, in front of manifest (and block
+    /// index) names.
     pub manifest: String,
+    /// `--file-prefix-signature`: after `file`, in front of signature file names.
     pub signature: String,
+    /// `--file-prefix-jsonstat`: after `file`, in front of statistics file names.
     pub jsonstat: String,
 }
 
 /// A duplicity file name, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParsedName {
+    /// Full or incremental.
     pub set: SetType,
+    /// What the file holds.
     pub kind: FileType,
     /// Start time of an incremental; `None` for full sets.
     pub start: Option<Timestamp>,
     /// Time of a full set, end time of an incremental.
     pub end: Timestamp,
+    /// The name ends in `.gpg` (or the short form's `.g`, or `.p7m`).
     pub encrypted: bool,
+    /// The name ends in `.gz` (or the short form's `.z`).
     pub gzipped: bool,
+    /// The name carries the partial marker (`.part`, `.p`): a file of a
+    /// backup not finished (duplicity keeps such manifests and signatures in
+    /// its cache).
     pub partial: bool,
 }
 

@@ -20,33 +20,49 @@ use crate::walk::Select;
 /// One selection option, in command-line order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rule {
+    /// `--include PATTERN`, read per the filter mode in force.
     Include(Vec<u8>),
+    /// `--exclude PATTERN`, read per the filter mode in force.
     Exclude(Vec<u8>),
+    /// `--include-regexp REGEXP`.
     IncludeRegexp(Vec<u8>),
+    /// `--exclude-regexp REGEXP`.
     ExcludeRegexp(Vec<u8>),
+    /// `--include-filelist FILE`: patterns one a line, a `- ` prefix excluding.
     IncludeFilelist(PathBuf),
+    /// `--exclude-filelist FILE`: patterns one a line, a `+ ` prefix including.
     ExcludeFilelist(PathBuf),
     /// Only these paths (relative to the source), their parents implied.
     FilesFrom(PathBuf),
+    /// `--exclude-if-present NAME`: directories holding a file of that name.
     ExcludeIfPresent(Vec<u8>),
     /// Regular files modified before this time (epoch seconds) are left out.
     ExcludeOlderThan(i64),
+    /// `--exclude-other-filesystems`: paths on another device than the source.
     ExcludeOtherFilesystems,
+    /// `--exclude-device-files`: character and block devices.
     ExcludeDeviceFiles,
+    /// A `--filter-*` switch.
     Filter(Filter),
 }
 
 /// The `--filter-*` switches: how later patterns are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
+    /// `--filter-globbing`: shell globs (the default).
     Globbing,
+    /// `--filter-literal`: patterns are exact paths.
     Literal,
+    /// `--filter-regexp`: patterns are regular expressions.
     Regexp,
+    /// `--filter-ignorecase`: match case-insensitively.
     IgnoreCase,
+    /// `--filter-strictcase`: match case-sensitively (the default).
     StrictCase,
 }
 
 impl Filter {
+    /// The option as typed on the command line.
     pub fn option(self) -> &'static str {
         match self {
             Filter::Globbing => "--filter-globbing",
@@ -61,38 +77,71 @@ impl Filter {
 /// The selection options of one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Spec {
+    /// The selection options, in command-line order.
     pub rules: Vec<Rule>,
     /// Filelists are split on NUL instead of newline.
     pub null_separator: bool,
 }
 
 impl Spec {
+    /// True when no selection option was given.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 }
 
+/// A selection that cannot be built; each is a user error duplicity also
+/// reports, with its exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
+    /// A pattern that can match nothing below the source: duplicity requires
+    /// it to begin with the source directory (or a wildcard matching it).
     #[error("the file specification {pattern:?} cannot match any files in the base directory {base:?}; useful specifications begin with the base directory or a pattern (such as '**') that matches it")]
-    FilePrefix { pattern: String, base: String },
+    FilePrefix {
+        /// The pattern as given.
+        pattern: String,
+        /// The source directory, as matched.
+        base: String,
+    },
+    /// A restore pattern that is absolute or holds `.` or `..` elements.
     #[error("restore selection pattern {0:?} is invalid: restore patterns are relative to the archive root, as list-current-files prints them, without '.' or '..' elements")]
     RestorePattern(String),
+    /// A pattern that does not compile, or an option restore does not support.
     #[error("bad selection pattern {pattern:?}: {reason}")]
-    Globbing { pattern: String, reason: String },
+    Globbing {
+        /// The pattern (or the option) as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The last selection option includes, which changes nothing (the value is
+    /// its description).
     #[error("the last selection expression {0} only includes files; as everything is included by default it is redundant (add --exclude '**' after it)")]
     RedundantInclusion(String),
+    /// A `--filter-*` switch comes last, with no pattern after it to affect
+    /// (the value is the option).
     #[error("the last selection option is the filter option {0}, which has no effect as no selection option follows it")]
     TrailingFilter(&'static str),
+    /// Only the default filter modes were asked for (the value lists them).
     #[error("only the default filter mode options {0} were given; they have no effect")]
     RedundantFilter(String),
+    /// A `--files-from` list holds an absolute path.
     #[error("files-from list {list:?} contains the absolute path {path:?}; paths must be relative to the backup source")]
-    AbsoluteFilesFrom { list: PathBuf, path: String },
+    AbsoluteFilesFrom {
+        /// The list file.
+        list: PathBuf,
+        /// The absolute path in it.
+        path: String,
+    },
+    /// A `--files-from` list holds no path.
     #[error("files-from list {0:?} names no files; the backup would be empty")]
     EmptyFilesFrom(PathBuf),
+    /// A filelist or files-from list cannot be read, or is not UTF-8.
     #[error("cannot read filelist {path:?}: {cause}")]
     Filelist {
+        /// The list file.
         path: PathBuf,
+        /// Why it cannot be read.
         cause: std::io::Error,
     },
 }
@@ -417,6 +466,7 @@ pub struct ArchiveFilter {
 }
 
 impl ArchiveFilter {
+    /// A filter applying `sel`, which [`Selection::for_archive`] built.
     pub fn new(sel: std::sync::Arc<Selection>) -> Self {
         ArchiveFilter {
             sel,

@@ -5,7 +5,9 @@
 
 use fast_rsync::{Signature, SignatureOptions};
 
+/// The magic number of a librsync MD4 signature (`rs\x016`, big-endian).
 pub const MD4_SIG_MAGIC: u32 = 0x7273_0136;
+/// Bytes of the strong (MD4) hash kept per block.
 pub const STRONG_LEN: u32 = 8;
 /// Bytes hashed per `fast_rsync` call; a multiple of every block length is used.
 const BATCH: usize = 1 << 20;
@@ -30,6 +32,7 @@ pub struct SigBuilder {
 }
 
 impl SigBuilder {
+    /// A signature of blocks of `block_len` bytes (see [`block_len`]).
     pub fn new(block_len: u32) -> Self {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(&MD4_SIG_MAGIC.to_be_bytes());
@@ -42,6 +45,7 @@ impl SigBuilder {
         }
     }
 
+    /// Feed the next bytes of the file.
     pub fn update(&mut self, mut data: &[u8]) {
         let batch = (BATCH / self.block_len).max(1) * self.block_len;
         if self.pending.is_empty() {
@@ -76,6 +80,8 @@ impl SigBuilder {
         self.out.extend_from_slice(&sig.serialized()[12..]);
     }
 
+    /// The signature bytes: the header, then one record per block (the last
+    /// may be short).
     pub fn finish(mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.pending);
         self.hash(&rest);

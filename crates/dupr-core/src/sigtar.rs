@@ -24,6 +24,8 @@ pub struct SigtarWriter {
 }
 
 impl SigtarWriter {
+    /// A writer of the cache copy at `local_path` and, with `remote`, of the
+    /// target's copy at that path in that codec.
     pub fn create(local_path: &Path, remote: Option<(&Path, Codec)>) -> Result<Self> {
         let local = Encoder::create(local_path, &Codec::GZIP).ctx(local_path)?;
         let remote = match remote {
@@ -119,6 +121,8 @@ pub struct CheckedSigtar<R> {
 }
 
 impl<R: Read> CheckedSigtar<R> {
+    /// Reads `inner`, the plain bytes of signature file `name`, against `want`,
+    /// the SHA-256 (hex) its manifest recorded; an empty `want` checks nothing.
     pub fn new(inner: R, want: String, name: &str) -> Self {
         CheckedSigtar {
             inner,
@@ -151,8 +155,12 @@ impl<R: Read> Read for CheckedSigtar<R> {
 /// One sigtar record: the path and its state (None = deleted), with the
 /// signature bytes for regular files.
 pub struct SigEntry {
+    /// The path.
     pub index: Index,
+    /// Its metadata; None when the record marks it deleted.
     pub meta: Option<Meta>,
+    /// A regular file's librsync signature, when the reader was asked for
+    /// signatures.
     pub signature: Option<Vec<u8>>,
 }
 
@@ -164,6 +172,8 @@ pub struct SigtarReader<R: Read> {
 }
 
 impl<R: Read> SigtarReader<R> {
+    /// A reader of the plain sigtar `r` of signature file `name` (for errors);
+    /// `want_sigs` reads the signatures, else they are skipped.
     pub fn new(r: R, name: &str, want_sigs: bool) -> Self {
         SigtarReader {
             tar: tar::Reader::new(r),
@@ -184,6 +194,7 @@ impl<R: Read> SigtarReader<R> {
         self.tar.drain().map_err(|e| self.bad(e.to_string()))
     }
 
+    /// The next record; None at the end of the tar.
     pub fn next_entry(&mut self) -> Result<Option<SigEntry>> {
         let Some(h) = self
             .tar
@@ -230,6 +241,7 @@ pub struct SigMerge<R: Read> {
 }
 
 impl<R: Read> SigMerge<R> {
+    /// A merge of `readers`, given oldest first.
     pub fn new(mut readers: Vec<SigtarReader<R>>) -> Result<Self> {
         let mut heads = Vec::with_capacity(readers.len());
         for r in readers.iter_mut() {

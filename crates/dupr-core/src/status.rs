@@ -1,5 +1,5 @@
-//! `collection-status` and `list-current-files`: answered from manifests
-//! names and the signature chain only; no volume is read.
+//! `collection-status` and `list-current-files`: answered from manifests,
+//! file names and the signature chain only; no volume is read.
 
 use crate::backend::Backend;
 use crate::cache::Cache;
@@ -46,7 +46,10 @@ pub fn sig_readers(
 /// then every path present at the time asked for, in archive order. The
 /// command line renders it as duplicity's text or as JSON.
 pub trait ListSink {
+    /// The time of the newest chain's full backup (None when there is none),
+    /// before any path.
     fn last_full(&mut self, time: Option<Timestamp>) -> std::io::Result<()>;
+    /// One path present at the time asked for, with its metadata.
     fn file(&mut self, index: &Index, meta: &Meta) -> std::io::Result<()>;
 }
 
@@ -66,26 +69,33 @@ impl ListSink for Vec<Index> {
 /// what is outside them, and the problems found.
 #[derive(Debug, serde::Serialize)]
 pub struct StatusReport {
+    /// The complete chains, oldest first.
     pub chains: Vec<ChainReport>,
     /// Sets not part of any chain (cleanup material).
     pub orphaned_sets: usize,
     /// Sets without their manifest or volumes (cleanup material, or an
     /// interrupted backup the next one resumes).
     pub incomplete_sets: usize,
+    /// The incomplete sets, orphaned sets and stray signature files found.
     pub problems: Vec<StatusProblem>,
 }
 
+/// One backup chain in a [`StatusReport`].
 #[derive(Debug, serde::Serialize)]
 pub struct ChainReport {
     /// The newest chain: the one restores and incrementals use.
     pub primary: bool,
+    /// The chain's full backup time, epoch seconds.
     pub start: Timestamp,
+    /// The end time of its newest set, epoch seconds.
     pub end: Timestamp,
     /// A signature chain matches it (incrementals can build on it).
     pub signatures: bool,
+    /// Its sets, the full first.
     pub sets: Vec<SetReport>,
 }
 
+/// One backup set in a [`ChainReport`].
 #[derive(Debug, serde::Serialize)]
 pub struct SetReport {
     /// "full" or "incremental".
@@ -94,14 +104,18 @@ pub struct SetReport {
     pub time: Timestamp,
     /// The same time as file names carry it (`20261207T120000Z`).
     pub time_name: String,
+    /// The number of volume files on the target.
     pub volumes: usize,
 }
 
+/// A file of the target that fits no chain, or a set missing its manifest.
 #[derive(Debug, serde::Serialize)]
 pub struct StatusProblem {
+    /// The file concerned (for a set without one, the manifest it lacks).
     pub file: String,
     /// The time of the set concerned.
     pub time: Timestamp,
+    /// What is wrong and what to do about it.
     pub what: String,
 }
 

@@ -7,7 +7,7 @@
 //! This writer frames the packets itself (literal and compressed packets with
 //! partial lengths, SEIPD v1 with its MDC) on RustCrypto's AES-CFB and SHA-1,
 //! and compresses in independent 1 MiB blocks on every core, each kept
-//! deflated only if that makes it smaller (see [`BlockDeflater`]).
+//! deflated only if that makes it smaller (see `BlockDeflater`).
 //! Reading stays with rPGP, which accepts anything gpg writes.
 
 use std::collections::VecDeque;
@@ -41,17 +41,25 @@ pub fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
 /// What the stored file looks like.
 #[derive(Clone)]
 pub enum Format {
+    /// The bytes as written, neither compressed nor encrypted.
     Plain,
+    /// A gzip file.
     Gzip {
+        /// The deflate level, 0 to 9.
         level: u32,
     },
-    /// Symmetric OpenPGP: the SKESK packet to start with, the AES-256 session
-    /// key, and the deflate level (None: no compressed packet).
+    /// Symmetric OpenPGP: the SKESK packet to start with, the AES session
+    /// key (128, 192 or 256 bits), and the deflate level (None: no
+    /// compressed packet).
     Pgp {
+        /// The session-key packet (SKESK) the message starts with.
         skesk: Vec<u8>,
+        /// The session key.
         key: zeroize::Zeroizing<Vec<u8>>,
         /// OpenPGP cipher id: 7, 8 or 9 (AES-128/192/256).
         cipher: u8,
+        /// The deflate level of the compressed packet; None writes the literal
+        /// packet without one.
         deflate_level: Option<u32>,
     },
 }
@@ -65,7 +73,9 @@ const CHUNK: usize = 256 * 1024;
 /// needs (three encoders are open at once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scale {
+    /// A volume: all cores, full-size blocks.
     Volume,
+    /// A side file: one worker, smaller blocks.
     Small,
 }
 
@@ -522,18 +532,24 @@ struct Stage1Layout {
 
 /// What a finished stored file is.
 pub struct Finished {
+    /// The stored file, as written.
     pub file: File,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its SHA-1, in hex (for a volume, the hash the manifest records).
     pub sha1_hex: String,
     /// Where its blocks are, when it can be read from any block.
     pub layout: Option<Layout>,
 }
 
 impl FastEncoder {
+    /// An encoder writing `file` in `format`, scaled for a volume.
     pub fn new(file: File, format: Format) -> io::Result<Self> {
         Self::with_scale(file, format, Scale::Volume)
     }
 
+    /// An encoder writing `file` in `format`, with the threads and block size
+    /// of `scale`.
     pub fn with_scale(file: File, format: Format, scale: Scale) -> io::Result<Self> {
         let (tx, rx) = bounded::<Vec<u8>>(4);
         let (tx2, rx2) = bounded::<Vec<u8>>(2);

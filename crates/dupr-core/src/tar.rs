@@ -6,32 +6,53 @@
 
 use std::io::{self, Read};
 
+/// The tar block size: headers and padded entry data are multiples of it.
 pub const BLOCK: usize = 512;
 /// Python's tarfile RECORDSIZE: archives end on a multiple of this.
 pub const RECORD: usize = 20 * BLOCK;
 
+/// Type flag of a regular file.
 pub const REGTYPE: u8 = b'0';
+/// Type flag of a hard link; duplicity writes none.
 pub const LNKTYPE: u8 = b'1';
+/// Type flag of a symbolic link.
 pub const SYMTYPE: u8 = b'2';
+/// Type flag of a character device.
 pub const CHRTYPE: u8 = b'3';
+/// Type flag of a block device.
 pub const BLKTYPE: u8 = b'4';
+/// Type flag of a directory.
 pub const DIRTYPE: u8 = b'5';
+/// Type flag of a named pipe (FIFO).
 pub const FIFOTYPE: u8 = b'6';
 
 /// One tar header with long values already resolved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Header {
+    /// The entry's path, whole (a long or non-ASCII one comes from a PAX or
+    /// GNU long-name record).
     pub name: Vec<u8>,
+    /// The type flag (`REGTYPE`, `DIRTYPE`, ...).
     pub typeflag: u8,
+    /// Permission bits including setuid/setgid/sticky.
     pub mode: u32,
+    /// The owner's user id.
     pub uid: u64,
+    /// The owner's group id.
     pub gid: u64,
+    /// Size of the entry's data in bytes.
     pub size: u64,
+    /// Modification time, in seconds since the epoch.
     pub mtime: i64,
+    /// A symlink's target (or a hard link's); empty otherwise.
     pub linkname: Vec<u8>,
+    /// The owner's user name.
     pub uname: Vec<u8>,
+    /// The owner's group name.
     pub gname: Vec<u8>,
+    /// Major device number (character and block devices).
     pub devmajor: u32,
+    /// Minor device number (character and block devices).
     pub devminor: u32,
     /// PAX records beyond the standard ones (dupr's `DUPR.*` extensions).
     pub extra: Vec<(String, Vec<u8>)>,
@@ -174,6 +195,7 @@ pub struct Reader<R> {
 }
 
 impl<R: Read> Reader<R> {
+    /// A reader of the tar stream `inner`.
     pub fn new(inner: R) -> Self {
         Reader {
             inner,
@@ -183,6 +205,8 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// The underlying stream, wherever the reader left it: just past the
+    /// first zero block once `next_header` has returned None at one.
     pub fn into_inner(self) -> R {
         self.inner
     }

@@ -13,13 +13,17 @@ use crate::index::Index;
 /// What selection says about one path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Select {
+    /// The path is backed up.
     Include,
+    /// The path is left out (a directory with everything below it).
     Exclude,
     /// A directory kept only if something below it is included (implied parent).
     Scan,
 }
 
+/// One path of the source tree, as the walk yields it.
 pub struct WalkEntry {
+    /// The path relative to the source root.
     pub index: Index,
     /// The full path (for messages and selection; may exceed PATH_MAX).
     pub path: PathBuf,
@@ -27,6 +31,7 @@ pub struct WalkEntry {
     /// relative to an open ancestor directory (`/proc/self/fd/N/...`) when
     /// `path` is too long.
     pub access: PathBuf,
+    /// Its metadata, from lstat.
     pub meta: Meta,
 }
 
@@ -62,12 +67,16 @@ pub(crate) fn dir_access(access: &Path) -> std::io::Result<(PathBuf, Option<std:
     Ok((via, Some(f)))
 }
 
+/// The selection function: asked for each path's verdict with its index,
+/// full path and metadata.
 pub type Selector<'a> = Box<dyn FnMut(&Index, &Path, &Meta) -> Select + 'a>;
 
 /// The names to walk in a directory when selection restricts them
 /// (`--files-from`); None means "read the directory".
 pub type Lister<'a> = Box<dyn Fn(&Path) -> Option<Vec<Vec<u8>>> + 'a>;
 
+/// An iterator over the source tree's selected paths in index order, the
+/// root first. Unreadable paths are warned about, counted and skipped.
 pub struct Walker<'a> {
     stack: Vec<Frame>,
     /// Directories emitted only once a descendant is (implied parents).
@@ -80,11 +89,13 @@ pub struct Walker<'a> {
     /// `--copy-links`: store what symlinks point to.
     follow_links: bool,
     names: Names,
-    /// Warnings (unreadable files, sockets skipped) in the order met.
+    /// Entries that could not be read and were left out, counted.
     pub errors: u64,
 }
 
 impl<'a> Walker<'a> {
+    /// A walk of `root`, asking `select` about each path below it; fails when
+    /// `root` cannot be read.
     pub fn new(root: &Path, select: Selector<'a>) -> std::io::Result<Self> {
         let mut names = Names::default();
         let md = std::fs::symlink_metadata(root)?;

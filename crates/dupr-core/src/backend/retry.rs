@@ -12,6 +12,9 @@ use crate::error::{Error, IoContext, Result};
 /// longer itself).
 const MAX_DELAY: Duration = Duration::from_secs(120);
 
+/// A backend whose transient failures are retried, the wait doubling each
+/// time up to two minutes, and whose uploads and downloads are checked
+/// against the stored size.
 pub struct Retrying {
     inner: Box<dyn Backend>,
     retries: u32,
@@ -19,6 +22,7 @@ pub struct Retrying {
 }
 
 impl Retrying {
+    /// `inner` with `opts`' retry count and first delay.
     pub fn new(inner: Box<dyn Backend>, opts: &BackendOptions) -> Self {
         Retrying {
             inner,

@@ -23,6 +23,8 @@ pub enum Removal {
 /// deleted, and a report for the user.
 #[derive(serde::Serialize)]
 pub struct RemovalReport {
+    /// The target's files selected, in deletion order (deleted only with
+    /// `force`).
     pub files: Vec<String>,
     /// duplicity's listing of the sets concerned.
     #[serde(skip)]

@@ -150,6 +150,7 @@ pub fn file_changed(t: &Target, path: &Index) -> Result<Option<Vec<FileChange>>>
 /// One set's changes, as its manifest's Filelist records them
 /// (`collection-status --show-changes-in-set`).
 pub struct SetChanges {
+    /// True for the chain's full set.
     pub full: bool,
     /// The set's time.
     pub end: Timestamp,
