@@ -299,6 +299,24 @@ def human_bytes(n):
 
 # ---------------------------------------------------------------- the benchmark
 
+class FreshFs:
+    """A new ext4 file system in a sparse image, loop-mounted at `mnt`
+    (root only). Inode tables and the journal are written by mkfs, so no
+    lazy-init thread runs beside the timed step."""
+
+    def __init__(self, image, mnt, size):
+        self.image, self.mnt = image, mnt
+        with open(image, "wb") as f:
+            f.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                        image], check=True)
+        os.makedirs(mnt, exist_ok=True)
+        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+
+    def close(self):
+        subprocess.run(["umount", self.mnt], check=True)
+        os.unlink(self.image)
+
 class Bench:
     def __init__(self, args, work, tools):
         self.a = args
@@ -306,6 +324,7 @@ class Bench:
         self.tools = tools  # ordered list of Tool
         self.results = []   # dicts: round, step, tool, result
         self.mutated_stats = None
+        self.fs_bytes = 1 << 30  # --fresh-fs image size, set from the dataset
         self.logs = work.path("logs")
         os.makedirs(self.logs, exist_ok=True)
 
@@ -440,6 +459,13 @@ class Bench:
 
         if key == "restore-all":
             dest = os.path.join(tdir, "restore-all")
+            fs = None
+            if self.a.fresh_fs:
+                # A new ext4 for each restore (made and mounted before the
+                # clock starts): neither tool inherits the other's, or the
+                # last round's, freed inodes (see below).
+                fs = FreshFs(os.path.join(tdir, "restore-fs.img"), dest, self.fs_bytes)
+                dest = os.path.join(dest, "tree")
 
             def check():
                 if expected is None:
@@ -449,7 +475,11 @@ class Bench:
                 if got != want:
                     return f"restored {got}, expected {want}"
                 return None
-            res = self.run_step(rnd, key, t, t.argv("restore", cache, url, dest), check=check)
+            try:
+                res = self.run_step(rnd, key, t, t.argv("restore", cache, url, dest), check=check)
+            finally:
+                if fs:
+                    fs.close()
             if res.ok:
                 res.note = res.note or note
             # Kept until the round's clean-up: on ext4 without a journal
@@ -843,6 +873,9 @@ def markdown(meta, rows, rss_row, names, results, million, notes, a):
                "it is not possible here); the full backup starts with an empty archive dir, every "
                "later step uses the cache the earlier steps left; tools run interleaved per step, "
                "duplicity first")
+    if getattr(a, "fresh_fs", False):
+        out.append("- restore all writes into a new ext4 (sparse image, loop-mounted, inode tables "
+                   "written by mkfs) made before each tool's step and removed after it")
     out.append("- restore all is checked by file/dir/symlink count and total size; the single-file "
                f"restores byte for byte (small file: the middle one of `code/` in sorted order; "
                f"large file: `{LARGE_FILE}`, i.e. its full backup plus the mutate step's delta)")
@@ -916,6 +949,9 @@ def main():
     ap.add_argument("--note", action="append", default=[],
                     help="extra line for the Notes section (repeatable)")
     ap.add_argument("--timeout", type=float, default=3600, help="per step, seconds")
+    ap.add_argument("--fresh-fs", action="store_true",
+                    help="restore all into a new loop-mounted ext4 each time (needs root): "
+                         "takes the previous restores' deleted inodes out of the timing")
     ap.add_argument("--drop-dataset", action="store_true",
                     help="delete the cached dataset when done")
     ap.add_argument("--from-json", metavar="FILE",
@@ -981,6 +1017,10 @@ def main():
     pristine_stats = tree_stats(pristine)
     meta["dataset"] = pristine_stats
     log(f"dataset: {pristine_stats}")
+    # Room for the tree twice over (the mutated one is bigger), sparse.
+    bench.fs_bytes = max(1 << 30, 2 * pristine_stats["bytes"] + (512 << 20))
+    if a.fresh_fs and os.geteuid() != 0:
+        sys.exit("--fresh-fs mounts file systems: run as root")
 
     try:
         if selected:
