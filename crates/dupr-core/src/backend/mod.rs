@@ -321,7 +321,16 @@ impl Backend for Local {
     fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         use std::io::{Seek, SeekFrom};
         let p = self.dir.join(name);
-        let mut f = File::open(&p).ctx(&p)?;
+        // Missing is a missing volume, as for `open` (exit 53, not an I/O error).
+        let mut f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::MissingVolume {
+                    name: name.to_string(),
+                })
+            }
+            Err(e) => return Err(Error::io(p, e)),
+        };
         f.seek(SeekFrom::Start(offset)).ctx(&p)?;
         let mut v = Vec::new();
         f.take(len).read_to_end(&mut v).ctx(&p)?;
@@ -410,5 +419,23 @@ mod tests {
             Err(Error::BadUrl { .. })
         ));
         assert_eq!(redact("sftp://u:pw@h/x"), "sftp://u:***@h/x");
+    }
+
+    /// A file that is not there is a missing volume whether it is read
+    /// whole or by ranges (through the retry wrapper too).
+    #[test]
+    fn a_missing_file_is_a_missing_volume_however_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("there"), b"0123456789").unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let b = open_local(&url, &BackendOptions::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.read_range("there", 2, 3).unwrap(), b"234");
+        assert!(matches!(
+            b.read_range("gone", 0, 4),
+            Err(Error::MissingVolume { name }) if name == "gone"
+        ));
+        assert!(matches!(b.open("gone"), Err(Error::MissingVolume { .. })));
     }
 }
