@@ -15,16 +15,21 @@ pub struct Progress {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// The bytes of regular files under `source`, summed by a stat-only walk
+/// on a thread of its own: 0 until the walk is done, then at least 1.
+pub fn source_total(source: PathBuf) -> Arc<AtomicU64> {
+    let total = Arc::new(AtomicU64::new(0));
+    let t = total.clone();
+    std::thread::spawn(move || {
+        let n = dupr_core::walk::total_size(&source);
+        t.store(n.max(1), Ordering::Relaxed);
+    });
+    total
+}
+
 pub fn start(c: Arc<Counters>, source: PathBuf) -> Progress {
     let stop = Arc::new(AtomicBool::new(false));
-    let total = Arc::new(AtomicU64::new(0));
-    {
-        let total = total.clone();
-        std::thread::spawn(move || {
-            let t = dupr_core::walk::total_size(&source);
-            total.store(t.max(1), Ordering::Relaxed);
-        });
-    }
+    let total = source_total(source);
     let s = stop.clone();
     let handle = std::thread::spawn(move || {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());

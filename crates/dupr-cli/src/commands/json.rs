@@ -54,15 +54,11 @@ impl StatusLines {
     pub fn start(counters: Arc<Counters>, source: Option<PathBuf>) -> StatusLines {
         let (stop, rx) = mpsc::channel::<()>();
         let started = Instant::now();
-        // 0 until the walk is done.
-        let total = Arc::new(AtomicU64::new(0));
-        if let Some(source) = source {
-            let total = total.clone();
-            std::thread::spawn(move || {
-                let t = dupr_core::walk::total_size(&source);
-                total.store(t.max(1), Ordering::Relaxed);
-            });
-        }
+        // 0 until the walk is done (always, without a source).
+        let total = match source {
+            Some(source) => crate::progress::source_total(source),
+            None => Arc::new(AtomicU64::new(0)),
+        };
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(1))
             {
