@@ -190,16 +190,6 @@ const CHUNK: usize = 65536;
 /// rebuilt bytes against it. duplicity ignores unknown PAX records.
 pub(crate) const CONTENT_HASH: &str = "DUPR.sha256";
 
-/// A reader that hashes what it reads.
-struct HashReader<'r, R>(&'r mut R, sha2::Sha256);
-
-impl<R: Read> Read for HashReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.0.read(buf)?;
-        sha2::Digest::update(&mut self.1, &buf[..n]);
-        Ok(n)
-    }
-}
 /// Bytes of a changed file diffed at a time.
 const DIFF_WINDOW: usize = 8 << 20;
 
@@ -439,17 +429,18 @@ impl Emitter<'_> {
         let mut newsig = SigBuilder::new(block_len(len, self.cfg.req.max_blocksize));
         self.delta_tmp.set_len(0).ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
-        let mut content = HashReader(&mut f, <sha2::Sha256 as sha2::Digest>::new());
+        let mut content = <sha2::Sha256 as sha2::Digest>::new();
         let total = {
             let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
-            let r = write_delta(&sig, &mut content, &mut w, Some(&mut newsig)).ctx(&e.path)?;
+            let r = write_delta(&sig, &mut f, &mut w, Some(&mut newsig), Some(&mut content))
+                .ctx(&e.path)?;
             w.flush().ctx(&e.path)?;
             r
         };
         let Some(total) = total else {
             return self.snapshot(e);
         };
-        let content = hex::encode(sha2::Digest::finalize(content.1));
+        let content = hex::encode(sha2::Digest::finalize(content));
         let dlen = self.delta_tmp.stream_position().ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
         let mut tmp = self.delta_tmp.try_clone().ctx(&e.path)?;
@@ -530,16 +521,22 @@ impl Emitter<'_> {
 }
 
 /// Write a librsync delta of `new` against `old` to `out`, diffing the new
-/// data in windows so memory stays constant (a match straddling two windows
-/// becomes a short literal; each window's delta is spliced in without its
-/// magic and END). Feeds `newsig` with the same bytes. Returns the bytes
-/// read, or None if `fast_rsync` refuses the old signature.
+/// data in windows so memory stays constant (each window's commands are
+/// spliced in without magic and END; an unmatched tail is carried into the
+/// next window, so an edge costs no block). Feeds `newsig` and `content`
+/// with the same bytes; a large window's content hash runs on a thread
+/// beside its signature and diff, the one part of an incremental that
+/// reads whole files. Returns the bytes read, or None if `fast_rsync`
+/// refuses the old signature.
 pub(crate) fn write_delta(
     old: &fast_rsync::Signature,
     new: &mut impl Read,
     out: &mut impl Write,
     mut newsig: Option<&mut SigBuilder>,
+    mut content: Option<&mut sha2::Sha256>,
 ) -> std::io::Result<Option<u64>> {
+    /// Windows at least this big hash their content on a second thread.
+    const HASH_BESIDE: usize = 1 << 20;
     let index = old.index();
     let Some(bs) = old.serialized().get(4..8) else {
         return Ok(None);
@@ -554,9 +551,7 @@ pub(crate) fn write_delta(
     let mut carried = 0usize;
     loop {
         let n = crate::stream::read_full(new, &mut window[carried..])?;
-        if let Some(s) = newsig.as_deref_mut() {
-            s.update(&window[carried..carried + n]);
-        }
+        let base = total - carried as u64;
         total += n as u64;
         let len = carried + n;
         if len == 0 {
@@ -564,23 +559,50 @@ pub(crate) fn write_delta(
         }
         let last = len < window.len();
         d.clear();
-        if fast_rsync::diff(&index, &window[..len], &mut d).is_err() || d.len() < 5 {
+        let fresh = &window[carried..len];
+        let diffed = std::thread::scope(|s| {
+            let hashing = match content.as_deref_mut() {
+                Some(h) if n >= HASH_BESIDE => {
+                    Some(s.spawn(move || sha2::Digest::update(h, fresh)))
+                }
+                Some(h) => {
+                    sha2::Digest::update(h, fresh);
+                    None
+                }
+                None => None,
+            };
+            if let Some(sig) = newsig.as_deref_mut() {
+                sig.update(fresh);
+            }
+            let r = crate::delta::diff_window(
+                &index,
+                old.serialized(),
+                newsig.as_deref(),
+                base,
+                &window[..len],
+                &mut d,
+            );
+            if let Some(h) = hashing {
+                h.join().expect("hashing does not panic");
+            }
+            r
+        });
+        if diffed.is_none() {
             return Ok(None);
         }
-        let cmds = &d[4..d.len() - 1];
         carried = 0;
-        match crate::delta::trailing_literal(cmds) {
+        match crate::delta::trailing_literal(&d) {
             Some((at, lit)) if !last => {
                 // Keep the last block's worth of that literal for the next
                 // window, so a window edge costs no unmatched block.
                 let lit = lit as usize;
                 carried = lit.min(bs.saturating_sub(1));
-                out.write_all(&cmds[..at])?;
+                out.write_all(&d[..at])?;
                 crate::delta::literal_command((lit - carried) as u64, out)?;
                 out.write_all(&window[len - lit..len - carried])?;
                 window.copy_within(len - carried..len, 0);
             }
-            _ => out.write_all(cmds)?,
+            _ => out.write_all(&d)?,
         }
         if last {
             break;
@@ -595,7 +617,16 @@ pub fn windowed_delta(old_sig: &[u8], new: &mut impl Read) -> std::io::Result<Ve
     let sig = fast_rsync::Signature::deserialize(old_sig.to_vec())
         .map_err(|_| std::io::Error::other("bad signature"))?;
     let mut out = Vec::new();
-    write_delta(&sig, new, &mut out, None)?
+    // The new file's signature, in the basis' block length, lets blocks
+    // that stayed in place skip the search (as in a backup).
+    let bs = u32::from_be_bytes(
+        old_sig
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0, 0, 2, 0]),
+    );
+    let mut newsig = SigBuilder::new(bs.max(1));
+    write_delta(&sig, new, &mut out, Some(&mut newsig), None)?
         .ok_or_else(|| std::io::Error::other("unusable signature"))?;
     Ok(out)
 }
@@ -1145,20 +1176,125 @@ mod tests {
         assert!(!size_mismatch(99, None));
     }
 
-    /// Issue 18: a window edge inside a long file costs no unmatched block.
-    /// Before the carry-over, each 8 MiB edge sent about one block (here
-    /// 4,608 bytes) as literal; 20 MB has two edges.
-    #[test]
-    fn window_edges_cost_nothing() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let base: Vec<u8> = (0..20_000_000)
+    fn pseudo(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 x as u8
             })
-            .collect();
+            .collect()
+    }
+
+    /// Delta `new` against `base` as a backup does (new signature in
+    /// `new_bs`, content hash beside) and check all three outputs; returns
+    /// the delta's length.
+    fn delta_roundtrip(base: &[u8], new: &[u8], new_bs: u32) -> usize {
+        let bs = crate::signature::block_len(base.len() as u64, None);
+        let sig = crate::signature::signature_of(base, bs);
+        let sig = fast_rsync::Signature::deserialize(sig).unwrap();
+        let mut delta = Vec::new();
+        let mut newsig = SigBuilder::new(new_bs);
+        let mut content = <sha2::Sha256 as sha2::Digest>::new();
+        let total = write_delta(
+            &sig,
+            &mut &new[..],
+            &mut delta,
+            Some(&mut newsig),
+            Some(&mut content),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(total, new.len() as u64);
+        assert!(newsig.finish() == crate::signature::signature_of(new, new_bs));
+        assert_eq!(
+            sha2::Digest::finalize(content)[..],
+            <sha2::Sha256 as sha2::Digest>::digest(new)[..]
+        );
+        let mut back = Vec::new();
+        crate::delta::apply(base, &delta[..], &mut back).unwrap();
+        assert!(back == new, "the delta rebuilds the new file");
+        delta.len()
+    }
+
+    /// Blocks that stay in place are copied without a search; every other
+    /// kind of edit still finds its matches, across window edges too.
+    #[test]
+    fn deltas_of_in_place_and_shifting_edits() {
+        let base = pseudo(20_000_000, 0x9E37_79B9_7F4A_7C15);
+        let bs = crate::signature::block_len(base.len() as u64, None);
+        let b = bs as usize;
+        // Overwrites inside and across blocks, and on a window edge.
+        let mut new = base.clone();
+        new[3 * b + 10..3 * b + 20].fill(1);
+        new[9 * b - 5..9 * b + 5].fill(2);
+        new[(8 << 20) - 3..(8 << 20) + 3].fill(3);
+        assert!(delta_roundtrip(&base, &new, bs) < 5 * b + 512);
+        // An edit that keeps a block's rolling checksum (+1, -2, +1 on
+        // three bytes): only the strong hash tells the block changed.
+        let mut new = base.clone();
+        let at = (0..)
+            .map(|i| 5 * b + 100 + i)
+            .find(|&i| new[i] < 250 && new[i + 1] > 5 && new[i + 2] < 250)
+            .unwrap();
+        new[at] += 1;
+        new[at + 1] -= 2;
+        new[at + 2] += 1;
+        assert_ne!(new, base);
+        assert!(delta_roundtrip(&base, &new, bs) < 2 * b + 512);
+        // An insertion shifts every later block off its place.
+        let mut new = base.clone();
+        new.splice(1_000_003..1_000_003, *b"seven!!");
+        assert!(delta_roundtrip(&base, &new, bs) < 2 * b + 512);
+        // A deletion, then an append.
+        let mut new = base.clone();
+        new.drain(5_000_000..5_100_000);
+        new.extend_from_slice(&pseudo(70_000, 5));
+        assert!(delta_roundtrip(&base, &new, bs) < 70_000 + 3 * b + 512);
+        // Truncated mid-block: the basis' short last block is never "in place".
+        let new = base[..15_000_123].to_vec();
+        assert!(delta_roundtrip(&base, &new, bs) < b + 512);
+        // The new file's block length differs: the search alone.
+        let mut new = base.clone();
+        new[100..110].fill(4);
+        assert!(delta_roundtrip(&base, &new, bs + 512) < 2 * b + 512);
+        // Nothing in common, and empty.
+        delta_roundtrip(&base, &pseudo(3_000_000, 9), bs);
+        delta_roundtrip(&base, b"", bs);
+        delta_roundtrip(b"", &base[..5000], 512);
+    }
+
+    proptest::proptest! {
+        /// Any edit of a small file: the delta rebuilds it exactly.
+        #[test]
+        fn deltas_rebuild_any_edit(
+            seed in 1u64..u64::MAX,
+            len in 0usize..20_000,
+            edits in proptest::collection::vec((0usize..20_000, 0usize..700, 0u8..3), 0..5),
+        ) {
+            let base = pseudo(len, seed);
+            let mut new = base.clone();
+            for (at, n, kind) in edits {
+                let at = at.min(new.len());
+                let end = (at + n).min(new.len());
+                match kind {
+                    0 => new[at..end].fill(kind),
+                    1 => { new.splice(at..at, pseudo(n, seed ^ 1)); }
+                    _ => { new.drain(at..end); }
+                }
+            }
+            let bs = crate::signature::block_len(base.len() as u64, None);
+            delta_roundtrip(&base, &new, bs);
+        }
+    }
+
+    /// Issue 18: a window edge inside a long file costs no unmatched block.
+    /// Before the carry-over, each 8 MiB edge sent about one block (here
+    /// 4,608 bytes) as literal; 20 MB has two edges.
+    #[test]
+    fn window_edges_cost_nothing() {
+        let base = pseudo(20_000_000, 0x9E37_79B9_7F4A_7C15);
         let bs = crate::signature::block_len(base.len() as u64, None);
         assert_eq!(bs, 4608);
         let sig = crate::signature::signature_of(&base, bs);
@@ -1169,7 +1305,7 @@ mod tests {
         new.extend_from_slice(&appended);
         let mut delta = Vec::new();
         let mut newsig = SigBuilder::new(bs);
-        let total = write_delta(&sig, &mut &new[..], &mut delta, Some(&mut newsig))
+        let total = write_delta(&sig, &mut &new[..], &mut delta, Some(&mut newsig), None)
             .unwrap()
             .unwrap();
         assert_eq!(total, new.len() as u64);

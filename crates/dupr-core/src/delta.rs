@@ -1,6 +1,8 @@
-//! Applying librsync deltas (magic `rs\x026`) streaming: the basis is
-//! random-access (positioned reads of a file), the delta and the output are streams, so
-//! memory does not grow with the file.
+//! librsync deltas (magic `rs\x026`). Applying streams: the basis is
+//! random-access (positioned reads of a file), the delta and the output are
+//! streams, so memory does not grow with the file. Making one
+//! ([`diff_window`]) takes the blocks that stayed in place from the new
+//! signature's sums and leaves only the rest to `fast_rsync`'s rolling search.
 
 use std::io::{self, Read, Write};
 
@@ -193,6 +195,127 @@ pub fn literal_command(len: u64, out: &mut impl Write) -> io::Result<()> {
             out.write_all(&len.to_be_bytes())
         }
     }
+}
+
+/// Append a copy command (librsync's encoding: the smallest widths that
+/// hold the basis offset and the length).
+pub fn copy_command(offset: u64, len: u64, out: &mut impl Write) -> io::Result<()> {
+    let class = |v: u64| match v {
+        0..=0xFF => 0u8,
+        0x100..=0xFFFF => 1,
+        0x1_0000..=0xFFFF_FFFF => 2,
+        _ => 3,
+    };
+    let put = |v: u64, out: &mut dyn Write| -> io::Result<()> {
+        let b = v.to_be_bytes();
+        out.write_all(&b[8 - (1usize << class(v))..])
+    };
+    out.write_all(&[0x45 + class(offset) * 4 + class(len)])?;
+    put(offset, out)?;
+    put(len, out)
+}
+
+/// One block of an MD4 signature: its checksum and strong-hash record.
+fn sig_block(sig: &[u8], record: usize, k: u64) -> Option<&[u8]> {
+    let at = usize::try_from(k)
+        .ok()?
+        .checked_mul(record)?
+        .checked_add(12)?;
+    sig.get(at..at.checked_add(record)?)
+}
+
+/// The delta commands (no magic, no END) that rebuild `data`, the bytes at
+/// file offset `base` of the new file, from the basis `old` (a serialized
+/// MD4 signature, `index` its index).
+///
+/// Where a block of `data` sits at the same offset as in the basis and
+/// `new` (the new file's signature, fed at least through `data`) has the
+/// same checksum and strong hash for it as `old`, it is a copy with no
+/// hashing at all: the usual case of a large file appended to or patched
+/// in place, which otherwise costs an MD4 per block. The stretches between
+/// such blocks go through `fast_rsync`'s search, as all of `data` does when
+/// the block lengths differ or `new` is None. None if `fast_rsync` refuses
+/// the signature.
+pub fn diff_window(
+    index: &fast_rsync::IndexedSignature<'_>,
+    old: &[u8],
+    new: Option<&crate::signature::SigBuilder>,
+    base: u64,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let be = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(old.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (bs, strong) = (be(4)?, be(8)?);
+    let record = 4 + strong as usize;
+    let old_blocks = (old.len().saturating_sub(12) / record) as u64;
+    let new = new.filter(|n| {
+        n.block_len() == bs
+            && bs > 0
+            && strong <= crate::signature::STRONG_LEN
+            && be(0) == Some(crate::signature::MD4_SIG_MAGIC)
+    });
+    let bsu = bs as usize;
+    // Block k of the new file at `pos` equals the basis' block k. The
+    // basis' last block may be short, so it never counts.
+    let in_place = |pos: usize| -> bool {
+        let Some(n) = new else { return false };
+        let off = base + pos as u64;
+        if !off.is_multiple_of(bs as u64) || pos + bsu > data.len() {
+            return false;
+        }
+        let k = off / bs as u64;
+        if k + 1 >= old_blocks {
+            return false;
+        }
+        match (n.block(k), sig_block(old, record, k)) {
+            (Some(a), Some(b)) => a[..record] == *b,
+            _ => false,
+        }
+    };
+    let mut scratch = Vec::new();
+    let mut copy: Option<(u64, u64)> = None;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        if in_place(pos) {
+            let at = base + pos as u64;
+            copy = match copy {
+                Some((o, l)) if o + l == at => Some((o, l + bs as u64)),
+                prev => {
+                    if let Some((o, l)) = prev {
+                        copy_command(o, l, out).ok()?;
+                    }
+                    Some((at, bs as u64))
+                }
+            };
+            pos += bsu;
+            continue;
+        }
+        // The stretch up to the next block in place.
+        let mut end = match new {
+            Some(_) => {
+                let rem = ((base + pos as u64) % bs as u64) as usize;
+                pos + if rem == 0 { bsu } else { bsu - rem }
+            }
+            None => data.len(),
+        };
+        while end < data.len() && !in_place(end) {
+            end += bsu;
+        }
+        let end = end.min(data.len());
+        if let Some((o, l)) = copy.take() {
+            copy_command(o, l, out).ok()?;
+        }
+        scratch.clear();
+        fast_rsync::diff(index, &data[pos..end], &mut scratch).ok()?;
+        out.extend_from_slice(scratch.get(4..scratch.len().checked_sub(1)?)?);
+        pos = end;
+    }
+    if let Some((o, l)) = copy {
+        copy_command(o, l, out).ok()?;
+    }
+    Some(())
 }
 
 #[cfg(test)]

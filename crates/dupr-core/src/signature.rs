@@ -45,23 +45,43 @@ impl SigBuilder {
         }
     }
 
-    /// Feed the next bytes of the file.
+    /// Feed the next bytes of the file. Every block completed so far is
+    /// hashed at once, so [`SigBuilder::block`] can answer for it (the
+    /// delta's in-place test reads the new sums while diffing).
     pub fn update(&mut self, mut data: &[u8]) {
-        let batch = (BATCH / self.block_len).max(1) * self.block_len;
-        if self.pending.is_empty() {
-            // Fast path: hash whole batches straight from the caller's buffer.
-            while data.len() >= batch {
-                self.hash(&data[..batch]);
-                data = &data[batch..];
+        let bl = self.block_len;
+        if !self.pending.is_empty() {
+            let take = (bl - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < bl {
+                return;
             }
+            let block = std::mem::take(&mut self.pending);
+            self.hash(&block);
+            self.pending = block;
+            self.pending.clear();
         }
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= batch {
-            let n = self.pending.len() / self.block_len * self.block_len;
-            let buf = std::mem::take(&mut self.pending);
-            self.hash(&buf[..n]);
-            self.pending = buf[n..].to_vec();
+        // Whole blocks straight from the caller's buffer, a batch at a time.
+        let whole = data.len() / bl * bl;
+        let batch = (BATCH / bl).max(1) * bl;
+        for blocks in data[..whole].chunks(batch) {
+            self.hash(blocks);
         }
+        self.pending.extend_from_slice(&data[whole..]);
+    }
+
+    /// The block length this signature uses.
+    pub fn block_len(&self) -> u32 {
+        self.block_len as u32
+    }
+
+    /// Block `k`'s record (rolling checksum, then the strong hash) once the
+    /// whole block has been fed; None before that.
+    pub fn block(&self, k: u64) -> Option<&[u8]> {
+        let rec = 4 + STRONG_LEN as usize;
+        let at = usize::try_from(k).ok()?.checked_mul(rec)?.checked_add(12)?;
+        self.out.get(at..at.checked_add(rec)?)
     }
 
     fn hash(&mut self, blocks: &[u8]) {
