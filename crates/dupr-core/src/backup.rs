@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::cache::Cache;
+use crate::content::{self, ContentHash};
 use crate::crypt::Codec;
 use crate::entry::{entry_name, Kind, Meta, Role};
 use crate::error::{Error, IoContext, Result};
@@ -185,11 +186,6 @@ fn entry_key(role: u8, m: Option<&Meta>) -> u64 {
 
 const CHUNK: usize = 65536;
 
-/// The PAX record holding a regular file's content hash (SHA-256, hex) on
-/// the last tar entry of its snapshot or delta: restore and verify check the
-/// rebuilt bytes against it. duplicity ignores unknown PAX records.
-pub(crate) const CONTENT_HASH: &str = "DUPR.sha256";
-
 /// Bytes of a changed file diffed at a time.
 const DIFF_WINDOW: usize = 8 << 20;
 
@@ -298,7 +294,7 @@ impl Emitter<'_> {
     }
 
     /// Stream `r` as `role` entries under the 64 KiB chunk rule. The last
-    /// chunk's header records the file's content hash ([`CONTENT_HASH`]):
+    /// chunk's header records the file's content hash ([`crate::content`]):
     /// `content` when given (a delta: the hash of the new file), else the
     /// hash of the bytes streamed (a snapshot).
     fn chunks(
@@ -307,9 +303,9 @@ impl Emitter<'_> {
         role: Role,
         r: &mut impl Read,
         mut sig: Option<&mut SigBuilder>,
-        content: Option<String>,
+        content: Option<ContentHash>,
     ) -> Result<u64> {
-        let mut hasher = content.is_none().then(<sha2::Sha256 as sha2::Digest>::new);
+        let mut hasher = content.is_none().then(content::Hasher::for_writing);
         let mut n = 0u64;
         let mut total = 0u64;
         let mut key = Some(entry_key(role as u8, Some(&e.meta)));
@@ -322,7 +318,7 @@ impl Emitter<'_> {
                     s.update(&buf[..got]);
                 }
                 if let Some(h) = hasher.as_mut() {
-                    sha2::Digest::update(h, &buf[..got]);
+                    h.update(&buf[..got]);
                 }
                 total += got as u64;
                 let last = got < CHUNK;
@@ -337,12 +333,12 @@ impl Emitter<'_> {
                     .meta
                     .header(entry_name(role, &e.index, chunk, false, true), got as u64);
                 if last {
-                    let hex = match (&content, hasher.take()) {
+                    let hash = match (&content, hasher.take()) {
                         (Some(c), _) => c.clone(),
-                        (None, Some(h)) => hex::encode(sha2::Digest::finalize(h)),
+                        (None, Some(h)) => h.finish(),
                         (None, None) => unreachable!("a hasher when no hash is given"),
                     };
-                    header.extra.push((CONTENT_HASH.into(), hex.into_bytes()));
+                    header.extra.push(hash.record());
                 }
                 header.encode(&mut data);
                 data.extend_from_slice(&buf[..got]);
@@ -429,7 +425,7 @@ impl Emitter<'_> {
         let mut newsig = SigBuilder::new(block_len(len, self.cfg.req.max_blocksize));
         self.delta_tmp.set_len(0).ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
-        let mut content = <sha2::Sha256 as sha2::Digest>::new();
+        let mut content = content::Hasher::for_writing();
         let total = {
             let mut w = BufWriter::with_capacity(1 << 20, &mut self.delta_tmp);
             let r = write_delta(&sig, &mut f, &mut w, Some(&mut newsig), Some(&mut content))
@@ -440,7 +436,7 @@ impl Emitter<'_> {
         let Some(total) = total else {
             return self.snapshot(e);
         };
-        let content = hex::encode(sha2::Digest::finalize(content));
+        let content = content.finish();
         let dlen = self.delta_tmp.stream_position().ctx(&e.path)?;
         self.delta_tmp.seek(SeekFrom::Start(0)).ctx(&e.path)?;
         let mut tmp = self.delta_tmp.try_clone().ctx(&e.path)?;
@@ -533,7 +529,7 @@ pub(crate) fn write_delta(
     new: &mut impl Read,
     out: &mut impl Write,
     mut newsig: Option<&mut SigBuilder>,
-    mut content: Option<&mut sha2::Sha256>,
+    mut content: Option<&mut content::Hasher>,
 ) -> std::io::Result<Option<u64>> {
     /// Windows at least this big hash their content on a second thread.
     const HASH_BESIDE: usize = 1 << 20;
@@ -562,11 +558,9 @@ pub(crate) fn write_delta(
         let fresh = &window[carried..len];
         let diffed = std::thread::scope(|s| {
             let hashing = match content.as_deref_mut() {
-                Some(h) if n >= HASH_BESIDE => {
-                    Some(s.spawn(move || sha2::Digest::update(h, fresh)))
-                }
+                Some(h) if n >= HASH_BESIDE => Some(s.spawn(move || h.update(fresh))),
                 Some(h) => {
-                    sha2::Digest::update(h, fresh);
+                    h.update(fresh);
                     None
                 }
                 None => None,
@@ -1196,7 +1190,7 @@ mod tests {
         let sig = fast_rsync::Signature::deserialize(sig).unwrap();
         let mut delta = Vec::new();
         let mut newsig = SigBuilder::new(new_bs);
-        let mut content = <sha2::Sha256 as sha2::Digest>::new();
+        let mut content = content::Hasher::for_writing();
         let total = write_delta(
             &sig,
             &mut &new[..],
@@ -1208,10 +1202,7 @@ mod tests {
         .unwrap();
         assert_eq!(total, new.len() as u64);
         assert!(newsig.finish() == crate::signature::signature_of(new, new_bs));
-        assert_eq!(
-            sha2::Digest::finalize(content)[..],
-            <sha2::Sha256 as sha2::Digest>::digest(new)[..]
-        );
+        assert_eq!(content.finish().hex, blake3::hash(new).to_hex().as_str());
         let mut back = Vec::new();
         crate::delta::apply(base, &delta[..], &mut back).unwrap();
         assert!(back == new, "the delta rebuilds the new file");

@@ -83,9 +83,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A restored file's SHA-256 is not the one the signature file recorded
+    /// A restored file's content hash is not the one its archive entry recorded
     /// at backup time; the file is not put in place.
-    #[error("{path}: the restored content does not match the SHA-256 recorded at backup time in {set} (damaged archive or a replaced signature file); not written")]
+    #[error("{path}: the restored content does not match the content hash recorded at backup time in {set} (damaged archive or a replaced signature file); not written")]
     ContentMismatch {
         /// The file's path in the archive.
         path: String,

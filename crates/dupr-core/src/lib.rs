@@ -60,6 +60,7 @@ pub mod browse;
 pub mod cache;
 pub mod chain;
 pub(crate) mod check;
+pub mod content;
 pub mod crypt;
 pub mod delta;
 pub mod entry;

@@ -4,7 +4,8 @@
 //!    deleted) make every command that reads the state at a time the set
 //!    covers fail with exit 30 naming it; earlier times still restore; verify
 //!    and collection-status report it.
-//! 2. Content hashes (`DUPR.sha256` PAX records) are written for snapshots and
+//! 2. Content hashes (`DUPR.blake3` PAX records; `DUPR.sha256` in archives
+//!    from before BLAKE3, still checked) are written for snapshots and
 //!    deltas, checked on restore and verify; duplicity still restores.
 //! 3. A signature file swapped for another of the chain is refused by the
 //!    next incremental and reported by `verify URL`.
@@ -347,19 +348,20 @@ fn interrupted_backup_is_described_and_then_completed() {
 
 // ------------------------------------------------------ 2. content hashes
 
-/// The PAX `DUPR.sha256` records of a gzip'd volume, as (tar name, hash).
-fn content_records(vol: &Path) -> Vec<(String, String)> {
+/// The PAX `record` records of a gzip'd volume, as (tar name, hash).
+fn records(vol: &Path, record: &str) -> Vec<(String, String)> {
     let py = r#"
 import tarfile, sys
 with tarfile.open(sys.argv[1], "r:gz") as t:
     for m in t:
-        h = m.pax_headers.get("DUPR.sha256")
+        h = m.pax_headers.get(sys.argv[2])
         if h:
             print(m.name + "\t" + h)
 "#;
     let o = std::process::Command::new("python3")
         .args(["-c", py])
         .arg(vol)
+        .arg(record)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out_text(&o));
@@ -384,6 +386,10 @@ fn sha256_hex(b: &[u8]) -> String {
     lossy(&o.stdout)[..64].to_string()
 }
 
+fn b3_hex(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
 #[test]
 fn content_hashes_are_recorded_for_snapshots_and_deltas() {
     let a = Arch::new(false);
@@ -394,15 +400,17 @@ fn content_hashes_are_recorded_for_snapshots_and_deltas() {
     fs::write(src.join("small.txt"), b"small\n").unwrap();
     a.backup("full", T0);
     let vol = a.one(&["duplicity-full.", ".vol1."]);
-    let recs = content_records(&vol);
+    let recs = records(&vol, "DUPR.blake3");
     assert!(
-        recs.contains(&("snapshot/small.txt".into(), sha256_hex(b"small\n"))),
+        recs.contains(&("snapshot/small.txt".into(), b3_hex(b"small\n"))),
         "{recs:?}"
     );
+    // BLAKE3 only: SHA-256 is what older archives carry.
+    assert_eq!(records(&vol, "DUPR.sha256"), vec![]);
     // The multivol file: on its last chunk only.
     let on_big: Vec<_> = recs.iter().filter(|r| r.0.contains("big.bin")).collect();
     assert_eq!(on_big.len(), 1, "{recs:?}");
-    assert_eq!(on_big[0].1, sha256_hex(&big));
+    assert_eq!(on_big[0].1, b3_hex(&big));
     // A delta records the hash of the new content.
     let mut big2 = big.clone();
     big2[150_000] ^= 1;
@@ -410,12 +418,55 @@ fn content_hashes_are_recorded_for_snapshots_and_deltas() {
     set_mtime(&src.join("big.bin"), T0 + 5);
     a.backup("incremental", T0 + 1000);
     let ivol = a.one(&["duplicity-inc.", ".vol1."]);
-    let recs = content_records(&ivol);
+    let recs = records(&ivol, "DUPR.blake3");
     assert!(
         recs.iter()
-            .any(|r| r.0.starts_with("diff/big.bin") && r.1 == sha256_hex(&big2)),
+            .any(|r| r.0.starts_with("diff/big.bin") && r.1 == b3_hex(&big2)),
         "{recs:?}"
     );
+}
+
+/// Archives written before BLAKE3 carry `DUPR.sha256`: restore checks the
+/// file against it, and refuses a file that does not match it.
+#[test]
+fn sha256_records_of_older_archives_are_still_checked() {
+    let a = Arch::new(false);
+    let src = a.src();
+    let data = b"written by an older dupr\n".repeat(500);
+    fs::write(src.join("old.txt"), &data).unwrap();
+    a.backup("full", T0);
+    let vol = a.one(&["duplicity-full.", ".vol1."]);
+    let man = a.one(&["duplicity-full.", ".manifest"]);
+    let mut mans = cached(&a, &name_of(&man));
+    mans.push(man);
+    let as_sha256 = |sha: String| {
+        move |tar: &mut Vec<u8>| {
+            let key = b"DUPR.blake3=";
+            let at = tar.windows(key.len()).position(|w| w == key).unwrap();
+            tar[at..at + key.len()].copy_from_slice(b"DUPR.sha256=");
+            let v = at + key.len();
+            tar[v..v + 64].copy_from_slice(sha.as_bytes());
+        }
+    };
+    rewrite_volume(&vol, &mans, &as_sha256(sha256_hex(&data)));
+    assert_eq!(records(&vol, "DUPR.blake3"), vec![]);
+    assert_eq!(records(&vol, "DUPR.sha256").len(), 1);
+    let dest = a.env.path().join("r-sha");
+    let o = a.restore(None, None, &dest);
+    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(fs::read(dest.join("old.txt")).unwrap() == data);
+    // The same record with another file's hash: refused, nothing placed.
+    let other = sha256_hex(b"something else");
+    let sha = sha256_hex(&data);
+    rewrite_volume(&vol, &mans, &|tar: &mut Vec<u8>| {
+        let at = tar.windows(64).position(|w| w == sha.as_bytes()).unwrap();
+        tar[at..at + 64].copy_from_slice(other.as_bytes());
+    });
+    let dest = a.env.path().join("r-sha-bad");
+    let o = a.restore(None, None, &dest);
+    assert_eq!(o.status.code(), Some(21), "{}", out_text(&o));
+    assert!(stderr_line(&o).contains("old.txt"), "{}", out_text(&o));
+    assert!(!dest.join("old.txt").exists());
 }
 
 /// Rewrite a gzip'd volume with `edit` applied to its tar bytes, and fix
@@ -489,7 +540,10 @@ fn content_mismatch_fails_restore_and_verify_naming_the_path() {
         let o = a.restore(cache, None, &dest);
         let e = stderr_line(&o);
         assert_eq!(o.status.code(), Some(21), "{tag}: {}", out_text(&o));
-        assert!(e.contains("precious.txt") && e.contains("SHA-256"), "{e}");
+        assert!(
+            e.contains("precious.txt") && e.contains("content hash"),
+            "{e}"
+        );
         assert!(
             !dest.join("precious.txt").exists(),
             "wrong bytes left at the final path"
@@ -519,7 +573,7 @@ fn content_mismatch_fails_restore_and_verify_naming_the_path() {
 fn duplicity_restores_a_dupr_chain_with_content_hashes() {
     let a = Arch::new(false);
     let snaps = three_sets(&a);
-    assert!(!content_records(&a.one(&["duplicity-full.", ".vol1."])).is_empty());
+    assert!(!records(&a.one(&["duplicity-full.", ".vol1."]), "DUPR.blake3").is_empty());
     let m = fs::read_to_string(a.one(&["duplicity-full.", ".manifest"])).unwrap();
     assert!(m.contains("DuprSigtarSHA256 "), "{m}");
     for v in Dup::ALL {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::chain::BackupSet;
+use crate::content::{self, ContentHash};
 use std::sync::Arc;
 
 use crate::crypt::{self, Codec, Crypto};
@@ -202,10 +203,10 @@ pub fn collate(
             .rposition(|&i| heads[i].as_ref().is_some_and(|h| h.name.role != Role::Diff));
         let mut work: Option<tempfile::NamedTempFile> = None;
         // SHA-256 of `work`'s content, computed as it was written.
-        let mut digest: Option<String> = None;
+        let mut digest: Option<ContentHash> = None;
         let mut meta: Option<Meta> = None;
         // The content hash recorded with `work`'s newest entry, and its set.
-        let mut expect: Option<(String, usize)> = None;
+        let mut expect: Option<(ContentHash, usize)> = None;
         for (k, &i) in at.iter().enumerate() {
             let head = heads[i].take().expect("filtered");
             let use_it = wanted && base.is_some_and(|b| k >= b);
@@ -256,7 +257,9 @@ pub fn collate(
                             });
                             let mut hw = HashWriter::new(
                                 SparseWriter::new(t.as_file_mut()),
-                                content_hash(&head.header).is_some() && !patched_later,
+                                ContentHash::of_header(&head.header)
+                                    .map(|h| h.algo)
+                                    .filter(|_| !patched_later),
                             );
                             streams[i].copy_data(&head, &mut hw)?;
                             let (sw, d) = hw.finish();
@@ -282,7 +285,9 @@ pub fn collate(
                         expect = streams[i].last_hash.take().map(|h| (h, i));
                         let patched = match basis {
                             Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
-                                apply_delta(w, b, delta, &min, &set_label(sets[i]), &mut digest)?
+                                let algo = expect.as_ref().map(|(h, _)| h.algo);
+                                let set = set_label(sets[i]);
+                                apply_delta(w, b, delta, &min, &set, algo, &mut digest)?
                             }
                             _ => {
                                 tracing::warn!(
@@ -311,8 +316,8 @@ pub fn collate(
             if let (Some(t), Some((want, i))) = (&work, &expect) {
                 // Checked before the file reaches its final place.
                 let got = match digest.take() {
-                    Some(d) => d,
-                    None => sha256_file(t.path()).ctx(t.path())?,
+                    Some(d) if d.algo == want.algo => d,
+                    _ => content::of_file(want.algo, t.path()).ctx(t.path())?,
                 };
                 if got != *want {
                     return Err(Error::ContentMismatch {
@@ -339,7 +344,8 @@ fn apply_delta(
     mut delta: tempfile::NamedTempFile,
     index: &Index,
     set: &str,
-    digest: &mut Option<String>,
+    algo: Option<content::Algo>,
+    digest: &mut Option<ContentHash>,
 ) -> Result<Option<tempfile::NamedTempFile>> {
     *digest = None;
     let mut out = w.temp_file()?;
@@ -351,7 +357,7 @@ fn apply_delta(
         .ctx(basis.path())?;
     let mut bw = io::BufWriter::with_capacity(
         1 << 20,
-        HashWriter::new(SparseWriter::new(out.as_file_mut()), true),
+        HashWriter::new(SparseWriter::new(out.as_file_mut()), algo),
     );
     let r = crate::delta::apply(&base, io::BufReader::new(delta.as_file_mut()), &mut bw);
     match r {
@@ -369,19 +375,6 @@ fn apply_delta(
             w.error();
             Ok(None)
         }
-    }
-}
-
-fn sha256_file(p: &Path) -> io::Result<String> {
-    let mut f = File::open(p)?;
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(sha2::Digest::finalize(h)));
-        }
-        sha2::Digest::update(&mut h, &buf[..n]);
     }
 }
 

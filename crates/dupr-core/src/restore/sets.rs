@@ -35,7 +35,7 @@ pub(super) struct SetStream<'a> {
     seq: u64,
     pub(super) buf: Vec<u8>,
     /// The content hash on the last chunk [`Self::copy_data`] read, if any.
-    pub(super) last_hash: Option<String>,
+    pub(super) last_hash: Option<ContentHash>,
     pub(super) plain: Option<Arc<dyn PlainVolumes>>,
     /// The plain copy of the open volume being written, with its name
     /// and hash: kept if the volume reads to its end without error.
@@ -62,14 +62,6 @@ impl<R: Read> Read for Tee<R> {
         }
         Ok(n)
     }
-}
-
-/// The content hash a tar header records ([`crate::backup::CONTENT_HASH`]).
-pub(super) fn content_hash(h: &tar::Header) -> Option<String> {
-    h.extra
-        .iter()
-        .find(|(k, _)| k == crate::backup::CONTENT_HASH)
-        .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
 }
 
 pub(super) struct Pending {
@@ -377,7 +369,7 @@ impl<'a> SetStream<'a> {
     pub(super) fn copy_data(&mut self, head: &Head, w: &mut dyn Write) -> Result<u64> {
         let mut total = 0;
         let mut chunk = head.name.chunk;
-        self.last_hash = content_hash(&head.header);
+        self.last_hash = ContentHash::of_header(&head.header);
         loop {
             let (tr, name) = self.tar.as_mut().expect("head came from an open volume");
             let mut n = 0u64;
@@ -403,7 +395,7 @@ impl<'a> SetStream<'a> {
                         && en.role == head.name.role =>
                 {
                     chunk = en.chunk;
-                    self.last_hash = content_hash(&h);
+                    self.last_hash = ContentHash::of_header(&h);
                 }
                 other => {
                     self.peeked = other;

@@ -78,25 +78,22 @@ impl Write for SparseWriter<'_> {
     }
 }
 
-/// Hashes (SHA-256) what passes through, when asked to.
+/// Hashes what passes through, when given an algorithm.
 pub(super) struct HashWriter<W> {
     inner: W,
-    h: Option<sha2::Sha256>,
+    h: Option<content::Hasher>,
 }
 
 impl<W: Write> HashWriter<W> {
-    pub(super) fn new(inner: W, hash: bool) -> Self {
+    pub(super) fn new(inner: W, algo: Option<content::Algo>) -> Self {
         HashWriter {
             inner,
-            h: hash.then(<sha2::Sha256 as sha2::Digest>::new),
+            h: algo.map(content::Hasher::new),
         }
     }
 
-    pub(super) fn finish(self) -> (W, Option<String>) {
-        let d = self
-            .h
-            .map(|h| hex::encode(<sha2::Sha256 as sha2::Digest>::finalize(h)));
-        (self.inner, d)
+    pub(super) fn finish(self) -> (W, Option<ContentHash>) {
+        (self.inner, self.h.map(content::Hasher::finish))
     }
 }
 
@@ -104,7 +101,7 @@ impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         if let Some(h) = self.h.as_mut() {
-            sha2::Digest::update(h, &buf[..n]);
+            h.update(&buf[..n]);
         }
         Ok(n)
     }
