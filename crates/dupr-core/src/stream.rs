@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use sha1::{Digest, Sha1};
 
-use crate::blocks::{BlockInfo, Framing, Layout};
+use crate::blocks::{BlockHash, BlockInfo, Framing, Layout};
 
 /// Read until `buf` is full or the reader ends; the bytes read.
 pub fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -191,7 +191,7 @@ struct Job {
 struct Done {
     out: Vec<u8>,
     in_len: u64,
-    sha256: [u8; 32],
+    hash: [u8; 32],
 }
 
 /// Raw deflate of a stream cut into blocks, compressed on a pool of threads
@@ -241,7 +241,7 @@ impl BlockDeflater {
                             let r = r.map(|()| Done {
                                 out,
                                 in_len: job.input.len() as u64,
-                                sha256: sha2::Sha256::digest(&job.input).into(),
+                                hash: BlockHash::Blake3.of(&job.input),
                             });
                             let _ = job.reply.send(r);
                         }
@@ -286,7 +286,7 @@ impl BlockDeflater {
             out_off: self.emitted,
             out_len: d.out.len() as u64,
             in_len: d.in_len,
-            sha256: d.sha256,
+            hash: d.hash,
         });
         self.emitted += d.out.len() as u64;
         out(&d.out)
@@ -629,6 +629,7 @@ impl FastEncoder {
             (Some(l), None, Format::Gzip { .. }) => Some(Layout {
                 framing: Framing::Gzip,
                 blocks: l.blocks,
+                hash: BlockHash::Blake3,
             }),
             (Some(l), Some((prefix, seipd_len)), Format::Pgp { cipher, .. }) => Some(Layout {
                 framing: Framing::Pgp {
@@ -639,6 +640,7 @@ impl FastEncoder {
                     seipd_len,
                 },
                 blocks: l.blocks,
+                hash: BlockHash::Blake3,
             }),
             _ => None,
         };
