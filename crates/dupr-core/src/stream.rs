@@ -38,6 +38,74 @@ pub fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
+/// Reads a stream on a thread of its own, up to `depth` chunks ahead of the
+/// caller: the decoding behind a reader (decrypt, inflate, hash) then runs
+/// beside the caller's own work instead of between it. The end is an
+/// explicit empty chunk, so a reader thread that died reads as an error,
+/// never as a short stream.
+pub struct ReadAhead {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl ReadAhead {
+    /// Start reading `inner` in chunks of `chunk` bytes.
+    pub fn new<R: io::Read + Send + 'static>(mut inner: R, chunk: usize, depth: usize) -> Self {
+        let (tx, rx) = bounded(depth.max(1));
+        let on_failure = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dupr-read-ahead".into())
+            .spawn(move || loop {
+                let mut buf = vec![0u8; chunk.max(1)];
+                let r = read_full(&mut inner, &mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf
+                });
+                let last = !matches!(&r, Ok(b) if !b.is_empty());
+                // A send fails only when the caller stopped reading.
+                if tx.send(r).is_err() || last {
+                    return;
+                }
+            });
+        if let Err(e) = spawned {
+            let _ = on_failure.send(Err(e));
+        }
+        ReadAhead {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
+}
+
+impl io::Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.ended = chunk.is_empty();
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    return Err(e);
+                }
+                Err(_) => return Err(io::Error::other("the read-ahead thread stopped")),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// What the stored file looks like.
 #[derive(Clone)]
 pub enum Format {
@@ -848,6 +916,46 @@ pub fn estimate(stored: u64, consumed: u64, total: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes arrive in order and end cleanly; an error arrives in its place
+    /// after the bytes before it; a reader thread that stops is an error.
+    #[test]
+    fn read_ahead_keeps_order_errors_and_ends() {
+        use std::io::Read;
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        ReadAhead::new(std::io::Cursor::new(data.clone()), 4096, 2)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == data);
+        struct Fails(usize);
+        impl Read for Fails {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("damaged at the end"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut r = ReadAhead::new(Fails(10_000), 4096, 2);
+        let mut got = vec![0u8; 8192];
+        r.read_exact(&mut got).unwrap();
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("damaged at the end"), "{e}");
+        struct Panics;
+        impl Read for Panics {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                panic!("reader thread dies (expected in this test)")
+            }
+        }
+        let e = ReadAhead::new(Panics, 4096, 2)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{e}");
+    }
     use std::io::Read;
 
     fn data() -> Vec<u8> {
