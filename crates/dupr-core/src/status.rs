@@ -14,6 +14,10 @@ use crate::naming::Prefixes;
 use crate::sigtar::{SigMerge, SigtarReader};
 use crate::time::{self, Timestamp};
 
+/// Cached signature files at least this big are read ahead on a thread
+/// (each such reader holds about 1 MiB).
+pub const READ_AHEAD_FROM: u64 = 1 << 20;
+
 /// Readers of signature files, from the local cache where it has them.
 pub fn sig_readers(
     backend: &dyn Backend,
@@ -27,10 +31,18 @@ pub fn sig_readers(
     for f in files {
         let local = Cache::local_name(&f.name, prefixes).map(|l| cache.path(&l));
         let r: Box<dyn std::io::Read + Send> = match local.filter(|p| p.exists()) {
-            Some(p) => crypt::decoder(
-                std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?,
-                &Codec::GZIP,
-            )?,
+            Some(p) => {
+                let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+                let big = f.metadata().map(|m| m.len()).unwrap_or(0) >= READ_AHEAD_FROM;
+                let r = crypt::decoder(f, &Codec::GZIP)?;
+                if big {
+                    // Inflating (and the gzip CRC) on a thread of its own,
+                    // beside the parsing of what it yields.
+                    Box::new(crate::stream::ReadAhead::new(r, 256 << 10, 4))
+                } else {
+                    r
+                }
+            }
             None => {
                 let p = &f.parsed;
                 let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, &f.name)?;

@@ -6,7 +6,7 @@
 //! (`day 31` of February, `second 60/61`) normalise the way C's `timegm`
 //! does instead of being rejected; chrono is only used for the local zone.
 
-use chrono::{Local, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone};
+use chrono::{Datelike, Local, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
 
 use crate::error::Error;
 
@@ -104,6 +104,27 @@ pub fn parse_time_string(s: &str, now: Timestamp) -> Result<Timestamp, Error> {
 /// collection-status prints times this way.
 pub fn pretty_local(t: Timestamp) -> String {
     match Local.timestamp_opt(t, 0) {
+        LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _)
+            if (0..=9999).contains(&dt.year()) =>
+        {
+            // `%a %b %e %H:%M:%S %Y` by hand: list-current-files formats one
+            // per path, and parsing the strftime string each time was most
+            // of the cost.
+            const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            format!(
+                "{} {} {:>2} {:02}:{:02}:{:02} {:04}",
+                DAYS[dt.weekday().num_days_from_monday() as usize],
+                MONTHS[dt.month0() as usize],
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.year()
+            )
+        }
         LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => {
             dt.format("%a %b %e %H:%M:%S %Y").to_string()
         }
@@ -293,7 +314,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Datelike, FixedOffset, Timelike, Utc};
+    use chrono::{FixedOffset, Utc};
     use proptest::prelude::*;
 
     /// 2026-11-24T06:36:06Z, the full backup in the reference's listing.
@@ -560,6 +581,25 @@ mod tests {
         // Two-digit days are not padded.
         let s = pretty_local(T_FULL);
         assert!(s.contains(" Nov 23 ") || s.contains(" Nov 24 "), "{s:?}");
+    }
+
+    /// The hand-made format is chrono's `%a %b %e %H:%M:%S %Y`.
+    #[test]
+    fn pretty_local_equals_strftime() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = (x % 300_000_000_000) as i64 - 62_000_000_000;
+            let want = match Local.timestamp_opt(t, 0) {
+                LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => {
+                    dt.format("%a %b %e %H:%M:%S %Y").to_string()
+                }
+                LocalResult::None => t.to_string(),
+            };
+            assert_eq!(pretty_local(t), want, "{t}");
+        }
     }
 
     #[test]

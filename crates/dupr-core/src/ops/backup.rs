@@ -22,10 +22,6 @@ use std::os::unix::ffi::OsStrExt;
 use super::resume::{find_resume, has_partial};
 use super::{remove_stale_temps, remove_target_temps, selected_walker, Target};
 
-/// Stored signature files at least this big are read ahead on a thread
-/// (each such reader holds about 1 MiB).
-const READ_AHEAD_FROM: u64 = 1 << 20;
-
 /// What to back up, and how: duplicity's backup options.
 pub struct BackupRequest {
     /// The directory (or file) to back up.
@@ -348,7 +344,7 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
             // A large signature file (a full's) is decoded on a thread of
             // its own, beside the walk of the source.
             let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
-            if size >= READ_AHEAD_FROM {
+            if size >= crate::status::READ_AHEAD_FROM {
                 plain = Box::new(crate::stream::ReadAhead::new(plain, 256 << 10, 4));
             }
             readers.push(SigtarReader::new(plain, &f.name, true));
