@@ -45,6 +45,9 @@ pub fn read_full(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
 /// never as a short stream.
 pub struct ReadAhead {
     rx: Receiver<io::Result<Vec<u8>>>,
+    /// Spent chunks go back to the thread: a fresh 256 KiB buffer per chunk
+    /// costs an mmap and a page fault per 4 KiB.
+    spent: Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
     ended: bool,
@@ -54,11 +57,13 @@ impl ReadAhead {
     /// Start reading `inner` in chunks of `chunk` bytes.
     pub fn new<R: io::Read + Send + 'static>(mut inner: R, chunk: usize, depth: usize) -> Self {
         let (tx, rx) = bounded(depth.max(1));
+        let (spent, reuse) = bounded::<Vec<u8>>(depth.max(1) + 2);
         let on_failure = tx.clone();
         let spawned = std::thread::Builder::new()
             .name("dupr-read-ahead".into())
             .spawn(move || loop {
-                let mut buf = vec![0u8; chunk.max(1)];
+                let mut buf = reuse.try_recv().unwrap_or_default();
+                buf.resize(chunk.max(1), 0);
                 let r = read_full(&mut inner, &mut buf).map(|n| {
                     buf.truncate(n);
                     buf
@@ -74,6 +79,7 @@ impl ReadAhead {
         }
         ReadAhead {
             rx,
+            spent,
             cur: Vec::new(),
             pos: 0,
             ended: false,
@@ -90,7 +96,8 @@ impl io::Read for ReadAhead {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
                     self.ended = chunk.is_empty();
-                    self.cur = chunk;
+                    let done = std::mem::replace(&mut self.cur, chunk);
+                    let _ = self.spent.try_send(done);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
