@@ -556,9 +556,20 @@ pub(crate) fn write_delta(
         let last = len < window.len();
         d.clear();
         let fresh = &window[carried..len];
-        let diffed = std::thread::scope(|s| {
+        let (diffed, hashed) = std::thread::scope(|s| {
+            let mut hashed = true;
             let hashing = match content.as_deref_mut() {
-                Some(h) if n >= HASH_BESIDE => Some(s.spawn(move || h.update(fresh))),
+                Some(h) if n >= HASH_BESIDE => {
+                    match std::thread::Builder::new().spawn_scoped(s, move || h.update(fresh)) {
+                        Ok(j) => Some(j),
+                        Err(e) => {
+                            // No thread to be had: hashed below, after the diff.
+                            tracing::debug!("hashing inline: {e}");
+                            hashed = false;
+                            None
+                        }
+                    }
+                }
                 Some(h) => {
                     h.update(fresh);
                     None
@@ -579,8 +590,13 @@ pub(crate) fn write_delta(
             if let Some(h) = hashing {
                 h.join().expect("hashing does not panic");
             }
-            r
+            (r, hashed)
         });
+        if !hashed {
+            if let Some(h) = content.as_deref_mut() {
+                h.update(fresh);
+            }
+        }
         if diffed.is_none() {
             return Ok(None);
         }
@@ -1170,17 +1186,6 @@ mod tests {
         assert!(!size_mismatch(99, None));
     }
 
-    fn pseudo(len: usize, mut x: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     /// Delta `new` against `base` as a backup does (new signature in
     /// `new_bs`, content hash beside) and check all three outputs; returns
     /// the delta's length.
@@ -1213,7 +1218,7 @@ mod tests {
     /// kind of edit still finds its matches, across window edges too.
     #[test]
     fn deltas_of_in_place_and_shifting_edits() {
-        let base = pseudo(20_000_000, 0x9E37_79B9_7F4A_7C15);
+        let base = crate::delta::tests::noise(20_000_000, 0x9E37_79B9_7F4A_7C15);
         let bs = crate::signature::block_len(base.len() as u64, None);
         let b = bs as usize;
         // Overwrites inside and across blocks, and on a window edge.
@@ -1241,7 +1246,7 @@ mod tests {
         // A deletion, then an append.
         let mut new = base.clone();
         new.drain(5_000_000..5_100_000);
-        new.extend_from_slice(&pseudo(70_000, 5));
+        new.extend_from_slice(&crate::delta::tests::noise(70_000, 5));
         assert!(delta_roundtrip(&base, &new, bs) < 70_000 + 3 * b + 512);
         // Truncated mid-block: the basis' short last block is never "in place".
         let new = base[..15_000_123].to_vec();
@@ -1251,7 +1256,7 @@ mod tests {
         new[100..110].fill(4);
         assert!(delta_roundtrip(&base, &new, bs + 512) < 2 * b + 512);
         // Nothing in common, and empty.
-        delta_roundtrip(&base, &pseudo(3_000_000, 9), bs);
+        delta_roundtrip(&base, &crate::delta::tests::noise(3_000_000, 9), bs);
         delta_roundtrip(&base, b"", bs);
         delta_roundtrip(b"", &base[..5000], 512);
     }
@@ -1264,17 +1269,8 @@ mod tests {
             len in 0usize..20_000,
             edits in proptest::collection::vec((0usize..20_000, 0usize..700, 0u8..3), 0..5),
         ) {
-            let base = pseudo(len, seed);
-            let mut new = base.clone();
-            for (at, n, kind) in edits {
-                let at = at.min(new.len());
-                let end = (at + n).min(new.len());
-                match kind {
-                    0 => new[at..end].fill(kind),
-                    1 => { new.splice(at..at, pseudo(n, seed ^ 1)); }
-                    _ => { new.drain(at..end); }
-                }
-            }
+            let base = crate::delta::tests::noise(len, seed);
+            let new = crate::delta::tests::edited(&base, &edits, seed);
             let bs = crate::signature::block_len(base.len() as u64, None);
             delta_roundtrip(&base, &new, bs);
         }
@@ -1285,7 +1281,7 @@ mod tests {
     /// 4,608 bytes) as literal; 20 MB has two edges.
     #[test]
     fn window_edges_cost_nothing() {
-        let base = pseudo(20_000_000, 0x9E37_79B9_7F4A_7C15);
+        let base = crate::delta::tests::noise(20_000_000, 0x9E37_79B9_7F4A_7C15);
         let bs = crate::signature::block_len(base.len() as u64, None);
         assert_eq!(bs, 4608);
         let sig = crate::signature::signature_of(&base, bs);

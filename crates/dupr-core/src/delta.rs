@@ -73,47 +73,217 @@ impl Basis for FileBasis {
     }
 }
 
+/// One command of a delta.
+enum Command {
+    End,
+    Literal(u64),
+    Copy { start: u64, len: u64 },
+}
+
+fn read_magic<R: Read>(delta: &mut R) -> io::Result<()> {
+    if read_be(delta, 4)? as u32 != DELTA_MAGIC {
+        return Err(bad("wrong magic"));
+    }
+    Ok(())
+}
+
+fn next_command<R: Read>(delta: &mut R) -> io::Result<Command> {
+    let widths = [1usize, 2, 4, 8];
+    let mut op = [0u8; 1];
+    if delta.read(&mut op)? == 0 {
+        return Err(bad("missing END command"));
+    }
+    Ok(match op[0] {
+        0 => Command::End,
+        n @ 0x01..=0x40 => Command::Literal(n as u64),
+        n @ 0x41..=0x44 => Command::Literal(read_be(delta, widths[(n - 0x41) as usize])?),
+        n @ 0x45..=0x54 => {
+            let k = (n - 0x45) as usize;
+            let start = read_be(delta, widths[k / 4])?;
+            let len = read_be(delta, widths[k % 4])?;
+            start.checked_add(len).ok_or_else(|| bad("copy overflow"))?;
+            Command::Copy { start, len }
+        }
+        _ => return Err(bad("reserved command")),
+    })
+}
+
 /// Apply `delta` to `base`, writing the new file to `out`; returns its length.
 pub fn apply<B: Basis + ?Sized, R: Read, W: Write>(
     base: &B,
     mut delta: R,
     out: &mut W,
 ) -> io::Result<u64> {
-    if read_be(&mut delta, 4)? as u32 != DELTA_MAGIC {
-        return Err(bad("wrong magic"));
-    }
-    let widths = [1usize, 2, 4, 8];
+    read_magic(&mut delta)?;
     let mut written = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let mut op = [0u8; 1];
-        if delta.read(&mut op)? == 0 {
-            return Err(bad("missing END command"));
-        }
-        match op[0] {
-            0 => return Ok(written),
-            n @ 0x01..=0x40 => {
-                copy_literal(&mut delta, out, n as u64, &mut buf)?;
-                written += n as u64;
-            }
-            n @ 0x41..=0x44 => {
-                let len = read_be(&mut delta, widths[(n - 0x41) as usize])?;
+        match next_command(&mut delta)? {
+            Command::End => return Ok(written),
+            Command::Literal(len) => {
                 copy_literal(&mut delta, out, len, &mut buf)?;
                 written += len;
             }
-            n @ 0x45..=0x54 => {
-                let k = (n - 0x45) as usize;
-                let start = read_be(&mut delta, widths[k / 4])?;
-                let len = read_be(&mut delta, widths[k % 4])?;
-                let end = start.checked_add(len).ok_or_else(|| bad("copy overflow"))?;
-                if end > base.len() {
+            Command::Copy { start, len } => {
+                if start + len > base.len() {
                     return Err(bad("copy beyond the end of the basis file"));
                 }
                 base.copy_to(start, len, out)?;
                 written += len;
             }
-            _ => return Err(bad("reserved command")),
         }
+    }
+}
+
+/// Whether every copy of `delta` starts at or after the end of the copy
+/// before it, so that the delta applies to a basis streaming past once
+/// ([`Forward`]). Deltas of files appended to or patched in place are;
+/// a block moved back is not. Reads the whole delta.
+pub fn is_forward<R: Read>(mut delta: R) -> io::Result<bool> {
+    read_magic(&mut delta)?;
+    let mut end = 0u64;
+    loop {
+        match next_command(&mut delta)? {
+            Command::End => return Ok(true),
+            Command::Literal(len) => {
+                if io::copy(&mut (&mut delta).take(len), &mut io::sink())? != len {
+                    return Err(bad("literal cut short"));
+                }
+            }
+            Command::Copy { start, len } => {
+                if start < end {
+                    return Ok(false);
+                }
+                end = start + len;
+            }
+        }
+    }
+}
+
+/// One delta of a [`Forward`] chain, applied as its basis streams past.
+struct Stage<R> {
+    delta: R,
+    /// Basis bytes seen so far.
+    pos: u64,
+    /// The copy waiting for basis bytes: where it is at, and what is left.
+    copy: Option<(u64, u64)>,
+    ended: bool,
+    buf: Vec<u8>,
+}
+
+/// Forward deltas ([`is_forward`]) applied in a chain to a basis written
+/// to it as a stream: the first delta applies to the basis, each next one
+/// to the output of the one before, and the last one's output goes to
+/// `out`. No copy of the basis or of a middle version is kept anywhere.
+pub struct Forward<R, W> {
+    stages: Vec<Stage<R>>,
+    out: W,
+}
+
+impl<R: Read, W: Write> Forward<R, W> {
+    /// The chain of `deltas`, oldest first, each positioned at its start.
+    pub fn new(deltas: Vec<R>, out: W) -> io::Result<Self> {
+        let mut stages = Vec::with_capacity(deltas.len());
+        for mut delta in deltas {
+            read_magic(&mut delta)?;
+            stages.push(Stage {
+                delta,
+                pos: 0,
+                copy: None,
+                ended: false,
+                buf: Vec::new(),
+            });
+        }
+        Ok(Forward { stages, out })
+    }
+
+    /// The basis has ended: the deltas' remaining literals go out, and a
+    /// copy still waiting for basis bytes is an error. Returns `out`.
+    pub fn finish(mut self) -> io::Result<W> {
+        for k in 0..self.stages.len() {
+            let (stage, rest) = self.stages[k..].split_first_mut().expect("k in range");
+            if stage.copy.is_some() {
+                return Err(bad("copy beyond the end of the basis file"));
+            }
+            while !stage.ended {
+                match next_command(&mut stage.delta)? {
+                    Command::End => stage.ended = true,
+                    Command::Literal(len) => stage.literal(len, rest, &mut self.out)?,
+                    Command::Copy { len: 0, .. } => {}
+                    Command::Copy { .. } => {
+                        return Err(bad("copy beyond the end of the basis file"))
+                    }
+                }
+            }
+        }
+        Ok(self.out)
+    }
+}
+
+impl<R: Read> Stage<R> {
+    /// Pass `len` literal bytes of the delta on to the later stages.
+    fn literal<W: Write>(
+        &mut self,
+        mut len: u64,
+        rest: &mut [Stage<R>],
+        out: &mut W,
+    ) -> io::Result<()> {
+        self.buf.resize(1 << 16, 0);
+        while len > 0 {
+            let n = len.min(self.buf.len() as u64) as usize;
+            self.delta.read_exact(&mut self.buf[..n])?;
+            feed(rest, out, &self.buf[..n])?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The next basis bytes for the first of `stages`; its output goes on to
+/// the rest, the last one's to `out`.
+fn feed<R: Read, W: Write>(stages: &mut [Stage<R>], out: &mut W, data: &[u8]) -> io::Result<()> {
+    let Some((stage, rest)) = stages.split_first_mut() else {
+        return out.write_all(data);
+    };
+    let (from, to) = (stage.pos, stage.pos + data.len() as u64);
+    while !stage.ended {
+        match stage.copy {
+            None => match next_command(&mut stage.delta)? {
+                Command::End => stage.ended = true,
+                Command::Literal(len) => stage.literal(len, rest, out)?,
+                Command::Copy { len: 0, .. } => {}
+                Command::Copy { start, len } => {
+                    if start < from {
+                        return Err(bad("a copy goes back in a delta applied forward"));
+                    }
+                    stage.copy = Some((start, len));
+                }
+            },
+            Some((start, len)) => {
+                if start >= to {
+                    break;
+                }
+                let take = len.min(to - start);
+                let at = (start - from) as usize;
+                feed(rest, out, &data[at..at + take as usize])?;
+                stage.copy = (take < len).then_some((start + take, len - take));
+                if stage.copy.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    stage.pos = to;
+    Ok(())
+}
+
+impl<R: Read, W: Write> Write for Forward<R, W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        feed(&mut self.stages, &mut self.out, data)?;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -319,8 +489,113 @@ pub fn diff_window(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Bytes that do not compress (xorshift), the same for the same seed.
+    pub(crate) fn noise(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// `v` with `edits` made, each (where, how many bytes, kind): overwrite,
+    /// insert (bytes from `seed`) or delete, clamped to the data.
+    pub(crate) fn edited(v: &[u8], edits: &[(usize, usize, u8)], seed: u64) -> Vec<u8> {
+        let mut v = v.to_vec();
+        for (k, &(at, n, kind)) in edits.iter().enumerate() {
+            let at = (at ^ seed as usize) % (v.len() + 1);
+            let end = (at + n).min(v.len());
+            match kind {
+                0 => v[at..end].fill(k as u8),
+                1 => {
+                    v.splice(at..at, noise(n, seed ^ k as u64));
+                }
+                _ => {
+                    v.drain(at..end);
+                }
+            }
+        }
+        v
+    }
+
+    fn delta_of(base: &[u8], new: &[u8]) -> Vec<u8> {
+        let sig = crate::signature::signature_of(base, 512);
+        crate::backup::windowed_delta(&sig, &mut &new[..]).unwrap()
+    }
+
+    /// `base` streamed through the chain in pieces of `piece` bytes.
+    fn forward(base: &[u8], deltas: &[&[u8]], piece: usize) -> io::Result<Vec<u8>> {
+        let mut f = Forward::new(deltas.to_vec(), Vec::new())?;
+        for c in base.chunks(piece.max(1)) {
+            f.write_all(c)?;
+        }
+        f.finish()
+    }
+
+    proptest::proptest! {
+        /// Forward deltas applied to a streaming basis, alone or two in a
+        /// chain, give what random-access application gives.
+        #[test]
+        fn forward_chains_equal_random_access(
+            seed in 1u64..u64::MAX,
+            len in 0usize..30_000,
+            edits in proptest::collection::vec((0usize..30_000, 0usize..900, 0u8..3), 0..4),
+            piece in 1usize..5000,
+        ) {
+            let base = noise(len, seed);
+            let v1 = edited(&base, &edits, seed ^ 1);
+            let v2 = edited(&v1, &edits, seed ^ 2);
+            let (d1, d2) = (delta_of(&base, &v1), delta_of(&v1, &v2));
+            let mut direct = Vec::new();
+            apply(&base[..], &d1[..], &mut direct).unwrap();
+            proptest::prop_assert!(direct == v1);
+            if is_forward(&d1[..]).unwrap() {
+                proptest::prop_assert!(forward(&base, &[&d1], piece).unwrap() == v1);
+                if is_forward(&d2[..]).unwrap() {
+                    proptest::prop_assert!(forward(&base, &[&d1, &d2], piece).unwrap() == v2);
+                }
+            }
+        }
+    }
+
+    /// A copy that goes back is not forward, and applied forward anyway it
+    /// is an error, as is a copy past the basis' end; never wrong bytes.
+    #[test]
+    fn backward_and_overlong_copies_are_refused() {
+        let base = noise(5000, 3);
+        let mut d = DELTA_MAGIC.to_be_bytes().to_vec();
+        copy_command(2000, 100, &mut d).unwrap();
+        copy_command(0, 100, &mut d).unwrap();
+        d.push(0);
+        assert!(!is_forward(&d[..]).unwrap());
+        // Within one piece of the basis it still applies (rightly); across
+        // pieces it cannot, and says so.
+        let mut back = base[2000..2100].to_vec();
+        back.extend_from_slice(&base[..100]);
+        assert!(forward(&base, &[&d], 4096).unwrap() == back);
+        let e = forward(&base, &[&d], 1000).unwrap_err();
+        assert!(e.to_string().contains("goes back"), "{e}");
+        let mut d = DELTA_MAGIC.to_be_bytes().to_vec();
+        copy_command(4990, 100, &mut d).unwrap();
+        d.push(0);
+        assert!(is_forward(&d[..]).unwrap());
+        let e = forward(&base, &[&d], 300).unwrap_err();
+        assert!(e.to_string().contains("beyond the end"), "{e}");
+        // An appended literal after the last copy, and an unchanged file.
+        let mut new = base.clone();
+        new.extend_from_slice(b"appended");
+        let d = delta_of(&base, &new);
+        assert!(is_forward(&d[..]).unwrap());
+        assert!(forward(&base, &[&d], 777).unwrap() == new);
+        let d = delta_of(&base, &base);
+        assert!(forward(&base, &[&d], 1).unwrap() == base);
+    }
 
     #[test]
     fn applies_fast_rsync_deltas() {

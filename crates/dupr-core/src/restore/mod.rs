@@ -212,14 +212,7 @@ pub fn collate(
             let use_it = wanted && base.is_some_and(|b| k >= b);
             if use_it && head.name.chunk.is_some_and(|c| c != 1) {
                 // Chunks count from 1: the file's start is missing.
-                return Err(Error::CorruptVolume {
-                    name: min.to_string(),
-                    reason: format!(
-                        "its data starts at chunk {} in {}: the chunks before it are missing",
-                        head.name.chunk.unwrap_or_default(),
-                        set_label(sets[i])
-                    ),
-                });
+                return Err(missing_start(&min, &head, sets[i]));
             }
             if !use_it {
                 if wanted && base.is_none() && head.name.role == Role::Diff {
@@ -246,20 +239,28 @@ pub fn collate(
                         })?;
                         work = None;
                         expect = None;
+                        let later = &at[k + 1..];
+                        if m.kind == Kind::File && !later.is_empty() {
+                            // Only deltas follow the base: read them first,
+                            // then stream the base through them.
+                            let p = through_deltas(
+                                w,
+                                &mut streams,
+                                &mut heads,
+                                (sets, i, &head, &min),
+                                later,
+                            )?;
+                            (work, meta, digest, expect) = (p.work, p.meta, p.digest, p.expect);
+                            heads[i] = streams[i].head()?;
+                            break;
+                        }
                         if m.kind == Kind::File {
                             let mut t = w.temp_file()?;
                             // dupr's archives record a content hash: compute
-                            // it on the way instead of reading the file again;
-                            // not for a basis a later delta patches (only the
-                            // patched file's hash is compared).
-                            let patched_later = at[k + 1..].iter().any(|&j| {
-                                heads[j].as_ref().is_some_and(|h| h.name.role == Role::Diff)
-                            });
+                            // it on the way instead of reading the file again.
                             let mut hw = HashWriter::new(
                                 SparseWriter::new(t.as_file_mut()),
-                                ContentHash::of_header(&head.header)
-                                    .map(|h| h.algo)
-                                    .filter(|_| !patched_later),
+                                ContentHash::of_header(&head.header).map(|h| h.algo),
                             );
                             streams[i].copy_data(&head, &mut hw)?;
                             let (sw, d) = hw.finish();
@@ -336,6 +337,181 @@ pub fn collate(
         ));
     }
     Ok(())
+}
+
+/// A file's entry whose data starts past its first chunk (chunks count
+/// from 1): the chunks before it are missing.
+fn missing_start(min: &Index, head: &Head, set: &BackupSet) -> Error {
+    Error::CorruptVolume {
+        name: min.to_string(),
+        reason: format!(
+            "its data starts at chunk {} in {}: the chunks before it are missing",
+            head.name.chunk.unwrap_or_default(),
+            set_label(set)
+        ),
+    }
+}
+
+/// A file rebuilt from its base and the deltas after it.
+struct Patched {
+    work: Option<tempfile::NamedTempFile>,
+    meta: Option<Meta>,
+    digest: Option<ContentHash>,
+    expect: Option<(ContentHash, usize)>,
+}
+
+/// Swallows what is written after the first error, keeping that error:
+/// the base's data is still read to its end (the set's stream goes on),
+/// while a delta that cannot apply fails only its own file.
+struct KeepError<W> {
+    inner: W,
+    err: Option<io::Error>,
+}
+
+impl<W: Write> Write for KeepError<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.err.is_none() {
+            if let Err(e) = self.inner.write_all(data) {
+                self.err = Some(e);
+            }
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Rebuild a regular file from its base (`head` of set `i`) and the deltas
+/// of the sets `later`, which are all deltas of it. The deltas are read
+/// first; when each only moves forward in its basis (appends and in-place
+/// changes, the usual case) the base streams through all of them straight
+/// into the new file, so no copy of the base or of a middle version is
+/// written and read back. Otherwise the base is written out and each delta
+/// applied in turn.
+fn through_deltas(
+    w: &mut dyn Sink,
+    streams: &mut [SetStream<'_>],
+    heads: &mut [Option<Head>],
+    (sets, i, head, min): (&[&BackupSet], usize, &Head, &Index),
+    later: &[usize],
+) -> Result<Patched> {
+    let mut deltas = Vec::with_capacity(later.len());
+    for &j in later {
+        let h = heads[j].take().expect("filtered");
+        if h.name.chunk.is_some_and(|c| c != 1) {
+            return Err(missing_start(min, &h, sets[j]));
+        }
+        let m = Meta::from_header(&h.header).ok_or_else(|| Error::CorruptVolume {
+            name: min.to_string(),
+            reason: "bad delta entry".into(),
+        })?;
+        let mut d = w.temp_file()?;
+        streams[j].copy_data(&h, d.as_file_mut())?;
+        let e = streams[j].last_hash.take().map(|x| (x, j));
+        heads[j] = streams[j].head()?;
+        deltas.push((d, m, e, j));
+    }
+    let mut forward = true;
+    for (d, ..) in &mut deltas {
+        let f = d.as_file_mut();
+        f.seek(SeekFrom::Start(0)).ctx(d.path())?;
+        // A delta that does not parse goes the old way, to fail there.
+        forward &= crate::delta::is_forward(io::BufReader::new(d.as_file())).unwrap_or(false);
+    }
+    let Some((_, last_meta, last_expect, last_set)) = deltas.last() else {
+        unreachable!("later is not empty")
+    };
+    let (last_meta, last_expect, last_set) = (last_meta.clone(), last_expect.clone(), *last_set);
+    if forward {
+        let mut readers = Vec::with_capacity(deltas.len());
+        for (d, ..) in &mut deltas {
+            d.as_file_mut().seek(SeekFrom::Start(0)).ctx(d.path())?;
+            readers.push(io::BufReader::new(d.as_file().try_clone().ctx(d.path())?));
+        }
+        let mut out = w.temp_file()?;
+        let out_path = out.path().to_path_buf();
+        let algo = last_expect.as_ref().map(|(h, _)| h.algo);
+        // The new file's digest, or why a delta did not apply.
+        let applied: std::result::Result<Option<ContentHash>, io::Error> = {
+            let sink = io::BufWriter::with_capacity(
+                1 << 20,
+                HashWriter::new(SparseWriter::new(out.as_file_mut()), algo),
+            );
+            let finished = match crate::delta::Forward::new(readers, sink) {
+                Ok(mut f) => {
+                    let mut keep = KeepError {
+                        inner: &mut f,
+                        err: None,
+                    };
+                    streams[i].copy_data(head, &mut keep)?;
+                    match keep.err.take() {
+                        Some(e) => Err(e),
+                        None => f.finish(),
+                    }
+                }
+                Err(e) => {
+                    // The base's data is read past all the same.
+                    streams[i].copy_data(head, &mut io::sink())?;
+                    Err(e)
+                }
+            };
+            match finished {
+                Ok(sink) => {
+                    let hw = sink
+                        .into_inner()
+                        .map_err(|e| Error::io(&out_path, e.into_error()))?;
+                    let (sw, digest) = hw.finish();
+                    sw.finish().ctx(&out_path)?;
+                    Ok(digest)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        return Ok(match applied {
+            Ok(digest) => Patched {
+                work: Some(out),
+                meta: Some(last_meta),
+                digest,
+                expect: last_expect,
+            },
+            Err(e) => {
+                tracing::error!(
+                    "cannot apply the deltas of {} up to {}: {}",
+                    min,
+                    set_label(sets[last_set]),
+                    e
+                );
+                w.error();
+                Patched {
+                    work: None,
+                    meta: None,
+                    digest: None,
+                    expect: None,
+                }
+            }
+        });
+    }
+    let mut t = w.temp_file()?;
+    let mut hw = HashWriter::new(SparseWriter::new(t.as_file_mut()), None);
+    streams[i].copy_data(head, &mut hw)?;
+    hw.finish().0.finish().ctx(t.path())?;
+    let mut p = Patched {
+        work: Some(t),
+        meta: None,
+        digest: None,
+        expect: None,
+    };
+    for (d, m, e, j) in deltas {
+        p.expect = e;
+        let algo = p.expect.as_ref().map(|(h, _)| h.algo);
+        p.work = match p.work.take() {
+            Some(b) => apply_delta(w, b, d, min, &set_label(sets[j]), algo, &mut p.digest)?,
+            None => None,
+        };
+        p.meta = p.work.is_some().then_some(m);
+    }
+    Ok(p)
 }
 
 fn apply_delta(
