@@ -209,7 +209,11 @@ impl<R: Read, W: Write> Forward<R, W> {
                 match next_command(&mut stage.delta)? {
                     Command::End => stage.ended = true,
                     Command::Literal(len) => stage.literal(len, rest, &mut self.out)?,
-                    Command::Copy { len: 0, .. } => {}
+                    // Nothing to copy, from within the basis: as `apply`.
+                    Command::Copy { start, len: 0 } if start <= stage.pos => {}
+                    Command::Copy { start, len } if start + len <= stage.pos => {
+                        return Err(bad("a copy goes back in a delta applied forward"))
+                    }
                     Command::Copy { .. } => {
                         return Err(bad("copy beyond the end of the basis file"))
                     }
@@ -251,7 +255,6 @@ fn feed<R: Read, W: Write>(stages: &mut [Stage<R>], out: &mut W, data: &[u8]) ->
             None => match next_command(&mut stage.delta)? {
                 Command::End => stage.ended = true,
                 Command::Literal(len) => stage.literal(len, rest, out)?,
-                Command::Copy { len: 0, .. } => {}
                 Command::Copy { start, len } => {
                     if start < from {
                         return Err(bad("a copy goes back in a delta applied forward"));
@@ -260,12 +263,16 @@ fn feed<R: Read, W: Write>(stages: &mut [Stage<R>], out: &mut W, data: &[u8]) ->
                 }
             },
             Some((start, len)) => {
-                if start >= to {
+                // Wait for the basis to reach the copy (an empty copy only
+                // needs its start to be inside it, as `apply` checks).
+                if start > to || (start == to && len > 0) {
                     break;
                 }
                 let take = len.min(to - start);
                 let at = (start - from) as usize;
-                feed(rest, out, &data[at..at + take as usize])?;
+                if take > 0 {
+                    feed(rest, out, &data[at..at + take as usize])?;
+                }
                 stage.copy = (take < len).then_some((start + take, len - take));
                 if stage.copy.is_some() {
                     break;
@@ -587,6 +594,27 @@ pub(crate) mod tests {
         assert!(is_forward(&d[..]).unwrap());
         let e = forward(&base, &[&d], 300).unwrap_err();
         assert!(e.to_string().contains("beyond the end"), "{e}");
+        // An empty copy: fine inside the basis, past its end an error, as
+        // `apply` has it (a fuzzer found the difference).
+        for (start, ok) in [
+            (0u64, true),
+            (5000, true),
+            (5001, false),
+            (u64::MAX - 9, false),
+        ] {
+            let mut d = DELTA_MAGIC.to_be_bytes().to_vec();
+            copy_command(start, 0, &mut d).unwrap();
+            d.push(0);
+            let applied = apply(&base[..], &d[..], &mut Vec::new()).is_ok();
+            assert_eq!(applied, ok, "apply, empty copy at {start}");
+            for piece in [1, 4096, 5000] {
+                assert_eq!(
+                    forward(&base, &[&d], piece).is_ok(),
+                    ok,
+                    "{start} in {piece}"
+                );
+            }
+        }
         // An appended literal after the last copy, and an unchanged file.
         let mut new = base.clone();
         new.extend_from_slice(b"appended");
