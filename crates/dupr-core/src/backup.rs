@@ -534,10 +534,10 @@ pub(crate) fn write_delta(
     /// Windows at least this big hash their content on a second thread.
     const HASH_BESIDE: usize = 1 << 20;
     let index = old.index();
-    let Some(bs) = old.serialized().get(4..8) else {
+    let Some(header) = crate::signature::Header::of(old.serialized()) else {
         return Ok(None);
     };
-    let bs = u32::from_be_bytes([bs[0], bs[1], bs[2], bs[3]]) as usize;
+    let bs = header.block_len as usize;
     out.write_all(&crate::delta::DELTA_MAGIC.to_be_bytes())?;
     let mut window = vec![0u8; DIFF_WINDOW.max(2 * bs)];
     let mut d = Vec::with_capacity(DIFF_WINDOW / 8);
@@ -629,12 +629,7 @@ pub fn windowed_delta(old_sig: &[u8], new: &mut impl Read) -> std::io::Result<Ve
     let mut out = Vec::new();
     // The new file's signature, in the basis' block length, lets blocks
     // that stayed in place skip the search (as in a backup).
-    let bs = u32::from_be_bytes(
-        old_sig
-            .get(4..8)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0, 0, 2, 0]),
-    );
+    let bs = crate::signature::Header::of(old_sig).map_or(512, |h| h.block_len);
     let mut newsig = SigBuilder::new(bs.max(1));
     write_delta(&sig, new, &mut out, Some(&mut newsig), None)?
         .ok_or_else(|| std::io::Error::other("unusable signature"))?;
@@ -645,12 +640,10 @@ pub fn windowed_delta(old_sig: &[u8], new: &mut impl Read) -> std::io::Result<Ve
 /// longer fits its old signature's block count has changed, even when its
 /// mtime was restored.
 fn size_mismatch(size: u64, sig: Option<&[u8]>) -> bool {
-    let Some(sig) = sig else { return false };
-    if sig.len() < 12 {
+    let Some((sig, h)) = sig.and_then(|s| Some((s, crate::signature::Header::of(s)?))) else {
         return false;
-    }
-    let bl = u32::from_be_bytes([sig[4], sig[5], sig[6], sig[7]]) as u64;
-    let strong = u32::from_be_bytes([sig[8], sig[9], sig[10], sig[11]]) as u64;
+    };
+    let (bl, strong) = (h.block_len as u64, h.strong_len as u64);
     if bl == 0 || !(sig.len() as u64 - 12).is_multiple_of(4 + strong) {
         return false;
     }

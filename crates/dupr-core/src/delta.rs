@@ -421,17 +421,15 @@ pub fn diff_window(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let be = |at: usize| -> Option<u32> {
-        Some(u32::from_be_bytes(old.get(at..at + 4)?.try_into().ok()?))
-    };
-    let (bs, strong) = (be(4)?, be(8)?);
+    let h = crate::signature::Header::of(old)?;
+    let (bs, strong) = (h.block_len, h.strong_len);
     let record = 4 + strong as usize;
     let old_blocks = (old.len().saturating_sub(12) / record) as u64;
     let new = new.filter(|n| {
         n.block_len() == bs
             && bs > 0
             && strong <= crate::signature::STRONG_LEN
-            && be(0) == Some(crate::signature::MD4_SIG_MAGIC)
+            && h.magic == crate::signature::MD4_SIG_MAGIC
     });
     let bsu = bs as usize;
     // Block k of the new file at `pos` equals the basis' block k. The

@@ -24,6 +24,29 @@ pub fn block_len(file_len: u64, max_blocksize: Option<u32>) -> u32 {
     b.min(u32::MAX as u64 / 2) as u32
 }
 
+/// The 12-byte header of a serialized librsync signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The magic number ([`MD4_SIG_MAGIC`] for the signatures dupr reads).
+    pub magic: u32,
+    /// Bytes per block.
+    pub block_len: u32,
+    /// Bytes of strong hash kept per block.
+    pub strong_len: u32,
+}
+
+impl Header {
+    /// The header of `sig`, if it is that long.
+    pub fn of(sig: &[u8]) -> Option<Header> {
+        let be = |at: usize| Some(u32::from_be_bytes(sig.get(at..at + 4)?.try_into().ok()?));
+        Some(Header {
+            magic: be(0)?,
+            block_len: be(4)?,
+            strong_len: be(8)?,
+        })
+    }
+}
+
 /// Incremental signature of one stream.
 pub struct SigBuilder {
     block_len: usize,

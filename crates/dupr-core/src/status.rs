@@ -14,10 +14,6 @@ use crate::naming::Prefixes;
 use crate::sigtar::{SigMerge, SigtarReader};
 use crate::time::{self, Timestamp};
 
-/// Cached signature files at least this big are read ahead on a thread
-/// (each such reader holds about 1 MiB).
-pub const READ_AHEAD_FROM: u64 = 1 << 20;
-
 /// Readers of signature files, from the local cache where it has them.
 pub fn sig_readers(
     backend: &dyn Backend,
@@ -33,15 +29,8 @@ pub fn sig_readers(
         let r: Box<dyn std::io::Read + Send> = match local.filter(|p| p.exists()) {
             Some(p) => {
                 let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
-                let big = f.metadata().map(|m| m.len()).unwrap_or(0) >= READ_AHEAD_FROM;
-                let r = crypt::decoder(f, &Codec::GZIP)?;
-                if big {
-                    // Inflating (and the gzip CRC) on a thread of its own,
-                    // beside the parsing of what it yields.
-                    Box::new(crate::stream::ReadAhead::new(r, 256 << 10, 4))
-                } else {
-                    r
-                }
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                crate::stream::ahead_if_large(crypt::decoder(f, &Codec::GZIP)?, len)
             }
             None => {
                 let p = &f.parsed;

@@ -87,6 +87,21 @@ impl ReadAhead {
     }
 }
 
+/// Stored files at least this big are decoded on a read-ahead thread
+/// (each such reader holds about 1 MiB).
+const READ_AHEAD_FROM: u64 = 1 << 20;
+
+/// `r`, the decoder of a stored file of `stored` bytes, read ahead on a
+/// thread of its own when the file is large (a full's signature file), so
+/// its decryption, inflation and checks run beside the caller's work.
+pub fn ahead_if_large(r: Box<dyn io::Read + Send>, stored: u64) -> Box<dyn io::Read + Send> {
+    if stored >= READ_AHEAD_FROM {
+        Box::new(ReadAhead::new(r, 256 << 10, 4))
+    } else {
+        r
+    }
+}
+
 impl io::Read for ReadAhead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {

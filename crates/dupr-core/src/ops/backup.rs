@@ -326,6 +326,7 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
                     reason: "missing from the cache and the target".into(),
                 })?;
             let file = std::fs::File::open(&local).map_err(|e| Error::io(&local, e))?;
+            let stored = file.metadata().map(|m| m.len()).unwrap_or(0);
             let mut plain = crypt::decoder(file, &Codec::GZIP)?;
             // The manifest's record of this set's signature tar, if any.
             let set = chain.sets().find(|s| s.end == f.end && s.start == f.start);
@@ -341,13 +342,12 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
                     plain = Box::new(crate::sigtar::CheckedSigtar::new(plain, want, &f.name));
                 }
             }
-            // A large signature file (a full's) is decoded on a thread of
-            // its own, beside the walk of the source.
-            let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
-            if size >= crate::status::READ_AHEAD_FROM {
-                plain = Box::new(crate::stream::ReadAhead::new(plain, 256 << 10, 4));
-            }
-            readers.push(SigtarReader::new(plain, &f.name, true));
+            // A full's signature file is decoded beside the walk.
+            readers.push(SigtarReader::new(
+                crate::stream::ahead_if_large(plain, stored),
+                &f.name,
+                true,
+            ));
         }
         SigMerge::new(readers)
     };

@@ -202,7 +202,7 @@ pub fn collate(
             .iter()
             .rposition(|&i| heads[i].as_ref().is_some_and(|h| h.name.role != Role::Diff));
         let mut work: Option<tempfile::NamedTempFile> = None;
-        // SHA-256 of `work`'s content, computed as it was written.
+        // The content hash of `work`, computed as it was written.
         let mut digest: Option<ContentHash> = None;
         let mut meta: Option<Meta> = None;
         // The content hash recorded with `work`'s newest entry, and its set.
@@ -273,34 +273,14 @@ pub fn collate(
                         }
                         meta = Some(m);
                     }
+                    // A regular file's deltas are taken with its base
+                    // (through_deltas): a delta reaching here has no
+                    // regular file to patch.
                     Role::Diff => {
-                        let m = Meta::from_header(&head.header).ok_or_else(|| {
-                            Error::CorruptVolume {
-                                name: min.to_string(),
-                                reason: "bad delta entry".into(),
-                            }
-                        })?;
-                        let basis = work.take();
-                        let mut delta = w.temp_file()?;
-                        streams[i].copy_data(&head, delta.as_file_mut())?;
-                        expect = streams[i].last_hash.take().map(|h| (h, i));
-                        let patched = match basis {
-                            Some(b) if meta.as_ref().is_some_and(|m| m.kind == Kind::File) => {
-                                let algo = expect.as_ref().map(|(h, _)| h.algo);
-                                let set = set_label(sets[i]);
-                                apply_delta(w, b, delta, &min, &set, algo, &mut digest)?
-                            }
-                            _ => {
-                                tracing::warn!(
-                                    "delta for {} has no regular file to patch; skipped",
-                                    min
-                                );
-                                w.error();
-                                None
-                            }
-                        };
-                        meta = patched.is_some().then_some(m);
-                        work = patched;
+                        streams[i].copy_data(&head, &mut io::sink())?;
+                        tracing::warn!("delta for {} has no regular file to patch; skipped", min);
+                        w.error();
+                        (work, meta, expect) = (None, None, None);
                     }
                     Role::Signature => {
                         return Err(Error::CorruptVolume {
