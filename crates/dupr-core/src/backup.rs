@@ -203,6 +203,9 @@ pub(crate) enum Plan {
     Incremental {
         start: Timestamp,
         old: SigMerge<Box<dyn Read + Send>>,
+        /// The target's last manifest against the cache's, still running:
+        /// it must pass before anything of the set is stored.
+        check: Option<crate::ops::RemoteCheck>,
     },
 }
 
@@ -766,9 +769,9 @@ fn write_set(
 ) -> Result<Stats> {
     std::fs::symlink_metadata(&cfg.req.source)
         .map_err(|_| Error::SourceMissing(cfg.req.source.clone()))?;
-    let (set_type, start, mut old) = match plan {
-        Plan::Full => (SetType::Full, None, None),
-        Plan::Incremental { start, old } => (SetType::Inc, Some(start), Some(old)),
+    let (set_type, start, mut old, check) = match plan {
+        Plan::Full => (SetType::Full, None, None, None),
+        Plan::Incremental { start, old, check } => (SetType::Inc, Some(start), Some(old), check),
     };
     let t = set_time(cfg, &backend.list()?, start, resume.as_ref());
     let incremental = old.is_some();
@@ -786,6 +789,9 @@ fn write_set(
         partial: false,
     };
     if cfg.req.dry_run {
+        if let Some(c) = check {
+            c.wait()?;
+        }
         count_source(walker, &mut stats);
         return Ok(stats);
     }
@@ -831,7 +837,12 @@ fn write_set(
             cfg.prefixes.clone(),
             cfg.volsize,
         );
-        let writer = s.spawn(|| write_volumes(volumes, rx, &files, resume_point));
+        let writer = s.spawn(|| {
+            if let Some(c) = check {
+                c.wait()?;
+            }
+            write_volumes(volumes, rx, &files, resume_point)
+        });
         let mut em = Emitter {
             tx,
             sigtar: &mut sigtar,
@@ -1084,7 +1095,7 @@ fn finish_set(
     let f = files;
     // Signatures, then the manifest: the manifest marks the set complete.
     let (local_w, remote_w, sig_hash) = sigtar.finish()?;
-    manifest.sigtar_sha256 = Some(sig_hash);
+    manifest.sigtar_hash = Some(sig_hash);
     stats.stored_total += remote_w.as_ref().map_or(local_w.size, |w| w.size);
     if remote_w.is_none() {
         std::fs::copy(&f.sig_local_part, &f.remote_sig_tmp).ctx(&f.remote_sig_tmp)?;

@@ -115,13 +115,18 @@ pub fn check(
                     expected_sig_name(set, prefixes),
                     "signature file missing from the target".to_string(),
                 )),
-                Some(sig) => match &m.sigtar_sha256 {
+                Some(sig) => match &m.sigtar_hash {
                     None => None,
-                    Some(want) => match remote_sig_hash(backend, sig, prefixes, opts.crypto) {
+                    Some(want) => match remote_sig_hash(backend, sig, prefixes, opts.crypto, want.algo) {
                         Ok(got) if got == *want => None,
                         Ok(got) => Some((
                             sig.clone(),
-                            format!("signature file does not belong to this set: its SHA-256 {got} differs from the manifest's record {want} (replaced by another set's?)"),
+                            format!(
+                                "signature file does not belong to this set: its {} hash {} differs from the manifest's record {} (replaced by another set's?)",
+                                want.algo.name(),
+                                got.hex,
+                                want.hex
+                            ),
                         )),
                         Err(e) => Some((sig.clone(), format!("signature file unreadable: {e}"))),
                     },
@@ -343,11 +348,12 @@ fn remote_sig_hash(
     sig: &str,
     prefixes: &Prefixes,
     crypto: Option<&Arc<Crypto>>,
-) -> Result<String> {
+    algo: crate::content::Algo,
+) -> Result<crate::content::ContentHash> {
     let p = naming::parse(sig, prefixes).expect("listed names parse");
     let codec = Codec::for_name(p.encrypted, p.gzipped, crypto, sig)?;
     let mut r = crypt::decoder(backend.open(sig)?, &codec)?;
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    let mut h = crate::content::Hasher::new(algo);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = r.read(&mut buf).map_err(|e| Error::BadSignature {
@@ -355,9 +361,9 @@ fn remote_sig_hash(
             reason: e.to_string(),
         })?;
         if n == 0 {
-            return Ok(hex::encode(sha2::Digest::finalize(h)));
+            return Ok(h.finish());
         }
-        sha2::Digest::update(&mut h, &buf[..n]);
+        h.update(&buf[..n]);
     }
 }
 

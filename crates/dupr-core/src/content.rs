@@ -27,6 +27,16 @@ pub enum Algo {
     Sha256,
 }
 
+impl Algo {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Blake3 => "BLAKE3",
+            Algo::Sha256 => "SHA-256",
+        }
+    }
+}
+
 /// A content hash: its algorithm and lowercase hex digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContentHash {

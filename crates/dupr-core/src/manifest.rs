@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::content::{Algo, ContentHash};
 use crate::index::Index;
 
 /// One volume's record: the range of paths it holds, and its hash.
@@ -63,14 +64,17 @@ pub struct Manifest {
     pub volumes: BTreeMap<u32, VolumeInfo>,
     /// The changed paths (written with `--files-changed`, or by duplicity 3).
     pub filelist: Vec<(Change, Index)>,
-    /// SHA-256 (hex) of the set's signature tar (its plain tar bytes): a
-    /// dupr line duplicity ignores, so a signature file swapped for another
-    /// set's is caught.
-    pub sigtar_sha256: Option<String>,
+    /// The hash of the set's signature tar (its plain tar bytes): a dupr
+    /// line duplicity ignores, so a signature file swapped for another
+    /// set's is caught. BLAKE3 since it is written; SHA-256 in older sets.
+    pub sigtar_hash: Option<ContentHash>,
 }
 
-/// The manifest line recording [`Manifest::sigtar_sha256`].
-const SIGTAR_FIELD: &str = "DuprSigtarSHA256";
+/// The manifest lines recording [`Manifest::sigtar_hash`], by algorithm.
+const SIGTAR_FIELDS: [(&str, Algo); 2] = [
+    ("DuprSigtarBLAKE3", Algo::Blake3),
+    ("DuprSigtarSHA256", Algo::Sha256),
+];
 
 /// Quote a path as duplicity does: raw unless it holds whitespace, a
 /// backslash or a quote; then wrapped in `"` with each such byte as `\xNN`.
@@ -147,8 +151,12 @@ impl Manifest {
             out.extend_from_slice(&quote(&self.localdir));
             out.push(b'\n');
         }
-        if let Some(h) = &self.sigtar_sha256 {
-            out.extend_from_slice(format!("{SIGTAR_FIELD} {h}\n").as_bytes());
+        if let Some(h) = &self.sigtar_hash {
+            let (name, _) = SIGTAR_FIELDS
+                .iter()
+                .find(|(_, a)| *a == h.algo)
+                .expect("every algorithm has a line");
+            out.extend_from_slice(format!("{name} {}\n", h.hex).as_bytes());
         }
         out
     }
@@ -222,14 +230,21 @@ impl Manifest {
                     continue;
                 }
             }
-            if m.sigtar_sha256.is_none() {
-                if let Some(v) = field(line, SIGTAR_FIELD) {
+            if m.sigtar_hash.is_none() {
+                for (name, algo) in SIGTAR_FIELDS {
+                    let Some(v) = field(line, name) else {
+                        continue;
+                    };
                     // dupr writes 64 hex digits; anything else is damage,
                     // and a hash that cannot match must not pass as one.
                     if v.len() != 64 || !v.iter().all(u8::is_ascii_hexdigit) {
                         return Err(ManifestError::BadSigtarHash(lossy(line)));
                     }
-                    m.sigtar_sha256 = Some(String::from_utf8_lossy(&v).to_ascii_lowercase());
+                    m.sigtar_hash = Some(ContentHash {
+                        algo,
+                        hex: String::from_utf8_lossy(&v).to_ascii_lowercase(),
+                    });
+                    break;
                 }
             }
         }
@@ -313,7 +328,7 @@ impl Manifest {
 pub enum ManifestError {
     /// dupr's signature-tar hash line holds something other than 64 hex
     /// digits (the line, as read).
-    #[error("bad {SIGTAR_FIELD} line {0:?}")]
+    #[error("bad signature-tar hash line {0:?}")]
     BadSigtarHash(String),
     /// A `Volume` line without a volume number and colon (the line, as read).
     #[error("bad volume line {0:?}")]
@@ -445,24 +460,34 @@ mod tests {
     /// Found by the manifest fuzzer: a DuprSigtarSHA256 value with
     /// carriage returns and quotes did not read back the same; a value
     /// that is not 64 hex digits is damage and refuses the manifest.
+    /// Both lines (BLAKE3, written now; SHA-256, older sets) read back.
     #[test]
     fn a_sigtar_hash_that_is_not_hex_is_refused() {
         let h = "ab".repeat(32);
-        let m =
-            Manifest::parse(format!("DuprSigtarSHA256 {}\n", h.to_uppercase()).as_bytes()).unwrap();
-        assert_eq!(m.sigtar_sha256.as_deref(), Some(h.as_str()));
-        for bad in [
-            "DuprSigtarSHA256 \"\r\ri \\\\pla\"".to_string(),
-            format!("DuprSigtarSHA256 {}", &h[1..]),
-            format!("DuprSigtarSHA256 {h}0"),
-            format!("DuprSigtarSHA256 {}g", &h[1..]),
-        ] {
-            let e = Manifest::parse(bad.as_bytes()).unwrap_err();
-            assert!(matches!(e, ManifestError::BadSigtarHash(_)), "{e}");
-            assert!(
-                e.to_string().starts_with("bad DuprSigtarSHA256 line"),
-                "{e}"
+        for (name, algo) in SIGTAR_FIELDS {
+            let m = Manifest::parse(format!("{name} {}\n", h.to_uppercase()).as_bytes()).unwrap();
+            let want = ContentHash {
+                algo,
+                hex: h.clone(),
+            };
+            assert_eq!(m.sigtar_hash.as_ref(), Some(&want));
+            assert_eq!(
+                Manifest::parse(&m.to_bytes()).unwrap().sigtar_hash,
+                Some(want)
             );
+            for bad in [
+                format!("{name} \"\r\ri \\\\pla\""),
+                format!("{name} {}", &h[1..]),
+                format!("{name} {h}0"),
+                format!("{name} {}g", &h[1..]),
+            ] {
+                let e = Manifest::parse(bad.as_bytes()).unwrap_err();
+                assert!(matches!(e, ManifestError::BadSigtarHash(_)), "{e}");
+                assert!(
+                    e.to_string().starts_with("bad signature-tar hash line"),
+                    "{e}"
+                );
+            }
         }
     }
 }

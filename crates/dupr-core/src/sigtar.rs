@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::content::{self, ContentHash};
 use crate::crypt::{Codec, Encoder, Written};
 use crate::entry::{entry_name, parse_entry_name, Kind, Meta, Role};
 use crate::error::{Error, IoContext, Result};
@@ -16,11 +17,11 @@ use crate::tar::{self, Header};
 pub struct SigtarWriter {
     local: Encoder,
     local_path: PathBuf,
-    remote: Option<(Encoder, PathBuf)>,
+    remote: Option<Remote>,
     len: u64,
     buf: Vec<u8>,
     /// Of the plain tar bytes, for the manifest's record.
-    hash: sha2::Sha256,
+    hash: content::Hasher,
 }
 
 impl SigtarWriter {
@@ -28,27 +29,28 @@ impl SigtarWriter {
     /// target's copy at that path in that codec.
     pub fn create(local_path: &Path, remote: Option<(&Path, Codec)>) -> Result<Self> {
         let local = Encoder::create(local_path, &Codec::GZIP).ctx(local_path)?;
-        let remote = match remote {
-            Some((p, c)) => Some((Encoder::create(p, &c).ctx(p)?, p.to_path_buf())),
-            None => None,
-        };
+        let remote = remote.map(|(p, c)| Remote::Pending {
+            path: p.to_path_buf(),
+            codec: c,
+            buf: Vec::new(),
+        });
         Ok(SigtarWriter {
             local,
             local_path: local_path.to_path_buf(),
             remote,
             len: 0,
             buf: Vec::with_capacity(4096),
-            hash: <sha2::Sha256 as sha2::Digest>::new(),
+            hash: content::Hasher::for_writing(),
         })
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.local.write_all(bytes).ctx(&self.local_path)?;
-        if let Some((enc, p)) = &mut self.remote {
-            enc.write_all(bytes).ctx(&*p)?;
+        if let Some(r) = &mut self.remote {
+            r.write(bytes)?;
         }
         self.len += bytes.len() as u64;
-        sha2::Digest::update(&mut self.hash, bytes);
+        self.hash.update(bytes);
         Ok(())
     }
 
@@ -92,21 +94,65 @@ impl SigtarWriter {
 
     /// Close the tar (two zero blocks, NULs to a record) and the files;
     /// also returns the SHA-256 (hex) of the plain tar bytes.
-    pub fn finish(mut self) -> Result<(Written, Option<Written>, String)> {
+    pub fn finish(mut self) -> Result<(Written, Option<Written>, ContentHash)> {
         let after = self.len + 2 * tar::BLOCK as u64;
         let pad = 2 * tar::BLOCK
             + ((tar::RECORD as u64 - after % tar::RECORD as u64) % tar::RECORD as u64) as usize;
         self.write(&vec![0u8; pad])?;
         let local = self.local.finish().ctx(&self.local_path)?;
         let remote = match self.remote {
-            Some((enc, p)) => Some(enc.finish().ctx(&p)?),
+            Some(r) => Some(r.finish()?),
             None => None,
         };
-        Ok((
-            local,
-            remote,
-            hex::encode(sha2::Digest::finalize(self.hash)),
-        ))
+        Ok((local, remote, self.hash.finish()))
+    }
+}
+
+/// The target's copy of a signature tar. Its encoder (and with it the
+/// passphrase's key, which another thread may still be deriving from the
+/// previous manifest) is only wanted once a megabyte is waiting, or at the
+/// end: a small incremental's walk does not wait for the key.
+enum Remote {
+    Pending {
+        path: PathBuf,
+        codec: Codec,
+        buf: Vec<u8>,
+    },
+    Open(Encoder, PathBuf),
+}
+
+impl Remote {
+    const HOLD: usize = 1 << 20;
+
+    fn open(&mut self) -> Result<(&mut Encoder, &Path)> {
+        if let Remote::Pending { path, codec, buf } = self {
+            let mut enc = Encoder::create(path, codec).ctx(&*path)?;
+            enc.write_all(buf).ctx(&*path)?;
+            *self = Remote::Open(enc, std::mem::take(path));
+        }
+        match self {
+            Remote::Open(enc, p) => Ok((enc, p)),
+            Remote::Pending { .. } => unreachable!("opened above"),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Remote::Pending { buf, .. } = self {
+            if buf.len() + bytes.len() <= Self::HOLD {
+                buf.extend_from_slice(bytes);
+                return Ok(());
+            }
+        }
+        let (enc, p) = self.open()?;
+        enc.write_all(bytes).ctx(p)
+    }
+
+    fn finish(mut self) -> Result<Written> {
+        self.open()?;
+        match self {
+            Remote::Open(enc, p) => enc.finish().ctx(&p),
+            Remote::Pending { .. } => unreachable!("opened above"),
+        }
     }
 }
 
@@ -115,19 +161,18 @@ impl SigtarWriter {
 /// for another (valid) one must not become an incremental's base.
 pub struct CheckedSigtar<R> {
     inner: R,
-    hash: sha2::Sha256,
-    want: String,
+    /// Until the end is checked.
+    hash: Option<(content::Hasher, ContentHash)>,
     name: String,
 }
 
 impl<R: Read> CheckedSigtar<R> {
-    /// Reads `inner`, the plain bytes of signature file `name`, against `want`,
-    /// the SHA-256 (hex) its manifest recorded; an empty `want` checks nothing.
-    pub fn new(inner: R, want: String, name: &str) -> Self {
+    /// Reads `inner`, the plain bytes of signature file `name`, against
+    /// `want`, the hash its manifest recorded.
+    pub fn new(inner: R, want: ContentHash, name: &str) -> Self {
         CheckedSigtar {
             inner,
-            hash: <sha2::Sha256 as sha2::Digest>::new(),
-            want,
+            hash: Some((content::Hasher::new(want.algo), want)),
             name: name.to_string(),
         }
     }
@@ -136,18 +181,23 @@ impl<R: Read> CheckedSigtar<R> {
 impl<R: Read> Read for CheckedSigtar<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && !self.want.is_empty() {
-            let got = hex::encode(sha2::Digest::finalize_reset(&mut self.hash));
-            if got != self.want {
-                return Err(std::io::Error::other(format!(
-                    "{} does not belong to its set: its SHA-256 {got} differs from the manifest's record {}",
-                    self.name, self.want
-                )));
-            }
+        if n == 0 && !buf.is_empty() {
             // Checked once; later reads at the end stay quiet.
-            self.want.clear();
+            if let Some((h, want)) = self.hash.take() {
+                let got = h.finish();
+                if got != want {
+                    return Err(std::io::Error::other(format!(
+                        "{} does not belong to its set: its {} hash {} differs from the manifest's record {}",
+                        self.name,
+                        want.algo.name(),
+                        got.hex,
+                        want.hex
+                    )));
+                }
+            }
+        } else if let Some((h, _)) = &mut self.hash {
+            h.update(&buf[..n]);
         }
-        sha2::Digest::update(&mut self.hash, &buf[..n]);
         Ok(n)
     }
 }

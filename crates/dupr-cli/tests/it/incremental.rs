@@ -542,15 +542,36 @@ fn remote_manifest_differing_from_cache_exits_5() {
     set_manifest_hostname(&env, &m, "some-other-host", true, false);
     tick();
     fs::write(src.join("a.txt"), b"changed\n").unwrap();
+    // Enough new data for several 1 MB volumes: the check runs beside the
+    // walk, and none of them may be stored before it has failed.
+    let mut x = 7u64;
+    let noise: Vec<u8> = (0..3_500_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(src.join("big.bin"), &noise).unwrap();
     let before = target_names(&env);
-    let o = backup(&env, "incremental", &src, &[]);
-    assert_eq!(
-        o.status.code(),
-        Some(5),
-        "a remote manifest that differs from the cached one must stop the incremental: {}",
-        show(&o)
-    );
-    assert_eq!(before, target_names(&env));
+    let cached = cache_names(&env);
+    for extra in [&["--volsize", "1"][..], &["--dry-run"][..]] {
+        let o = backup(&env, "incremental", &src, extra);
+        assert_eq!(
+            o.status.code(),
+            Some(5),
+            "a remote manifest that differs from the cached one must stop the incremental ({extra:?}): {}",
+            show(&o)
+        );
+        assert!(
+            text(&o.stderr).contains("does not match the local cache"),
+            "{}",
+            show(&o)
+        );
+        assert_eq!(before, target_names(&env), "{extra:?}");
+        assert_eq!(cached, cache_names(&env), "{extra:?}");
+    }
 }
 
 // --------------------------------------------- 4. corrupt/missing sigtars

@@ -18,7 +18,7 @@ use crate::common;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -624,7 +624,7 @@ fn duplicity_restores_a_dupr_chain_with_content_hashes() {
     let snaps = three_sets(&a);
     assert!(!records(&a.one(&["duplicity-full.", ".vol1."]), "DUPR.blake3").is_empty());
     let m = fs::read_to_string(a.one(&["duplicity-full.", ".manifest"])).unwrap();
-    assert!(m.contains("DuprSigtarSHA256 "), "{m}");
+    assert!(m.contains("DuprSigtarBLAKE3 "), "{m}");
     for v in Dup::ALL {
         let dest = a.env.restore_dir(v.label());
         let archive = a.env.archive_dir(v);
@@ -680,23 +680,49 @@ fn swap_first_inc_sig(a: &Arch) -> String {
     name_of(&inc)
 }
 
+/// A full of a 200 kB random f.bin (`seed`), then an incremental with the
+/// byte at `flip` changed; returns (full's bytes, incremental's bytes).
+fn full_then_one_flip(a: &Arch, seed: u64, flip: usize) -> (Vec<u8>, Vec<u8>) {
+    let src = a.src();
+    let base = pseudo_random_bytes(200_000, seed);
+    fs::write(src.join("f.bin"), &base).unwrap();
+    a.backup("full", T0);
+    let mut v2 = base.clone();
+    v2[flip] ^= 1;
+    fs::write(src.join("f.bin"), &v2).unwrap();
+    set_mtime(&src.join("f.bin"), T0 + 10);
+    a.backup("incremental", T0 + 1000);
+    (base, v2)
+}
+
+/// `from` with the byte at `flip` changed, as f.bin's next state.
+fn next_state(a: &Arch, from: &[u8], flip: usize) {
+    let mut v = from.to_vec();
+    v[flip] ^= 1;
+    fs::write(a.src().join("f.bin"), &v).unwrap();
+    set_mtime(&a.src().join("f.bin"), T0 + 20);
+}
+
+/// Every manifest, on the target and in the cache.
+fn manifests_everywhere(a: &Arch) -> Vec<PathBuf> {
+    let mut mans: Vec<PathBuf> = a.files(&[".manifest"]);
+    for d in fs::read_dir(a.env.cache().join("arch")).unwrap().flatten() {
+        for f in fs::read_dir(d.path()).unwrap().flatten() {
+            if name_of(&f.path()).ends_with(".manifest") {
+                mans.push(f.path());
+            }
+        }
+    }
+    mans
+}
+
 #[test]
 fn swapped_signature_file_is_refused_and_reported() {
     let a = Arch::new(false);
     let src = a.src();
-    let base = pseudo_random_bytes(200_000, 11);
-    fs::write(src.join("f.bin"), &base).unwrap();
-    a.backup("full", T0);
-    let mut v2 = base.clone();
-    v2[10] ^= 1;
-    fs::write(src.join("f.bin"), &v2).unwrap();
-    set_mtime(&src.join("f.bin"), T0 + 10);
-    a.backup("incremental", T0 + 1000);
+    let (_, v2) = full_then_one_flip(&a, 11, 10);
     let swapped = swap_first_inc_sig(&a);
-    let mut v3 = v2.clone();
-    v3[190_000] ^= 1;
-    fs::write(src.join("f.bin"), &v3).unwrap();
-    set_mtime(&src.join("f.bin"), T0 + 20);
+    next_state(&a, &v2, 190_000);
     let before = a.files(&[""]);
     for (tag, cache) in [("cache", None), ("fresh", Some(a.fresh("sw")))] {
         let o = a.run_in(
@@ -735,35 +761,87 @@ fn swapped_signature_file_is_refused_and_reported() {
     );
 }
 
+/// The SHA-256 of a gzipped file's plain bytes, by gzip and sha256sum.
+fn gunzip_sha256(p: &Path) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("gzip -dc \"$1\" | sha256sum")
+        .arg("sh")
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    lossy(&o.stdout)[..64].to_string()
+}
+
+/// Sets written before the BLAKE3 record carry `DuprSigtarSHA256`: it is
+/// still checked, with SHA-256, by verify and before an incremental.
+#[test]
+fn an_older_sets_sha256_signature_record_still_guards_it() {
+    let a = Arch::new(false);
+    let src = a.src();
+    let (_, v2) = full_then_one_flip(&a, 12, 10);
+    let full_sig = gunzip_sha256(&a.one(&["duplicity-full-signatures."]));
+    let inc_sig = gunzip_sha256(&a.one(&["duplicity-new-signatures."]));
+    let mans = manifests_everywhere(&a);
+    assert_eq!(mans.len(), 4, "{mans:?}");
+    for m in &mans {
+        let sha = if name_of(m).starts_with("duplicity-full.") {
+            &full_sig
+        } else {
+            &inc_sig
+        };
+        let t = fs::read_to_string(m).unwrap();
+        assert_eq!(t.matches("DuprSigtarBLAKE3 ").count(), 1, "{t}");
+        let old: String = t
+            .lines()
+            .map(|l| match l.starts_with("DuprSigtarBLAKE3 ") {
+                true => format!("DuprSigtarSHA256 {sha}\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        fs::write(m, old).unwrap();
+    }
+    let o = a.run(&["verify".to_string(), a.url()]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let swapped = swap_first_inc_sig(&a);
+    next_state(&a, &v2, 190_000);
+    let o = a.run(&[
+        "incremental".to_string(),
+        "--current-time".into(),
+        (T0 + 2000).to_string(),
+        src.display().to_string(),
+        a.url(),
+    ]);
+    assert_eq!(o.status.code(), Some(18), "{}", out_text(&o));
+    let e = stderr_line(&o);
+    assert!(
+        e.contains(&swapped) && e.contains("does not belong") && e.contains("SHA-256"),
+        "{}",
+        out_text(&o)
+    );
+    let o = a.run(&["verify".to_string(), a.url()]);
+    assert_eq!(o.status.code(), Some(1), "{}", out_text(&o));
+    assert!(
+        lossy(&o.stdout).contains(&format!("Problem: {swapped}")),
+        "{}",
+        out_text(&o)
+    );
+}
+
 /// Without the manifest's record (an archive written before it, or by
 /// duplicity), the swapped base goes unnoticed by the incremental, but the
 /// content hash of the delta it wrote stops the restore.
 #[test]
 fn delta_against_a_swapped_base_fails_restore_by_content_hash() {
     let a = Arch::new(false);
-    let src = a.src();
-    let base = pseudo_random_bytes(200_000, 12);
-    fs::write(src.join("f.bin"), &base).unwrap();
-    a.backup("full", T0);
-    let mut v2 = base.clone();
-    v2[100_000] ^= 1;
-    fs::write(src.join("f.bin"), &v2).unwrap();
-    set_mtime(&src.join("f.bin"), T0 + 10);
-    a.backup("incremental", T0 + 1000);
+    let (base, _) = full_then_one_flip(&a, 12, 100_000);
     // Drop the records from every manifest (target and cache).
-    let mut mans: Vec<PathBuf> = a.files(&[".manifest"]);
-    for d in fs::read_dir(a.env.cache().join("arch")).unwrap().flatten() {
-        for f in fs::read_dir(d.path()).unwrap().flatten() {
-            if name_of(&f.path()).ends_with(".manifest") {
-                mans.push(f.path());
-            }
-        }
-    }
-    for m in &mans {
+    for m in &manifests_everywhere(&a) {
         let t = fs::read_to_string(m).unwrap();
         let kept: String = t
             .lines()
-            .filter(|l| !l.starts_with("DuprSigtarSHA256"))
+            .filter(|l| !l.starts_with("DuprSigtar"))
             .map(|l| format!("{l}\n"))
             .collect();
         fs::write(m, kept).unwrap();
@@ -771,10 +849,7 @@ fn delta_against_a_swapped_base_fails_restore_by_content_hash() {
     swap_first_inc_sig(&a);
     // Back to the full's bytes around 100000: the delta (against the
     // swapped-in base) copies that block from a basis that differs there.
-    let mut v3 = base.clone();
-    v3[199_000] ^= 1;
-    fs::write(src.join("f.bin"), &v3).unwrap();
-    set_mtime(&src.join("f.bin"), T0 + 20);
+    next_state(&a, &base, 199_000);
     a.backup("incremental", T0 + 2000);
     let dest = a.env.path().join("r-swap");
     let o = a.restore(None, None, &dest);

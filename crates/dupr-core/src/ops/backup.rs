@@ -10,6 +10,7 @@ use crate::crypt;
 use crate::crypt::Codec;
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::manifest::Manifest;
 use crate::naming::SetType;
 use crate::restore::{self};
 use crate::select::Selection;
@@ -262,42 +263,11 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
         Cache::local_name(last.manifest.as_deref().unwrap_or(""), &t.settings.prefixes)
             .map(|l| t.cache.path(&l))
             .filter(|p| p.exists());
-    if cached_copy.is_some() && t.settings.check_remote {
-        let remote = match restore::load_remote_manifest(
-            t.backend.as_ref(),
-            last,
-            &t.settings.prefixes,
-            t.settings.crypto.as_ref(),
-        ) {
-            Ok(r) => Some(r),
-            // A public-key archive backed up without the decryption key
-            // (or its passphrase) at hand, as duplicity allows: compare
-            // what can be seen without decrypting.
-            Err(Error::SecretKey(why)) => {
-                tracing::info!("remote manifest not compared with the cache's copy: {why}");
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        let key = |m: &crate::manifest::Manifest| {
-            let vols: Vec<_> = m
-                .volumes
-                .iter()
-                .map(|(n, v)| (*n, v.start.clone(), v.end.clone(), v.hash.clone()))
-                .collect();
-            (m.hostname.clone(), m.localdir.clone(), vols)
-        };
-        let mismatch = match &remote {
-            Some(remote) => key(remote) != key(&m),
-            // The volumes the cached manifest lists are the ones stored.
-            None => !m.volumes.keys().eq(last.volumes.keys()),
-        };
-        if mismatch {
-            return Err(Error::ManifestMismatch(
-                last.manifest.clone().unwrap_or_default(),
-            ));
-        }
-    }
+    // Decrypting the target's copy costs the passphrase's key derivation
+    // (tens of ms): it runs beside the walk and is waited for before the
+    // first volume is stored.
+    let check =
+        (cached_copy.is_some() && t.settings.check_remote).then(|| RemoteCheck::start(t, last, &m));
     if !allow_source_mismatch {
         let host = cfg.hostname.clone();
         if !m.hostname.is_empty() && m.hostname != host {
@@ -338,7 +308,7 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
                     &t.settings.prefixes,
                     t.settings.crypto.as_ref(),
                 )?;
-                if let Some(want) = m.sigtar_sha256 {
+                if let Some(want) = m.sigtar_hash {
                     plain = Box::new(crate::sigtar::CheckedSigtar::new(plain, want, &f.name));
                 }
             }
@@ -356,5 +326,75 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
     Ok(Some(Plan::Incremental {
         start: chain.end(),
         old: open()?,
+        check,
     }))
+}
+
+/// The comparison of the last set's manifest on the target with the cache's
+/// copy, on its own thread.
+pub(crate) struct RemoteCheck(std::thread::JoinHandle<Result<()>>);
+
+impl RemoteCheck {
+    fn start(t: &Target, last: &crate::chain::BackupSet, cached: &Manifest) -> RemoteCheck {
+        let backend = t.backend.clone();
+        let last = last.clone();
+        let prefixes = t.settings.prefixes.clone();
+        let crypto = t.settings.crypto.clone();
+        let want = manifest_key(cached);
+        // The volumes the cached manifest lists are the ones stored.
+        let stored_as_cached = cached.volumes.keys().eq(last.volumes.keys());
+        RemoteCheck(std::thread::spawn(move || {
+            let remote = match restore::load_remote_manifest(
+                backend.as_ref(),
+                &last,
+                &prefixes,
+                crypto.as_ref(),
+            ) {
+                Ok(r) => Some(r),
+                // A public-key archive backed up without the decryption
+                // key (or its passphrase) at hand, as duplicity allows:
+                // compare what can be seen without decrypting.
+                Err(Error::SecretKey(why)) => {
+                    tracing::info!("remote manifest not compared with the cache's copy: {why}");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let matches = match &remote {
+                Some(remote) => manifest_key(remote) == want,
+                None => stored_as_cached,
+            };
+            if matches {
+                Ok(())
+            } else {
+                Err(Error::ManifestMismatch(
+                    last.manifest.clone().unwrap_or_default(),
+                ))
+            }
+        }))
+    }
+
+    /// The check's outcome, once it is done.
+    pub(crate) fn wait(self) -> Result<()> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("the remote manifest check panicked".into())))
+    }
+}
+
+/// What must agree between the target's manifest and the cache's copy:
+/// host, source and each volume's range and hash (block numbers aside).
+type ManifestKey = (
+    Vec<u8>,
+    Vec<u8>,
+    Vec<(u32, Index, Index, Option<(String, String)>)>,
+);
+
+fn manifest_key(m: &Manifest) -> ManifestKey {
+    let vols = m
+        .volumes
+        .iter()
+        .map(|(n, v)| (*n, v.start.clone(), v.end.clone(), v.hash.clone()))
+        .collect();
+    (m.hostname.clone(), m.localdir.clone(), vols)
 }

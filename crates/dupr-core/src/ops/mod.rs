@@ -10,6 +10,7 @@ mod resume;
 mod status;
 
 pub use crate::check::{CheckReport, Problem};
+pub(crate) use backup::RemoteCheck;
 pub use backup::{backup, BackupKind, BackupOutcome, BackupRequest};
 pub use remove::{remove, Removal, RemovalReport};
 pub use restore::{restore, verify, RestoreRequest, VerifyReport};

@@ -33,6 +33,8 @@ use zeroize::Zeroizing;
 use crate::error::{Error, IoContext, Result};
 use crate::stream::Format;
 
+mod s2k;
+
 /// Deflate level for gzip volumes and OpenPGP compression. Data that does not
 /// compress is stored instead (see `stream`), so the level only costs time
 /// on compressible data.
@@ -129,6 +131,10 @@ struct Shared {
     /// use, or adopted from the chain's existing files, so a run pays the
     /// deliberately slow derivation once rather than once per salt.
     own: std::sync::OnceLock<(StringToKey, RawSessionKey)>,
+    /// Held while `own` is being derived, so a file written while the
+    /// previous manifest's key is derived on another thread waits for that
+    /// key instead of deriving a second one.
+    deriving: Mutex<()>,
     compression: Option<CompressionAlgorithm>,
     /// Deflate level of written files.
     level: u32,
@@ -383,6 +389,7 @@ impl Shared {
             s2k: StringToKey::new_iterated(rand::thread_rng(), HashAlgorithm::Sha256, 255),
             sym_alg: SymmetricKeyAlgorithm::AES256,
             own: std::sync::OnceLock::new(),
+            deriving: Mutex::new(()),
             compression: compress.then_some(CompressionAlgorithm::ZLIB),
             level: DEFAULT_LEVEL,
             derived: Mutex::new(HashMap::new()),
@@ -401,6 +408,10 @@ impl Shared {
         if let Some(o) = self.own.get() {
             return Ok(o);
         }
+        let _deriving = self.deriving.lock().expect("poisoned");
+        if let Some(o) = self.own.get() {
+            return Ok(o);
+        }
         let pass = self
             .passphrase
             .as_ref()
@@ -408,9 +419,7 @@ impl Shared {
                 subject: "no passphrase for symmetric encryption".into(),
                 hint: "",
             })?;
-        let k = self
-            .s2k
-            .derive_key(pass, self.sym_alg.key_size())
+        let k = s2k::derive(&self.s2k, pass, self.sym_alg.key_size())
             .map_err(|e| Error::KeyDerivation(e.to_string()))?;
         Ok(self.own.get_or_init(|| (self.s2k.clone(), k)))
     }
@@ -429,23 +438,47 @@ impl Shared {
         p
     }
 
-    /// Write this run's files with the S2K (salt) of an existing file of the
-    /// chain whose key was just derived, instead of deriving a second key:
-    /// only strong, iterated S2Ks without an encrypted session key qualify,
-    /// and every message still gets a fresh random CFB prefix.
-    fn adopt(&self, k: &pgp::packet::SymKeyEncryptedSessionKey, sk: &PlainSessionKey) {
+    /// Open an SKESK with the passphrase. A strong iterated S2K with no
+    /// encrypted session key, in our cipher, becomes the key this run writes
+    /// with when it has none yet (one derivation for reading the chain and
+    /// writing the new set; every message still gets a fresh CFB prefix).
+    /// It is derived under `deriving`, so a writer waits for it.
+    fn open_skesk(
+        &self,
+        k: &pgp::packet::SymKeyEncryptedSessionKey,
+        pass: &[u8],
+    ) -> pgp::errors::Result<PlainSessionKey> {
+        let (Some(alg), Some(s2k_spec), Some(esk)) =
+            (k.sym_algorithm(), k.s2k(), k.encrypted_key())
+        else {
+            return pgp::composed::decrypt_session_key_with_password(k, &Password::from(pass));
+        };
+        if k.version() != pgp::types::SkeskVersion::V4 || alg == SymmetricKeyAlgorithm::Plaintext {
+            return pgp::composed::decrypt_session_key_with_password(k, &Password::from(pass));
+        }
         let strong = matches!(
-            k.s2k(),
-            Some(StringToKey::IteratedAndSalted { count, .. }) if *count >= 192
+            s2k_spec,
+            StringToKey::IteratedAndSalted { count, .. } if *count >= 192
         );
-        let empty_esk = k.encrypted_key().is_none_or(|b| b.is_empty());
-        if let (true, true, Some(s2k), PlainSessionKey::V3_4 { sym_alg, key }) =
-            (strong, empty_esk, k.s2k(), sk)
-        {
-            if *sym_alg == self.sym_alg && self.passphrase.is_some() {
-                let _ = self.own.set((s2k.clone(), key.clone()));
+        if strong && esk.is_empty() && alg == self.sym_alg && self.own.get().is_none() {
+            let _deriving = self.deriving.lock().expect("poisoned");
+            if self.own.get().is_none() {
+                let key = s2k::derive(s2k_spec, pass, alg.key_size())?;
+                let _ = self.own.set((s2k_spec.clone(), key));
+            }
+            if let Some(o) = self.own.get().filter(|o| &o.0 == s2k_spec) {
+                return Ok(PlainSessionKey::V3_4 {
+                    sym_alg: alg,
+                    key: o.1.clone(),
+                });
             }
         }
+        let key = s2k::derive(s2k_spec, pass, alg.key_size())?;
+        if esk.is_empty() {
+            // No encrypted session key: the derived key is the session key.
+            return Ok(PlainSessionKey::V3_4 { sym_alg: alg, key });
+        }
+        k.decrypt(key.as_ref())
     }
 
     /// A session key for an SKESK: ours without derivation, others derived
@@ -484,12 +517,8 @@ impl Shared {
                 tries += 1;
                 self.derivations
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let pw = Password::from(passphrase.as_slice());
-                match pgp::composed::decrypt_session_key_with_password(k, &pw) {
-                    Ok(sk) => {
-                        self.adopt(k, &sk);
-                        sk
-                    }
+                match self.open_skesk(k, passphrase) {
+                    Ok(sk) => sk,
                     Err(_) => continue,
                 }
             };
