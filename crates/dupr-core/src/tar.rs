@@ -509,7 +509,7 @@ mod tests {
         fn parse_num_agrees_with_the_reference(
             f in proptest::collection::vec(
                 prop_oneof![
-                    4 => (b'0'..=b'7'),
+                    4 => b'0'..=b'7',
                     1 => Just(b' '),
                     1 => Just(0u8),
                     1 => Just(b'+'),
