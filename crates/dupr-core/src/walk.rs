@@ -42,9 +42,16 @@ struct Frame {
     access: PathBuf,
     /// Held open while `access` goes through it.
     _fd: Option<std::fs::File>,
-    names: Vec<OsString>,
+    /// The names to visit, sorted; with the directory entry when it was
+    /// read here (its `lstat` is then relative to the open directory, not
+    /// a lookup of every component of the path again).
+    names: Vec<(OsString, Option<std::fs::DirEntry>)>,
     pos: usize,
 }
+
+/// Frames deeper than this keep names only: each entry kept holds its
+/// directory open, and a deep tree must not run out of descriptors.
+const ENTRIES_DEPTH: usize = 64;
 
 /// Longest access path used as is; deeper directories are opened and
 /// reached through their descriptor, so no path handed to the kernel
@@ -149,8 +156,11 @@ impl<'a> Walker<'a> {
             }
         };
         if let Some(names) = self.listing.as_ref().and_then(|l| l(&e.path)) {
-            let mut names: Vec<OsString> = names.into_iter().map(OsString::from_vec).collect();
-            names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            let mut names: Vec<(OsString, Option<std::fs::DirEntry>)> = names
+                .into_iter()
+                .map(|n| (OsString::from_vec(n), None))
+                .collect();
+            names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             self.stack.push(Frame {
                 index: e.index.clone(),
                 path: e.path.clone(),
@@ -163,17 +173,18 @@ impl<'a> Walker<'a> {
         }
         match std::fs::read_dir(&access) {
             Ok(rd) => {
-                let mut names: Vec<OsString> = Vec::new();
+                let keep = self.stack.len() < ENTRIES_DEPTH;
+                let mut names = Vec::new();
                 for de in rd {
                     match de {
-                        Ok(de) => names.push(de.file_name()),
+                        Ok(de) => names.push((de.file_name(), keep.then_some(de))),
                         Err(err) => {
                             self.warn(&e.path, &err);
                             break;
                         }
                     }
                 }
-                names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
                 self.stack.push(Frame {
                     index: e.index.clone(),
                     path: e.path.clone(),
@@ -242,12 +253,16 @@ impl Iterator for Walker<'_> {
                 }
                 continue;
             }
-            let name = std::mem::take(&mut frame.names[frame.pos]);
+            let (name, entry) = std::mem::take(&mut frame.names[frame.pos]);
             frame.pos += 1;
             let path = frame.path.join(&name);
             let access = frame.access.join(&name);
             let index = frame.index.join(name.as_bytes());
-            let md = match std::fs::symlink_metadata(&access) {
+            let lstat = match entry {
+                Some(de) => de.metadata(),
+                None => std::fs::symlink_metadata(&access),
+            };
+            let md = match lstat {
                 Ok(md) if self.follow_links && md.file_type().is_symlink() => {
                     match std::fs::metadata(&access) {
                         Ok(t) if t.is_dir() && self.on_stack(&t) => md,
@@ -309,5 +324,68 @@ pub fn total_size(root: &Path) -> u64 {
     match Walker::new(root, Box::new(|_, _, _| Select::Include)) {
         Ok(w) => w.map(|e| e.meta.size).sum(),
         Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    /// A tree deeper than ENTRIES_DEPTH, with a file and a symlink at each
+    /// level: every entry's metadata is its lstat (above the depth through
+    /// the open directory, below it by path), and the walk does not hold a
+    /// descriptor per level.
+    #[test]
+    fn deep_tree_entries_are_their_lstat_with_bounded_descriptors() {
+        const LEVELS: usize = 200;
+        let t = tempfile::tempdir().unwrap();
+        let mut d = t.path().to_path_buf();
+        for i in 0..LEVELS {
+            d = d.join("d");
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("f"), vec![b'x'; i]).unwrap();
+            std::os::unix::fs::symlink(format!("f{i}"), d.join("l")).unwrap();
+        }
+        let before = open_fds();
+        let mut most = before;
+        let w = Walker::new(
+            t.path(),
+            Box::new(|_: &Index, _: &Path, _: &Meta| Select::Include),
+        )
+        .unwrap();
+        let mut n = 0;
+        for e in w {
+            most = most.max(open_fds());
+            let md = std::fs::symlink_metadata(&e.path).unwrap();
+            assert_eq!(
+                e.meta.size,
+                if md.is_file() { md.len() } else { 0 },
+                "{:?}",
+                e.path
+            );
+            assert_eq!(e.meta.mtime, md.mtime(), "{:?}", e.path);
+            match e.path.file_name().and_then(|n| n.to_str()) {
+                Some("l") => {
+                    assert_eq!(e.meta.kind, Kind::Symlink);
+                    let want = std::fs::read_link(&e.path).unwrap();
+                    assert_eq!(e.meta.link, want.as_os_str().as_bytes());
+                }
+                Some("f") => assert_eq!(e.meta.kind, Kind::File),
+                _ => assert_eq!(e.meta.kind, Kind::Dir),
+            }
+            n += 1;
+        }
+        assert_eq!(n, 1 + 3 * LEVELS);
+        // Other tests of this binary open files at the same time: a margin.
+        assert!(
+            most - before <= ENTRIES_DEPTH + 40,
+            "{} descriptors open during a {LEVELS}-level walk",
+            most - before
+        );
     }
 }
