@@ -29,11 +29,7 @@ impl SigtarWriter {
     /// target's copy at that path in that codec.
     pub fn create(local_path: &Path, remote: Option<(&Path, Codec)>) -> Result<Self> {
         let local = Encoder::create(local_path, &Codec::GZIP).ctx(local_path)?;
-        let remote = remote.map(|(p, c)| Remote::Pending {
-            path: p.to_path_buf(),
-            codec: c,
-            buf: Vec::new(),
-        });
+        let remote = remote.map(|(p, c)| Remote::new(p, c));
         Ok(SigtarWriter {
             local,
             local_path: local_path.to_path_buf(),
@@ -112,47 +108,48 @@ impl SigtarWriter {
 /// passphrase's key, which another thread may still be deriving from the
 /// previous manifest) is only wanted once a megabyte is waiting, or at the
 /// end: a small incremental's walk does not wait for the key.
-enum Remote {
-    Pending {
-        path: PathBuf,
-        codec: Codec,
-        buf: Vec<u8>,
-    },
-    Open(Encoder, PathBuf),
+struct Remote {
+    path: PathBuf,
+    codec: Codec,
+    /// What was written before the encoder was opened.
+    held: Vec<u8>,
+    enc: Option<Encoder>,
 }
 
 impl Remote {
     const HOLD: usize = 1 << 20;
 
-    fn open(&mut self) -> Result<(&mut Encoder, &Path)> {
-        if let Remote::Pending { path, codec, buf } = self {
-            let mut enc = Encoder::create(path, codec).ctx(&*path)?;
-            enc.write_all(buf).ctx(&*path)?;
-            *self = Remote::Open(enc, std::mem::take(path));
+    fn new(path: &Path, codec: Codec) -> Remote {
+        Remote {
+            path: path.to_path_buf(),
+            codec,
+            held: Vec::new(),
+            enc: None,
         }
-        match self {
-            Remote::Open(enc, p) => Ok((enc, p)),
-            Remote::Pending { .. } => unreachable!("opened above"),
+    }
+
+    fn encoder(&mut self) -> Result<&mut Encoder> {
+        if self.enc.is_none() {
+            let mut enc = Encoder::create(&self.path, &self.codec).ctx(&self.path)?;
+            enc.write_all(&std::mem::take(&mut self.held))
+                .ctx(&self.path)?;
+            self.enc = Some(enc);
         }
+        Ok(self.enc.as_mut().expect("set above"))
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        if let Remote::Pending { buf, .. } = self {
-            if buf.len() + bytes.len() <= Self::HOLD {
-                buf.extend_from_slice(bytes);
-                return Ok(());
-            }
+        if self.enc.is_none() && self.held.len() + bytes.len() <= Self::HOLD {
+            self.held.extend_from_slice(bytes);
+            return Ok(());
         }
-        let (enc, p) = self.open()?;
-        enc.write_all(bytes).ctx(p)
+        self.encoder()?.write_all(bytes).ctx(&self.path)
     }
 
     fn finish(mut self) -> Result<Written> {
-        self.open()?;
-        match self {
-            Remote::Open(enc, p) => enc.finish().ctx(&p),
-            Remote::Pending { .. } => unreachable!("opened above"),
-        }
+        self.encoder()?;
+        let path = self.path;
+        self.enc.expect("opened above").finish().ctx(&path)
     }
 }
 

@@ -544,16 +544,7 @@ fn remote_manifest_differing_from_cache_exits_5() {
     fs::write(src.join("a.txt"), b"changed\n").unwrap();
     // Enough new data for several 1 MB volumes: the check runs beside the
     // walk, and none of them may be stored before it has failed.
-    let mut x = 7u64;
-    let noise: Vec<u8> = (0..3_500_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    fs::write(src.join("big.bin"), &noise).unwrap();
+    fs::write(src.join("big.bin"), pseudo_random_bytes(3_500_000, 7)).unwrap();
     let before = target_names(&env);
     let cached = cache_names(&env);
     for extra in [&["--volsize", "1"][..], &["--dry-run"][..]] {

@@ -703,6 +703,21 @@ fn next_state(a: &Arch, from: &[u8], flip: usize) {
     set_mtime(&a.src().join("f.bin"), T0 + 20);
 }
 
+/// The incremental at T0 + 2000, with the default cache or `cache`; its
+/// outcome, whatever it is.
+fn third_incremental(a: &Arch, cache: Option<&Path>) -> Output {
+    a.run_in(
+        cache,
+        &[
+            "incremental".to_string(),
+            "--current-time".into(),
+            (T0 + 2000).to_string(),
+            a.src().display().to_string(),
+            a.url(),
+        ],
+    )
+}
+
 /// Every manifest, on the target and in the cache.
 fn manifests_everywhere(a: &Arch) -> Vec<PathBuf> {
     let mut mans: Vec<PathBuf> = a.files(&[".manifest"]);
@@ -719,22 +734,12 @@ fn manifests_everywhere(a: &Arch) -> Vec<PathBuf> {
 #[test]
 fn swapped_signature_file_is_refused_and_reported() {
     let a = Arch::new(false);
-    let src = a.src();
     let (_, v2) = full_then_one_flip(&a, 11, 10);
     let swapped = swap_first_inc_sig(&a);
     next_state(&a, &v2, 190_000);
     let before = a.files(&[""]);
     for (tag, cache) in [("cache", None), ("fresh", Some(a.fresh("sw")))] {
-        let o = a.run_in(
-            cache.as_deref(),
-            &[
-                "incremental".to_string(),
-                "--current-time".into(),
-                (T0 + 2000).to_string(),
-                src.display().to_string(),
-                a.url(),
-            ],
-        );
+        let o = third_incremental(&a, cache.as_deref());
         assert_eq!(o.status.code(), Some(18), "{tag}: {}", out_text(&o));
         assert!(
             stderr_line(&o).contains(&swapped) && stderr_line(&o).contains("does not belong"),
@@ -779,7 +784,6 @@ fn gunzip_sha256(p: &Path) -> String {
 #[test]
 fn an_older_sets_sha256_signature_record_still_guards_it() {
     let a = Arch::new(false);
-    let src = a.src();
     let (_, v2) = full_then_one_flip(&a, 12, 10);
     let full_sig = gunzip_sha256(&a.one(&["duplicity-full-signatures."]));
     let inc_sig = gunzip_sha256(&a.one(&["duplicity-new-signatures."]));
@@ -806,13 +810,7 @@ fn an_older_sets_sha256_signature_record_still_guards_it() {
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
     let swapped = swap_first_inc_sig(&a);
     next_state(&a, &v2, 190_000);
-    let o = a.run(&[
-        "incremental".to_string(),
-        "--current-time".into(),
-        (T0 + 2000).to_string(),
-        src.display().to_string(),
-        a.url(),
-    ]);
+    let o = third_incremental(&a, None);
     assert_eq!(o.status.code(), Some(18), "{}", out_text(&o));
     let e = stderr_line(&o);
     assert!(

@@ -408,10 +408,6 @@ impl Shared {
         if let Some(o) = self.own.get() {
             return Ok(o);
         }
-        let _deriving = self.deriving.lock().expect("poisoned");
-        if let Some(o) = self.own.get() {
-            return Ok(o);
-        }
         let pass = self
             .passphrase
             .as_ref()
@@ -419,9 +415,24 @@ impl Shared {
                 subject: "no passphrase for symmetric encryption".into(),
                 hint: "",
             })?;
-        let k = s2k::derive(&self.s2k, pass, self.sym_alg.key_size())
-            .map_err(|e| Error::KeyDerivation(e.to_string()))?;
-        Ok(self.own.get_or_init(|| (self.s2k.clone(), k)))
+        self.own_from(&self.s2k, pass, self.sym_alg.key_size())
+            .map_err(|e| Error::KeyDerivation(e.to_string()))
+    }
+
+    /// This run's key: the one already set, else `s2k`'s, derived now and
+    /// kept. Derived under `deriving`, so two threads never derive it both.
+    fn own_from(
+        &self,
+        s2k: &StringToKey,
+        pass: &[u8],
+        key_size: usize,
+    ) -> pgp::errors::Result<&(StringToKey, RawSessionKey)> {
+        let _deriving = self.deriving.lock().expect("poisoned");
+        if let Some(o) = self.own.get() {
+            return Ok(o);
+        }
+        let key = s2k::derive(s2k, pass, key_size)?;
+        Ok(self.own.get_or_init(|| (s2k.clone(), key)))
     }
 
     fn key(&self) -> Result<RawSessionKey> {
@@ -448,25 +459,21 @@ impl Shared {
         k: &pgp::packet::SymKeyEncryptedSessionKey,
         pass: &[u8],
     ) -> pgp::errors::Result<PlainSessionKey> {
-        let (Some(alg), Some(s2k_spec), Some(esk)) =
-            (k.sym_algorithm(), k.s2k(), k.encrypted_key())
-        else {
-            return pgp::composed::decrypt_session_key_with_password(k, &Password::from(pass));
+        // Anything but a v4 SKESK with a cipher goes to rPGP as it is.
+        let v4 = k.version() == pgp::types::SkeskVersion::V4;
+        let (alg, s2k_spec, esk) = match (k.sym_algorithm(), k.s2k(), k.encrypted_key()) {
+            (Some(alg), Some(s), Some(esk)) if v4 && alg != SymmetricKeyAlgorithm::Plaintext => {
+                (alg, s, esk)
+            }
+            _ => return pgp::composed::decrypt_session_key_with_password(k, &Password::from(pass)),
         };
-        if k.version() != pgp::types::SkeskVersion::V4 || alg == SymmetricKeyAlgorithm::Plaintext {
-            return pgp::composed::decrypt_session_key_with_password(k, &Password::from(pass));
-        }
         let strong = matches!(
             s2k_spec,
             StringToKey::IteratedAndSalted { count, .. } if *count >= 192
         );
         if strong && esk.is_empty() && alg == self.sym_alg && self.own.get().is_none() {
-            let _deriving = self.deriving.lock().expect("poisoned");
-            if self.own.get().is_none() {
-                let key = s2k::derive(s2k_spec, pass, alg.key_size())?;
-                let _ = self.own.set((s2k_spec.clone(), key));
-            }
-            if let Some(o) = self.own.get().filter(|o| &o.0 == s2k_spec) {
+            let o = self.own_from(s2k_spec, pass, alg.key_size())?;
+            if &o.0 == s2k_spec {
                 return Ok(PlainSessionKey::V3_4 {
                     sym_alg: alg,
                     key: o.1.clone(),

@@ -263,11 +263,6 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
         Cache::local_name(last.manifest.as_deref().unwrap_or(""), &t.settings.prefixes)
             .map(|l| t.cache.path(&l))
             .filter(|p| p.exists());
-    // Decrypting the target's copy costs the passphrase's key derivation
-    // (tens of ms): it runs beside the walk and is waited for before the
-    // first volume is stored.
-    let check =
-        (cached_copy.is_some() && t.settings.check_remote).then(|| RemoteCheck::start(t, last, &m));
     if !allow_source_mismatch {
         let host = cfg.hostname.clone();
         if !m.hostname.is_empty() && m.hostname != host {
@@ -284,6 +279,11 @@ fn incremental_plan(t: &Target, cfg: &BackupConfig) -> Result<Option<Plan>> {
             });
         }
     }
+    // Decrypting the target's copy costs the passphrase's key derivation
+    // (tens of ms): it runs beside the walk and is waited for before the
+    // first volume is stored.
+    let check =
+        (cached_copy.is_some() && t.settings.check_remote).then(|| RemoteCheck::start(t, last, &m));
     t.sync(&names)?;
     let open = || -> Result<SigMerge<Box<dyn Read + Send>>> {
         let mut readers = Vec::new();
